@@ -1,0 +1,1 @@
+"""mmcam: class activation maps for the tasks people really run."""
