@@ -1,1 +1,61 @@
-"""mmcam: class activation maps for the tasks people really run."""
+"""mmcam: class activation maps (Grad-CAM and its family) for the tasks people really run.
+
+>>> import mmcam
+>>> cam = mmcam.CAM(model, "layer4", method="gradcam")      # doctest: +SKIP
+>>> exp = cam(images, targets=[3, 7])                        # doctest: +SKIP
+>>> exp.maps.shape                                           # (B, K, H, W) in [0, 1]
+
+Importing mmcam imports torch only; transformers and ultralytics load when an adapter
+needs them.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import methods, reshape, targets
+from .engine import CAM, Explanation
+from .errors import GradientError, InputError, LayerError, MethodError, MMCamError, TargetError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAM",
+    "Explanation",
+    "methods",
+    "reshape",
+    "targets",
+    "MMCamError",
+    "LayerError",
+    "MethodError",
+    "TargetError",
+    "GradientError",
+    "InputError",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "explain_classification",
+    "ClassificationExplanation",
+    "TTA",
+    "data",
+    "zoo",
+    "metrics",
+    "render",
+]
+
+_LAZY = {
+    "GuidedBackprop": ("mmcam.methods.guided", "GuidedBackprop"),
+    "GuidedGradCAM": ("mmcam.methods.guided", "GuidedGradCAM"),
+    "explain_classification": ("mmcam.explain", "explain_classification"),
+    "ClassificationExplanation": ("mmcam.explain", "ClassificationExplanation"),
+    "TTA": ("mmcam.smooth", "TTA"),
+}
+_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"mmcam.{name}")
+    raise AttributeError(f"module 'mmcam' has no attribute {name!r}")

@@ -1,0 +1,130 @@
+"""Choose a default layer by structure, from one probing forward — never by attribute names.
+
+The rule, from what actually ran:
+
+* the candidates are modules that ran exactly once and output a batch-first tensor of
+  rank 3 or 4 with more than one position (pooling, dropout, flatten and identity
+  modules excluded), in the order they *finished* (a container finishes after its
+  children, so ``layer4`` wins over ``layer4.1.conv2``);
+* if the last candidate is a token sequence ``(B, N, D)`` — a ViT, DeiT, CLIP, BEiT, Swin
+  — the layer is the first LayerNorm of the last block of the last list of repeated
+  blocks, i.e. the pre-attention norm (``ln_1``, ``layernorm_before``, ``layer_norm1``):
+  for CLS-pooled models the patch gradients at a block's *output* are exactly zero;
+* otherwise the last candidate (``layer4``, ``features``, ``trunk_output``, …).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine.hooks import first_tensor
+from ..errors import LayerError
+
+__all__ = ["default_layers", "probe"]
+
+_SKIP = (
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._MaxPoolNd,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Identity,
+)
+
+
+def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int, ...], int]]:
+    """Run ``model`` once without gradients; ``(name, module, output shape, calls)`` for every
+    module that returned a tensor, in the order modules finished."""
+    from ..engine.inputs import Inputs
+
+    batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+    finished: list[str] = []
+    calls: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    modules = dict(model.named_modules())
+    handles = []
+
+    def hook(name: str):
+        def record(module: nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            tensor = first_tensor(output)
+            if tensor is not None and name not in shapes:
+                shapes[name] = tuple(tensor.shape)
+                finished.append(name)
+
+        return record
+
+    try:
+        for name, module in modules.items():
+            if name:
+                handles.append(module.register_forward_hook(hook(name)))
+        with torch.no_grad():
+            batch.run(model)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(n, modules[n], shapes[n], calls[n]) for n in finished]
+
+
+def default_layers(model: nn.Module, inputs: Any) -> list[str]:
+    """The default layer name(s) for ``model`` on ``inputs`` (see the module docstring)."""
+    records = probe(model, inputs)
+    batch = records[0][2][0] if records else None
+    candidates = [
+        (name, module, shape)
+        for name, module, shape, calls in records
+        if calls == 1
+        and not isinstance(module, _SKIP)
+        and len(shape) in (3, 4)
+        and shape[0] == batch
+        and _positions(shape) > 1
+    ]
+    if not candidates:
+        raise LayerError(
+            f"found no layer with a spatial or token output in {type(model).__name__}; pass "
+            "layers= explicitly (a module or a name from model.named_modules())"
+        )
+    name, module, shape = candidates[-1]
+    if len(shape) == 3:
+        norm = _pre_attention_norm(model, name, records)
+        if norm is not None:
+            return [norm]
+    return [name]
+
+
+def _positions(shape: tuple[int, ...]) -> int:
+    if len(shape) == 3:
+        return shape[1]
+    return max(shape[2] * shape[3], shape[1] * shape[2])
+
+
+def _pre_attention_norm(model: nn.Module, name: str, records) -> str | None:
+    """First LayerNorm (in execution order) inside the last block of the last executed list
+    of repeated blocks."""
+    ran = {n for n, *_ in records}
+    order = {n: i for i, (n, *_) in enumerate(records)}
+    lists = []
+    for list_name, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) < 2:
+            continue
+        children = list(module.named_children())
+        kinds = {type(m) for _, m in children}
+        if len(kinds) == 1 and any(isinstance(m, nn.LayerNorm) for _, c in children for m in c.modules()):
+            last = f"{list_name}.{children[-1][0]}" if list_name else children[-1][0]
+            if last in ran:
+                lists.append(last)
+    if not lists:
+        return None
+    block = max(lists, key=lambda n: order[n])
+    norms = [
+        f"{block}.{n}"
+        for n, m in model.get_submodule(block).named_modules()
+        if n and isinstance(m, nn.LayerNorm) and f"{block}.{n}" in order
+    ]
+    if not norms:
+        return None
+    # first to *run*: a LayerNorm has no children, so finishing order is running order
+    return min(norms, key=lambda n: order[n])

@@ -1,0 +1,281 @@
+"""The engine: one forward, every target, any layer, any method.
+
+``CAM(model, layers, method)(inputs, targets)`` hooks the layers for one call, runs one
+forward with the prefix cut, evaluates the targets to ``(B, K)`` scores, takes the
+gradients of all K scores with one batched vector-Jacobian product (or a retained-graph
+loop, whichever is faster for the model), lets the method weight the activations, and
+returns ReLU'd, fused, upsampled and normalised maps.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import methods as methods_mod
+from .. import reshape as reshape_mod
+from ..errors import GradientError, InputError, LayerError
+from ..methods.base import Context
+from .combine import fuse, normalize, upsample
+from .hooks import Capture, frozen_parameters, resolve_layers
+from .inputs import Inputs
+from .targets import TargetSet
+
+__all__ = ["CAM", "Explanation"]
+
+GRAD_MODES = ("auto", "batched", "loop")
+
+
+@dataclass
+class Explanation:
+    """Class activation maps for B images × K targets.
+
+    ``maps``: ``(B, K, H, W)`` in [0, 1] at input resolution; ``raw``: ``(B, K, h, w)`` at
+    layer resolution after ReLU (several layers: fused at the finest grid); ``scores``:
+    ``(B, K)`` the explained scalars; ``output``: the model output, detached.
+    """
+
+    maps: torch.Tensor
+    raw: torch.Tensor
+    scores: torch.Tensor
+    method: str
+    layers: list[str]
+    targets: list[list[str]]
+    output: Any = None
+    layer_raw: list[torch.Tensor] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        b, k, h, w = self.maps.shape
+        return f"Explanation(method={self.method!r}, layers={self.layers}, maps={b}x{k}x{h}x{w})"
+
+
+class CAM:
+    """Class activation maps of ``model`` at ``layers`` with ``method``.
+
+    Args:
+        model: any ``nn.Module``; left exactly as found (parameters, ``requires_grad``,
+            ``.grad``, ``training``, hooks), even when a call fails.
+        layers: a module, a dotted name (``"layer4"``), a list of them (maps are fused),
+            or ``None``/``"auto"`` to pick the last spatial layer by structure (for token
+            models, the last block's pre-attention norm).
+        method: a registered name (``mmcam.methods.available()``) or a ``Method``.
+        reshape: ``"auto"``, ``"nchw"``, ``"nhwc"``, ``"tokens"``, a
+            :class:`mmcam.reshape.Reshape` or a callable ``tensor -> (B, C, h, w)``.
+        grad_mode: ``"batched"`` (one ``autograd.grad(is_grads_batched=True)``), ``"loop"``
+            (one retained-graph ``autograd.grad`` per target) or ``"auto"`` (time both on
+            the first multi-target call and keep the faster for this instance).
+        batch_size: rows per extra forward for perturbation methods (scorecam, ablationcam).
+        progress: show progress bars on long work (``None``: only on a terminal).
+
+    Example::
+
+        cam = mmcam.CAM(resnet, "layer4", method="gradcam")
+        exp = cam(images, targets=[3, 7])          # (B, 2, H, W) maps from one forward
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Any = None,
+        method: "str | methods_mod.Method" = "gradcam",
+        reshape: Any = "auto",
+        *,
+        grad_mode: str = "auto",
+        batch_size: int = 32,
+        progress: bool | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if grad_mode not in GRAD_MODES:
+            raise InputError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+        self.model = model
+        self.method = methods_mod.get(method)
+        self.reshape = reshape_mod.resolve(reshape, model)
+        self.layers = None if layers is None or layers == "auto" else resolve_layers(model, layers)
+        self.grad_mode = grad_mode
+        self.batch_size = batch_size
+        self.progress = progress
+        self._chosen_mode: str | None = None
+
+    def __call__(self, inputs: Any, targets: Any = None, *, input_size: tuple[int, int] | None = None) -> Explanation:
+        if torch.is_inference_mode_enabled():
+            raise InputError("mmcam needs autograd: call it outside torch.inference_mode()")
+        batch = Inputs(inputs)
+        size = tuple(input_size) if input_size is not None else batch.spatial_size
+        if self.layers is None:
+            from ..adapters.layers import default_layers
+
+            self.layers = resolve_layers(self.model, default_layers(self.model, batch))
+        targets_set = TargetSet(targets, batch.batch_size)
+        with frozen_parameters(self.model):
+            with Capture(self.layers) as capture, torch.enable_grad():
+                output = batch.run(self.model)
+            leaves = capture.check(self.model)
+            with torch.enable_grad():
+                if not targets_set.resolved:
+                    targets_set.resolve_default(output)
+                scores = targets_set.scores(output)
+                grads = self._gradients(scores, leaves) if self.method.needs_grads else [None] * len(leaves)
+            per_layer = [
+                self._layer_map(index, leaf, grad, scores.detach(), batch, targets_set, size)
+                for index, (leaf, grad) in enumerate(zip(leaves, grads))
+            ]
+        finest = max((m.shape[-2:] for m in per_layer), key=lambda s: s[0] * s[1])
+        raw = per_layer[0] if len(per_layer) == 1 else fuse(per_layer, tuple(finest))
+        maps = normalize(upsample(raw, size) if size is not None else raw)
+        return Explanation(
+            maps=maps,
+            raw=raw,
+            scores=scores.detach(),
+            method=self.method.name,
+            layers=[name for name, _ in self.layers],
+            targets=[[repr(t) for t in targets_set.items(b)] for b in range(batch.batch_size)],
+            output=_detached(output),
+            layer_raw=per_layer,
+        )
+
+    # -- gradients ---------------------------------------------------------------------
+
+    def _gradients(self, scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``d scores[:, k] / d leaf`` for every k, as ``(K, *leaf.shape)`` per leaf."""
+        if not scores.requires_grad:
+            raise GradientError(
+                "the explained scores do not depend on the hooked layer(s) "
+                f"{[n for n, _ in self.layers]}: the layer is not on the path to the output, or the "
+                "model computes its output under torch.no_grad(), detaches it, or converts it "
+                "(.item(), .numpy()). Hook a layer the output depends on, or pass a target that "
+                "keeps the graph"
+            )
+        k = scores.shape[1]
+        mode = self.grad_mode
+        if mode == "auto":
+            mode = self._chosen_mode or ("loop" if k == 1 else None)
+        if mode is None:
+            return self._measure_modes(scores, leaves)
+        if mode == "batched" and k > 1:
+            try:
+                return self._check_grads(_batched_grads(scores, leaves), leaves)
+            except RuntimeError as error:
+                if self.grad_mode == "batched":
+                    raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error
+                self._chosen_mode = "loop"
+        return self._check_grads(_looped_grads(scores, leaves), leaves)
+
+    def _measure_modes(self, scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Time both gradient strategies once and keep the faster for this instance."""
+        start = time.perf_counter()
+        try:
+            batched = _batched_grads(scores, leaves, retain=True)
+        except RuntimeError:
+            self._chosen_mode = "loop"
+            return self._check_grads(_looped_grads(scores, leaves), leaves)
+        middle = time.perf_counter()
+        looped = _looped_grads(scores, leaves)
+        end = time.perf_counter()
+        self._chosen_mode = "batched" if middle - start <= end - middle else "loop"
+        return self._check_grads(batched if self._chosen_mode == "batched" else looped, leaves)
+
+    def _check_grads(self, grads: list[torch.Tensor | None], leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        for (name, _), grad in zip(self.layers, grads):
+            if grad is None:
+                raise LayerError(
+                    f"layer {name!r} is not on the path from the input to the explained scores; "
+                    "hook a layer the target depends on (one before the output head)"
+                )
+        if not any(bool(torch.count_nonzero(g)) for g in grads):
+            raise GradientError(
+                f"the gradients of the targets at {[n for n, _ in self.layers]} are all zero, so every "
+                "gradient-based map would be empty. Common causes: a CLS-pooled transformer hooked "
+                "at a block output (hook the last block's pre-attention norm, e.g. "
+                "'...layer.11.layernorm_before'); a saturated or constant target; a dead ReLU "
+                "layer. Try another layer, or a gradient-free method (eigencam, scorecam)"
+            )
+        return grads
+
+    # -- one layer ---------------------------------------------------------------------
+
+    def _layer_map(self, index, leaf, grad, scores, batch, targets_set, size) -> torch.Tensor:
+        name, module = self.layers[index]
+        shape = self.reshape.for_tensor(leaf, size)
+        acts = shape(leaf.detach(), size)
+        b, c, h, w = acts.shape
+        k = scores.shape[1]
+        grid_grads = None
+        if grad is not None:
+            grid_grads = shape(grad.flatten(0, 1), size).unflatten(0, (k, b)).transpose(0, 1)
+            if not bool(torch.count_nonzero(grid_grads)) and bool(torch.count_nonzero(grad)):
+                raise GradientError(
+                    f"at layer {name!r} only the prefix (CLS/register) tokens receive gradient: the "
+                    "model pools the CLS token, so patch tokens at a block's output do not affect "
+                    "it. Hook the last block's pre-attention norm instead (layernorm_before, ln_1, "
+                    "layer_norm1) or leave layers=None"
+                )
+            grid_grads = grid_grads.flatten(3)
+
+        def rescore(inputs: Inputs, rows: torch.Tensor, edit=None) -> torch.Tensor:
+            with torch.no_grad():
+                if edit is None:
+                    out = inputs.run(self.model)
+                else:
+                    with Capture([self.layers[index]], cut=False, edit=lambda _i, t: edit(_i, t)):
+                        out = inputs.run(self.model)
+                return targets_set.scores(out, rows)
+
+        ctx = Context(
+            model=self.model,
+            inputs=batch,
+            targets=targets_set,
+            layer=(name, module),
+            grid=(h, w),
+            channel_dim=shape.channel_dim,
+            scores=scores,
+            batch_size=self.batch_size,
+            rescore=rescore,
+            progress=self.progress,
+        )
+        cam = self.method.cam(acts.flatten(2), grid_grads, ctx)
+        return torch.relu(cam).reshape(b, k, h, w)
+
+
+def _batched_grads(scores: torch.Tensor, leaves: list[torch.Tensor], retain: bool = False) -> list[torch.Tensor]:
+    k = scores.shape[1]
+    eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
+    seeds = eye[:, None, :].expand(k, scores.shape[0], k).contiguous()
+    return list(
+        torch.autograd.grad(
+            scores, leaves, grad_outputs=seeds, is_grads_batched=True, allow_unused=True, retain_graph=retain
+        )
+    )
+
+
+def _looped_grads(scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    k = scores.shape[1]
+    per_target = [
+        torch.autograd.grad(scores[:, j].sum(), leaves, retain_graph=j < k - 1, allow_unused=True) for j in range(k)
+    ]
+    out: list[torch.Tensor | None] = []
+    for i in range(len(leaves)):
+        column = [g[i] for g in per_target]
+        out.append(None if any(g is None for g in column) else torch.stack(column))
+    return out
+
+
+def _detached(value: Any) -> Any:
+    """A copy of a model output with every tensor detached (keeps no autograd graph)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, Mapping):
+        items = {k: _detached(v) for k, v in value.items()}
+        try:
+            return type(value)(**items)
+        except TypeError:
+            return items
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_detached(v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached(v) for v in value)
+    return value

@@ -1,0 +1,80 @@
+"""CAM methods: weighting rules registered by name.
+
+>>> import mmcam
+>>> mmcam.methods.available()  # doctest: +ELLIPSIS
+['ablationcam', 'cam', 'eigencam', 'eigengradcam', 'gradcam', ...]
+
+A method is a small class (see :mod:`mmcam.methods.base`); register your own with
+:func:`register`. Pixel-space methods (Guided Backprop, Guided Grad-CAM) live in
+:mod:`mmcam.methods.guided` beside them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import MethodError, close_matches
+from .base import Context, ElementwiseMethod, Method, WeightMethod
+from .cam import ClassActivationMap
+from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
+from .gradient import GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .perturbation import AblationCAM, ScoreCAM
+
+__all__ = [
+    "available",
+    "get",
+    "register",
+    "Context",
+    "Method",
+    "WeightMethod",
+    "ElementwiseMethod",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMElementwise",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "LayerCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "EigenSmooth",
+    "ScoreCAM",
+    "AblationCAM",
+    "ClassActivationMap",
+]
+
+_REGISTRY: dict[str, Callable[[], Method]] = {}
+
+
+def register(name: str, factory: Callable[[], Method]) -> None:
+    """Register a method factory under ``name``; names are unique."""
+    if name in _REGISTRY:
+        raise MethodError(f"a method named {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def available() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(spec: "str | Method") -> Method:
+    """A method instance from a registered name (case-insensitive) or an instance."""
+    if isinstance(spec, Method):
+        return spec
+    if not isinstance(spec, str):
+        raise MethodError(f"method must be a name or a Method instance, got {type(spec).__name__}")
+    key = spec.lower().replace("_", "-")
+    aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam": "gradcam", "score-cam": "scorecam"}
+    key = aliases.get(key, key)
+    if key.endswith("+eigensmooth"):
+        return EigenSmooth(key[: -len("+eigensmooth")])
+    if key not in _REGISTRY:
+        raise MethodError(
+            f"unknown method {spec!r}; available: {', '.join(available())} (close matches: "
+            f"{close_matches(key, available())}); pixel-space methods are mmcam.GuidedBackprop "
+            "and mmcam.GuidedGradCAM"
+        )
+    return _REGISTRY[key]()
+
+
+for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap):
+    register(_cls.name, _cls)

@@ -1,0 +1,15 @@
+"""Targets: callables turning a model output into the scalar(s) to explain, ``(B,)`` or ``(B, K)``."""
+from .base import Difference, Scaled, Sum, Target, logits_of
+from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
+
+__all__ = [
+    "Target",
+    "Sum",
+    "Difference",
+    "Scaled",
+    "logits_of",
+    "ClassLogit",
+    "ClassProbability",
+    "RawScore",
+    "TopClasses",
+]
