@@ -1,0 +1,232 @@
+"""Task-level explanations: one object per image with its maps, items and metadata.
+
+:class:`TaskExplanation` is the base every task's result extends (classification here;
+captions, VQA, detections, segmentation and actions in :mod:`mmcam.tasks`). It holds one
+image, ``K`` maps (one per explained item: a class, a word, a box, an answer) and knows how
+to save itself (overlay PNGs + a JSON summary) and to show itself in Jupyter.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .engine import CAM
+from .errors import InputError
+from .io import load_image
+from .render.overlay import data_uri, overlay, resize_map, save_png, to_uint8_image
+
+__all__ = ["TaskExplanation", "ClassificationExplanation", "explain_classification", "prepare_image", "map_stats"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def map_stats(heat: torch.Tensor) -> dict[str, Any]:
+    """Summary numbers of one ``(H, W)`` map in [0, 1]: peak position, mean, mass share of the
+    top 10% of pixels."""
+    flat = heat.flatten()
+    peak = int(flat.argmax())
+    top = flat.sort(descending=True).values[: max(1, flat.numel() // 10)]
+    total = float(flat.sum())
+    return {
+        "peak_xy": [peak % heat.shape[-1], peak // heat.shape[-1]],
+        "mean": round(float(flat.mean()), 4),
+        "top10_mass": round(float(top.sum()) / total, 4) if total > 0 else 0.0,
+    }
+
+
+@dataclass
+class TaskExplanation:
+    """One image's explanation: ``maps[k]`` in [0, 1] at the image's size for ``items[k]``."""
+
+    image: np.ndarray
+    maps: torch.Tensor
+    items: list[str]
+    scores: torch.Tensor
+    method: str
+    layers: list[str]
+    task: str = "task"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def overlays(self, alpha: float = 0.5) -> list[np.ndarray]:
+        """One uint8 RGB overlay per item."""
+        return [overlay(self.image, m, alpha) for m in self.maps]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: items with scores and map statistics, method, layers, metadata."""
+        return {
+            "task": self.task,
+            "method": self.method,
+            "layers": list(self.layers),
+            "image_size": list(self.image.shape[:2]),
+            "items": [
+                {"index": k, "label": label, "score": round(float(s), 6), **map_stats(m)}
+                for k, (label, m, s) in enumerate(zip(self.items, self.maps, self.scores))
+            ],
+            **_jsonable(self.meta),
+        }
+
+    def save(self, out_dir: "str | Path", stem: str = "explanation", scale: int = 1) -> list[Path]:
+        """Write ``{stem}_{k}_{item}.png`` overlays and ``{stem}.json``; return the paths."""
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot write to {str(out)!r}: {error.strerror}; pass a writable --out directory") from None
+        paths = []
+        for k, (label, img) in enumerate(zip(self.items, self.overlays())):
+            paths.append(save_png(img, out / f"{stem}_{k:02d}_{_slug(label)}.png", scale))
+        summary = self.to_dict()
+        summary["files"] = [p.name for p in paths]
+        json_path = out / f"{stem}.json"
+        json_path.write_text(json.dumps(summary, indent=2))
+        return paths + [json_path]
+
+    def _repr_html_(self) -> str:
+        cells = "".join(
+            f'<figure style="display:inline-block;margin:4px;text-align:center">'
+            f'<img src="{data_uri(img, _scale(img))}" style="image-rendering:pixelated"/>'
+            f"<figcaption>{_escape(label)} ({float(s):.3g})</figcaption></figure>"
+            for label, img, s in zip(self.items, self.overlays(), self.scores)
+        )
+        return f"<div><b>{self.task}</b> · {self.method} @ {', '.join(self.layers)}<br/>{cells}</div>"
+
+
+@dataclass
+class ClassificationExplanation(TaskExplanation):
+    """Maps for the top classes of a classifier: ``items`` are class names."""
+
+    task: str = "classification"
+
+
+def prepare_image(image: Any, processor: Any = None, size: int | tuple[int, int] | None = None) -> tuple[Any, np.ndarray]:
+    """Model inputs and the display image for one image.
+
+    ``processor``: ``None`` (ImageNet normalisation, optional resize to ``size``), an HF image
+    processor (called as ``processor(images=img, return_tensors="pt")``), or any callable
+    ``PIL image -> tensor (3, H, W) | dict``. A tensor ``(3, H, W)``/``(1, 3, H, W)`` image is
+    used as given.
+    """
+    if isinstance(image, torch.Tensor) and processor is None:
+        x = image if image.ndim == 4 else image[None]
+        if x.ndim != 4:
+            raise InputError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
+        shown = x[0].float()
+        shown = (shown - shown.min()) / (shown.max() - shown.min() + 1e-8)
+        return x, to_uint8_image(shown)
+    pil = load_image(image)
+    if size is not None:
+        pil = pil.resize((size, size) if isinstance(size, int) else (size[1], size[0]), Image.BILINEAR)
+    if processor is None:
+        arr = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+        std = torch.tensor(IMAGENET_STD)[:, None, None]
+        return ((arr - mean) / std)[None], np.asarray(pil)
+    try:
+        inputs = processor(images=pil, return_tensors="pt")
+    except TypeError:
+        inputs = processor(pil)
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 3:
+        inputs = inputs[None]
+    if not isinstance(inputs, torch.Tensor):
+        inputs = dict(inputs)
+    model_size = (inputs if isinstance(inputs, torch.Tensor) else inputs.get("pixel_values", None))
+    shown = np.asarray(pil)
+    if isinstance(model_size, torch.Tensor) and model_size.ndim == 4 and model_size.shape[-2:] != shown.shape[:2]:
+        shown = np.asarray(pil.resize((model_size.shape[-1], model_size.shape[-2]), Image.BILINEAR))
+    return inputs, shown
+
+
+def explain_classification(
+    model: nn.Module,
+    image: Any,
+    target: "int | list[int] | None" = None,
+    *,
+    processor: Any = None,
+    labels: "list[str] | dict[int, str] | None" = None,
+    topk: int = 1,
+    method: str = "gradcam",
+    layers: Any = None,
+    size: int | None = None,
+) -> ClassificationExplanation:
+    """Explain a classifier's decision on one image.
+
+    ``target``: a class index or list of them; by default the ``topk`` highest classes,
+    all explained from one forward. ``labels`` names classes (else HF ``config.id2label``).
+    """
+    from .targets import TopClasses
+
+    inputs, shown = prepare_image(image, processor, size)
+    explicit = None if target is None else ([target] if isinstance(target, int) else list(target))
+    exp = CAM(model, layers, method=method)(inputs, explicit if explicit is not None else [TopClasses(topk)])
+    logits = _logits(exp.output)
+    classes = explicit if explicit is not None else logits[0].topk(min(topk, logits.shape[1])).indices.tolist()
+    probs = logits.softmax(-1)[0]
+    names = _label_names(model, labels)
+    items = [names.get(c, str(c)) for c in classes]
+    maps = exp.maps[0]
+    if maps.shape[-2:] != shown.shape[:2]:
+        maps = torch.stack([torch.from_numpy(resize_map(m, shown.shape[:2])) for m in maps])
+    return ClassificationExplanation(
+        image=shown,
+        maps=maps,
+        items=items,
+        scores=exp.scores[0],
+        method=exp.method,
+        layers=exp.layers,
+        meta={
+            "classes": classes,
+            "probabilities": [round(float(probs[c]), 6) for c in classes],
+            "predicted": int(logits[0].argmax()),
+            "predicted_label": names.get(int(logits[0].argmax()), str(int(logits[0].argmax()))),
+        },
+    )
+
+
+def _logits(output: Any) -> torch.Tensor:
+    from .targets import logits_of
+
+    return logits_of(output)
+
+
+def _label_names(model: nn.Module, labels: Any) -> dict[int, str]:
+    if isinstance(labels, dict):
+        return {int(k): str(v) for k, v in labels.items()}
+    if isinstance(labels, (list, tuple)):
+        return dict(enumerate(map(str, labels)))
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    return {int(k): str(v) for k, v in id2label.items()} if id2label else {}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "item"
+
+
+def _scale(img: np.ndarray) -> int:
+    return max(1, 192 // max(img.shape[:2]))
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
