@@ -36,7 +36,8 @@ class Explanation:
 
     ``maps``: ``(B, K, H, W)`` in [0, 1] at input resolution; ``raw``: ``(B, K, h, w)`` at
     layer resolution after ReLU (several layers: fused at the finest grid); ``scores``:
-    ``(B, K)`` the explained scalars; ``output``: the model output, detached.
+    ``(B, K)`` the explained scalars; ``output``: the model output, detached;
+    ``resolved_targets``: each image's target callables (defaults filled in).
     """
 
     maps: torch.Tensor
@@ -47,6 +48,7 @@ class Explanation:
     targets: list[list[str]]
     output: Any = None
     layer_raw: list[torch.Tensor] = field(default_factory=list)
+    resolved_targets: list[list[Any]] = field(default_factory=list)
 
     def __repr__(self) -> str:
         b, k, h, w = self.maps.shape
@@ -136,6 +138,7 @@ class CAM:
             targets=[[repr(t) for t in targets_set.items(b)] for b in range(batch.batch_size)],
             output=_detached(output),
             layer_raw=per_layer,
+            resolved_targets=[list(targets_set.items(b)) for b in range(batch.batch_size)],
         )
 
     # -- gradients ---------------------------------------------------------------------

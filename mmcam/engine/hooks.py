@@ -60,9 +60,13 @@ def resolve_layers(model: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]
 
 @contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """Set ``requires_grad=False`` on every parameter for the call; restore exactly after."""
+    """For the call: ``requires_grad=False`` on every parameter, restored exactly after; and,
+    when any module is in training mode (BatchNorm updating running statistics), the
+    buffers are restored to their values before the call."""
     params = list(model.parameters())
     saved = [p.requires_grad for p in params]
+    training = any(m.training for m in model.modules())
+    buffers = [(b, b.detach().clone()) for b in model.buffers()] if training else []
     try:
         for p in params:
             p.requires_grad_(False)
@@ -70,6 +74,9 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, saved):
             p.requires_grad_(flag)
+        with torch.no_grad():
+            for buffer, value in buffers:
+                buffer.copy_(value)
 
 
 def first_tensor(value: Any) -> torch.Tensor | None:

@@ -1,0 +1,77 @@
+"""The model is left exactly as found: after success, after an exception, after many calls."""
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+import torchvision
+
+import mmcam
+from modelstate import assert_same_state, snapshot
+
+
+def _prepared_model():
+    model = torchvision.models.resnet18(num_classes=5)
+    model.train()  # a model in train mode must stay in train mode
+    model.layer1.eval()  # mixed flags
+    model.conv1.weight.requires_grad_(False)  # user-frozen parameter stays frozen
+    model.fc.weight.grad = torch.full_like(model.fc.weight, 0.25)  # a stale .grad stays as it is
+    model.layer2.register_forward_hook(lambda m, i, o: None)  # the user's own hook stays
+    return model
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "ablationcam", "eigencam", "cam"])
+def test_untouched_after_success(method):
+    model = _prepared_model()
+    before = snapshot(model)
+    mmcam.CAM(model, "layer4", method=method, batch_size=256)(torch.randn(2, 3, 32, 32), [1, 2])
+    assert_same_state(before, snapshot(model))
+
+
+def test_untouched_after_exception_in_target():
+    model = _prepared_model()
+    before = snapshot(model)
+
+    def broken(output):
+        raise RuntimeError("target failed")
+
+    with pytest.raises(RuntimeError, match="target failed"):
+        mmcam.CAM(model, "layer4")(torch.randn(2, 3, 64, 64), [broken])
+    assert_same_state(before, snapshot(model))
+
+
+def test_untouched_after_exception_in_forward():
+    model = _prepared_model()
+    before = snapshot(model)
+    with pytest.raises(RuntimeError):
+        mmcam.CAM(model, "layer4")(torch.randn(2, 5, 64, 64), [0])  # wrong channel count
+    assert_same_state(before, snapshot(model))
+
+
+def test_guided_and_tta_untouched():
+    model = _prepared_model().eval()
+    before = snapshot(model)
+    mmcam.GuidedGradCAM(model, "layer4")(torch.randn(1, 3, 32, 32), [1])
+    mmcam.TTA(mmcam.CAM(model, "layer4"))(torch.randn(1, 3, 32, 32), [1])
+    assert_same_state(before, snapshot(model))
+
+
+def test_repeated_calls_leak_neither_hooks_nor_tensors():
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    cam = mmcam.CAM(model, "layer4", method="gradcam")
+    x = torch.randn(2, 3, 32, 32)
+
+    def live_tensors():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    for _ in range(3):
+        cam(x, [1, 2, 3])
+    start = live_tensors()
+    for _ in range(20):
+        exp = cam(x, [1, 2, 3])
+        del exp
+    assert live_tensors() <= start
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+    assert all(len(m._forward_pre_hooks) == 0 for m in model.modules())
