@@ -87,10 +87,10 @@ class Tokens(Reshape):
             if 0 <= prefix and (self.prefix is None or prefix == self.prefix):
                 return prefix, grid
         prefixes = [self.prefix] if self.prefix is not None else range(0, 17)
-        for prefix in prefixes:
-            grid = _grid_for(n_tokens - prefix, input_size)
-            if grid is not None:
-                return prefix, grid
+        fits = [(fit[0] + 0.002 * p, p, fit[1]) for p in prefixes if (fit := _grid_for(n_tokens - p, input_size))]
+        if fits:
+            _, prefix, grid = min(fits)
+            return prefix, grid
         raise InputError(
             f"cannot fold {n_tokens} tokens into a grid for input size {input_size}: pass "
             "reshape=mmcam.reshape.Tokens(prefix=P, grid=(h, w))"
@@ -108,13 +108,14 @@ class Tokens(Reshape):
         return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
 
 
-def _grid_for(n: int, input_size: Size | None) -> Size | None:
-    """The ``(h, w)`` with ``h * w == n`` whose stride is equal along both input axes."""
+def _grid_for(n: int, input_size: Size | None) -> tuple[float, Size] | None:
+    """``(mismatch, (h, w))`` for the ``h * w == n`` grid whose stride is most nearly equal
+    along both input axes (``None`` if none is within 10%)."""
     if n <= 0:
         return None
     if input_size is None:
         side = round(n**0.5)
-        return (side, side) if side * side == n else None
+        return (0.0, (side, side)) if side * side == n else None
     height, width = input_size
     best: tuple[float, Size] | None = None
     for h in range(1, n + 1):
@@ -123,9 +124,9 @@ def _grid_for(n: int, input_size: Size | None) -> Size | None:
         w = n // h
         sh, sw = height / h, width / w
         mismatch = abs(sh - sw) / max(sh, sw)
-        if mismatch < 0.15 and (best is None or mismatch < best[0]):
+        if mismatch < 0.1 and (best is None or mismatch < best[0]):
             best = (mismatch, (h, w))
-    return best[1] if best else None
+    return best
 
 
 class Auto(Reshape):

@@ -122,8 +122,12 @@ class _Record:
 class Capture:
     """Hooks on ``layers`` for one forward.
 
-    With ``cut=True`` each hooked output becomes a leaf that requires grad (the prefix
-    cut); ``edit`` may rewrite the captured tensor (used by ablation) before it flows on.
+    With ``cut=True`` a hooked output that is not yet on an autograd graph becomes a leaf
+    that requires grad (the prefix cut: the earliest hooked layer, or one on a branch of its
+    own); a later layer that depends on an earlier one stays connected to it, so every
+    layer gets its gradient. Downstream code always receives a clone, so its in-place
+    operations cannot corrupt the captured activation. ``edit`` may rewrite the flowing
+    tensor (used by ablation).
     """
 
     layers: list[tuple[str, nn.Module]]
@@ -160,7 +164,12 @@ class Capture:
                     f"layer {record.name!r} ({type(module).__name__}) returned "
                     f"{type(output).__name__} with no tensor; hook a layer that outputs a feature map"
                 )
-            if self.cut:
+            if self.cut and tensor.requires_grad:
+                # already on the graph of an earlier hooked layer: keep the connection
+                record.leaf, record.version = tensor, tensor._version
+                flowing = tensor.clone()
+            elif self.cut:
+                # the prefix cut: nothing before this layer is traced by autograd
                 leaf = tensor.detach().requires_grad_(tensor.is_floating_point())
                 record.leaf, record.version = leaf, leaf._version
                 flowing = leaf.clone() if tensor.is_floating_point() else leaf
