@@ -20,11 +20,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$(CURDIR)/.yolo $(VENV)/bin/mmcam demo --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$(CURDIR)/.yolo $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m bench.engine
+
+# Debian's chromium for the browser test (Playwright drives it; never `playwright install`)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
