@@ -1,0 +1,57 @@
+"""The zoo: small models on real architectures, trained on mmcam's scenes, shipped offline.
+
+>>> import mmcam
+>>> mmcam.zoo.available()                        # doctest: +SKIP
+['classifier', 'qnet', ...]
+>>> model, processor = mmcam.zoo.load("classifier")  # doctest: +SKIP
+
+Weights are safetensors inside the package (no pickle); each model has a JSON config with
+its architecture, preprocessing, labels, training seed and measured quality, and a model
+card in ``mmcam/zoo/cards``. Recipes: ``python -m mmcam.zoo.train NAME --seed S``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = ["available", "load", "config", "WEIGHTS_DIR"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def available() -> list[str]:
+    """Names of the shipped models (weights and config both present)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.json") if p.with_suffix(".safetensors").exists())
+
+
+def config(name: str) -> dict[str, Any]:
+    """A shipped model's JSON config (architecture, preprocessing, labels, metrics)."""
+    path = WEIGHTS_DIR / f"{name}.json"
+    if not path.exists() or not path.with_suffix(".safetensors").exists():
+        raise InputError(f"no zoo model named {name!r}; available: {', '.join(available()) or 'none'}")
+    return json.loads(path.read_text())
+
+
+def load(name: str) -> tuple[Any, Any]:
+    """``(model, processor)`` for a shipped model, in eval mode, offline."""
+    from safetensors.torch import load_file
+
+    from .models import build
+    from .processing import ImageProcessor
+
+    cfg = config(name)
+    model = build(cfg)
+    state = load_file(str(WEIGHTS_DIR / f"{name}.safetensors"))
+    model.load_state_dict(state)
+    model.eval()
+    pre = cfg.get("preprocessing")
+    processor = ImageProcessor(**pre, labels=cfg.get("labels")) if pre else None
+    if hasattr(model, "config") and cfg.get("labels"):
+        model.config.id2label = dict(enumerate(cfg["labels"]))
+        model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    elif cfg.get("labels"):
+        model.labels = list(cfg["labels"])
+    return model, processor

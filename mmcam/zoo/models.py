@@ -1,0 +1,78 @@
+"""Architectures of the zoo models: real library classes with small configurations."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+__all__ = ["SmallResNet", "QNetwork", "build"]
+
+
+class SmallResNet(torchvision.models.ResNet):
+    """torchvision's ResNet (BasicBlock) with reduced widths for 64 px inputs.
+
+    The stem is a stride-2 3x3 conv without max-pooling, so a 64 px image gives a 4x4
+    ``layer4`` map (a 224 px ImageNet ResNet gives 7x7). Forward, blocks and ``fc`` are
+    torchvision's own.
+    """
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64, 128), layers: tuple[int, ...] = (1, 1, 1, 1)):
+        super().__init__(BasicBlock, list(layers), num_classes=num_classes)
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.maxpool = nn.Identity()
+        self.layer1 = self._make_layer(BasicBlock, widths[0], layers[0])
+        self.layer2 = self._make_layer(BasicBlock, widths[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(BasicBlock, widths[2], layers[2], stride=2)
+        self.layer4 = self._make_layer(BasicBlock, widths[3], layers[3], stride=2)
+        self.fc = nn.Linear(widths[3], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+class QNetwork(nn.Module):
+    """A DQN-style Q-network on gridworld frames: conv trunk (``features``) + MLP head.
+
+    Input ``(B, C, H, W)`` one-hot planes (agent, goal, walls; stack frames on C); output
+    ``(B, num_actions)`` action values. ``padding=1`` keeps the grid, so the last conv map is
+    cell-aligned.
+    """
+
+    def __init__(self, in_channels: int = 3, num_actions: int = 4, grid: int = 7, width: int = 32):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * grid * grid, 128), nn.ReLU(), nn.Linear(128, num_actions))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(obs))
+
+
+def build(config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised model from a zoo JSON config's ``architecture`` section."""
+    arch = config["architecture"]
+    kind = arch["type"]
+    if kind == "small_resnet":
+        return SmallResNet(arch["num_classes"], tuple(arch["widths"]), tuple(arch["layers"]))
+    if kind == "qnet":
+        return QNetwork(arch["in_channels"], arch["num_actions"], arch["grid"], arch["width"])
+    if kind == "hf_vit":
+        from transformers import ViTConfig, ViTForImageClassification
+
+        return ViTForImageClassification(ViTConfig(**arch["config"]))
+    if kind == "hf_segformer":
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+        return SegformerForSemanticSegmentation(SegformerConfig(**arch["config"]))
+    raise ValueError(f"unknown zoo architecture {kind!r}")

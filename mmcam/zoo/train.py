@@ -1,0 +1,225 @@
+"""Training recipes for the zoo: ``python -m mmcam.zoo.train NAME [--seed S] [--minutes M]``.
+
+Each recipe draws fresh scenes from ``mmcam.data`` every step (seeded), trains on CPU,
+evaluates on scenes from a different seed, and writes ``weights/NAME.safetensors`` plus
+``weights/NAME.json`` (architecture, preprocessing, labels, seed, metrics, wall time).
+Training never runs in tests or CI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from ..data import SHAPES, GridConfig, SceneConfig, classification_config, generate_grids, generate_scenes
+from . import WEIGHTS_DIR
+from .models import build
+from .processing import to_pixel_tensor
+
+EVAL_SEED = 987_654  # evaluation scenes never overlap training seeds (< 10^6 steps)
+MEAN = STD = (0.5, 0.5, 0.5)
+BACKGROUNDS = ("plain", "textured", "cluttered")
+
+
+def _images(scenes: list, size: int = 64) -> torch.Tensor:
+    arr = np.stack([s.image for s in scenes]).astype(np.float32) / 255.0
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2)
+    return (x - 0.5) / 0.5
+
+
+def _scene_batch(step: int, seed: int, n: int, config_for: Callable[[int], SceneConfig]) -> list:
+    return generate_scenes(n, seed * 1_000_003 + step, config_for(step))
+
+
+def fit(model: torch.nn.Module, loss_for_step: Callable[[int], torch.Tensor], minutes: float, max_steps: int, lr: float, desc: str) -> int:
+    """Adam with cosine decay until ``max_steps`` or ``minutes`` run out; returns the steps taken."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    start = time.perf_counter()
+    model.train()
+    bar = tqdm(range(max_steps), desc=desc, unit="step")
+    step = 0
+    for step in bar:
+        frac = min(1.0, max(step / max_steps, (time.perf_counter() - start) / (minutes * 60)))
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
+        loss = loss_for_step(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if frac >= 1.0:
+            break
+    model.eval()
+    return step + 1
+
+
+def save(name: str, model: torch.nn.Module, cfg: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / f"{name}.safetensors"))
+    (out / f"{name}.json").write_text(json.dumps(cfg, indent=2))
+    print(json.dumps({k: cfg[k] for k in ("metrics", "train") if k in cfg}, indent=2))
+
+
+# -- recipes -------------------------------------------------------------------------------
+
+
+def _classification_config(step: int) -> SceneConfig:
+    return classification_config(background=BACKGROUNDS[step % 3])
+
+
+def classifier_quality(model: torch.nn.Module, n: int = 500, seed: int = EVAL_SEED) -> dict[str, float]:
+    scenes = [s for i in range(3) for s in generate_scenes(n // 3 + 1, seed + i, classification_config(background=BACKGROUNDS[i]))][:n]
+    with torch.no_grad():
+        logits = model(_images(scenes))
+    logits = getattr(logits, "logits", logits)
+    labels = torch.tensor([s.label - 1 for s in scenes])
+    return {"accuracy": round(float((logits.argmax(1) == labels).float().mean()), 4), "eval_images": len(scenes)}
+
+
+def train_classifier(seed: int, minutes: float, out: Path, name: str = "classifier", vit: bool = False) -> None:
+    torch.manual_seed(seed)
+    if vit:
+        arch = {
+            "type": "hf_vit",
+            "config": {
+                "image_size": 64, "patch_size": 8, "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 4,
+                "intermediate_size": 192, "num_labels": len(SHAPES), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+            },
+        }
+    else:
+        arch = {"type": "small_resnet", "num_classes": len(SHAPES), "widths": [16, 32, 64, 128], "layers": [1, 1, 1, 1]}
+    cfg = {"architecture": arch}
+    model = build(cfg)
+
+    def loss(step: int) -> torch.Tensor:
+        scenes = _scene_batch(step, seed, 64, _classification_config)
+        out = model(_images(scenes))
+        logits = getattr(out, "logits", out)
+        return F.cross_entropy(logits, torch.tensor([s.label - 1 for s in scenes]))
+
+    start = time.perf_counter()
+    steps = fit(model, loss, minutes, 4000, 1e-3 if vit else 2e-3, name)
+    wall = time.perf_counter() - start
+    cfg.update(
+        preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": vit},
+        labels=list(SHAPES),
+        data={"config": "classification_config(background=plain|textured|cluttered)", "images_per_step": 64},
+        train={"seed": seed, "steps": steps, "minutes": round(wall / 60, 2), "command": f"python -m mmcam.zoo.train {name} --seed {seed}"},
+        metrics=classifier_quality(model),
+    )
+    save(name, model, cfg, out)
+
+
+def qnet_quality(model: torch.nn.Module, n: int = 1000, seed: int = EVAL_SEED) -> dict[str, float]:
+    states = generate_grids(n, seed, GridConfig())
+    with torch.no_grad():
+        q = model(torch.from_numpy(np.stack([s.obs for s in states])))
+    target = torch.tensor([s.optimal_action for s in states])
+    return {"optimal_action_agreement": round(float((q.argmax(1) == target).float().mean()), 4), "eval_states": n}
+
+
+def train_qnet(seed: int, minutes: float, out: Path) -> None:
+    """Supervised on BFS action values (a DQN's regression target at convergence)."""
+    torch.manual_seed(seed)
+    cfg = {"architecture": {"type": "qnet", "in_channels": 3, "num_actions": 4, "grid": 7, "width": 32}}
+    model = build(cfg)
+
+    def loss(step: int) -> torch.Tensor:
+        states = generate_grids(128, seed * 1_000_003 + step, GridConfig())
+        q = model(torch.from_numpy(np.stack([s.obs for s in states])))
+        target = torch.from_numpy(np.stack([s.q_values for s in states]))
+        return F.smooth_l1_loss(q, target)
+
+    start = time.perf_counter()
+    steps = fit(model, loss, minutes, 6000, 2e-3, "qnet")
+    cfg.update(
+        labels=["up", "down", "left", "right"],
+        data={"config": "GridConfig()", "states_per_step": 128, "target": "q = -(1 + BFS steps to goal after the action)"},
+        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train qnet --seed {seed}"},
+        metrics=qnet_quality(model),
+    )
+    save("qnet", model, cfg, out)
+
+
+def segmenter_quality(model: torch.nn.Module, n: int = 300, seed: int = EVAL_SEED) -> dict[str, float]:
+    scenes = generate_scenes(n, seed, SceneConfig())
+    with torch.no_grad():
+        logits = model(pixel_values=_images(scenes)).logits
+    pred = F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False).argmax(1)
+    truth = torch.from_numpy(np.stack([s.semantic for s in scenes]))
+    ious = []
+    for c in range(len(SHAPES) + 1):
+        inter = ((pred == c) & (truth == c)).sum().item()
+        union = ((pred == c) | (truth == c)).sum().item()
+        if union:
+            ious.append(inter / union)
+    return {"mIoU": round(float(np.mean(ious)), 4), "per_class_iou": [round(v, 4) for v in ious], "eval_images": n}
+
+
+def train_segmenter(seed: int, minutes: float, out: Path) -> None:
+    torch.manual_seed(seed)
+    arch = {
+        "type": "hf_segformer",
+        "config": {
+            "num_channels": 3, "num_encoder_blocks": 4, "depths": [1, 1, 1, 1], "sr_ratios": [4, 2, 1, 1],
+            "hidden_sizes": [16, 32, 64, 96], "patch_sizes": [3, 3, 3, 3], "strides": [2, 2, 2, 2],
+            "num_attention_heads": [1, 1, 2, 2], "mlp_ratios": [2, 2, 2, 2], "decoder_hidden_size": 64,
+            "num_labels": len(SHAPES) + 1, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+            "classifier_dropout_prob": 0.0, "drop_path_rate": 0.0,
+        },
+    }
+    cfg = {"architecture": arch}
+    model = build(cfg)
+
+    def loss(step: int) -> torch.Tensor:
+        scenes = _scene_batch(step, seed, 32, lambda s: SceneConfig(background=BACKGROUNDS[s % 3]))
+        logits = model(pixel_values=_images(scenes)).logits
+        logits = F.interpolate(logits, size=(64, 64), mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, torch.from_numpy(np.stack([s.semantic for s in scenes])))
+
+    start = time.perf_counter()
+    steps = fit(model, loss, minutes, 6000, 3e-3, "segmenter")
+    cfg.update(
+        preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": True},
+        labels=["background", *SHAPES],
+        data={"config": "SceneConfig(background=plain|textured|cluttered)", "images_per_step": 32},
+        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train segmenter --seed {seed}"},
+        metrics=segmenter_quality(model),
+    )
+    save("segmenter", model, cfg, out)
+
+
+RECIPES: dict[str, Callable[[int, float, Path], None]] = {
+    "classifier": lambda seed, minutes, out: train_classifier(seed, minutes, out),
+    "vit": lambda seed, minutes, out: train_classifier(seed, minutes, out, name="vit", vit=True),
+    "qnet": train_qnet,
+    "segmenter": train_segmenter,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=sorted(RECIPES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-time budget (training stops early at the step cap)")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    RECIPES[args.name](args.seed, args.minutes, args.out)
+
+
+if __name__ == "__main__":
+    main()
