@@ -203,7 +203,10 @@ def _label_names(model: nn.Module, labels: Any) -> dict[int, str]:
     if isinstance(labels, (list, tuple)):
         return dict(enumerate(map(str, labels)))
     id2label = getattr(getattr(model, "config", None), "id2label", None)
-    return {int(k): str(v) for k, v in id2label.items()} if id2label else {}
+    if id2label:
+        return {int(k): str(v) for k, v in id2label.items()}
+    names = getattr(model, "labels", None)  # zoo torchvision models carry their label names
+    return dict(enumerate(map(str, names))) if isinstance(names, (list, tuple)) else {}
 
 
 def _slug(text: str) -> str:

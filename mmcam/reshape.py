@@ -185,7 +185,7 @@ def _model_facts(model: nn.Module) -> dict:
         facts["prefix"] = int(model.num_prefix_tokens)
     elif vision is not None and getattr(vision, "model_type", "") in {"vit", "deit", "clip_vision_model", "beit", "dinov2"}:
         registers = int(getattr(vision, "num_register_tokens", 0) or 0)
-        distilled = 1 if getattr(vision, "model_type", "") == "deit" and "Distill" in type(model).__name__ else 0
+        distilled = 1 if getattr(vision, "model_type", "") == "deit" else 0  # HF DeiT embeds CLS + distillation
         facts["prefix"] = 1 + registers + distilled
     name = type(model).__name__.lower()
     if "swin" in name and vision is None:

@@ -35,15 +35,17 @@ _SKIP = (
 )
 
 
-def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int, ...], int]]:
-    """Run ``model`` once without gradients; ``(name, module, output shape, calls)`` for every
-    module that returned a tensor, in the order modules finished."""
+def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int, ...], int, bool]]:
+    """Run ``model`` once without gradients; ``(name, module, output shape, calls, plain)`` for
+    every module that returned a tensor (``plain``) or a container holding one (first
+    tensor's shape), in the order modules finished."""
     from ..engine.inputs import Inputs
 
     batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
     finished: list[str] = []
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    plain: dict[str, bool] = {}
     modules = dict(model.named_modules())
     handles = []
 
@@ -53,6 +55,7 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
             tensor = first_tensor(output)
             if tensor is not None and name not in shapes:
                 shapes[name] = tuple(tensor.shape)
+                plain[name] = isinstance(output, torch.Tensor)
                 finished.append(name)
 
         return record
@@ -66,21 +69,26 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
     finally:
         for handle in handles:
             handle.remove()
-    return [(n, modules[n], shapes[n], calls[n]) for n in finished]
+    return [(n, modules[n], shapes[n], calls[n], plain[n]) for n in finished]
 
 
 def default_layers(model: nn.Module, inputs: Any) -> list[str]:
     """The default layer name(s) for ``model`` on ``inputs`` (see the module docstring)."""
+    from ..engine.inputs import Inputs
+
+    inputs = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+    size = inputs.spatial_size
     records = probe(model, inputs)
     batch = records[0][2][0] if records else None
     candidates = [
         (name, module, shape)
-        for name, module, shape, calls in records
+        for name, module, shape, calls, is_tensor in records
         if calls == 1
+        and is_tensor  # a container output's first tensor may not be what flows on
         and not isinstance(module, _SKIP)
         and len(shape) in (3, 4)
         and shape[0] == batch
-        and _positions(shape) > 1
+        and _positions(shape, size) > 1
     ]
     if not candidates:
         raise LayerError(
@@ -95,10 +103,18 @@ def default_layers(model: nn.Module, inputs: Any) -> list[str]:
     return [name]
 
 
-def _positions(shape: tuple[int, ...]) -> int:
+def _positions(shape: tuple[int, ...], size: tuple[int, int] | None) -> int:
+    """Spatial positions of an output: tokens, or the grid of an NCHW/NHWC map whose stride
+    over the input is the same on both axes."""
+    from ..reshape import _consistent
+
     if len(shape) == 3:
         return shape[1]
-    return max(shape[2] * shape[3], shape[1] * shape[2])
+    if size is None:
+        return shape[2] * shape[3]
+    nchw = shape[2] * shape[3] if _consistent(shape[2], shape[3], size) else 0
+    nhwc = shape[1] * shape[2] if _consistent(shape[1], shape[2], size) else 0
+    return max(nchw, nhwc)
 
 
 def _pre_attention_norm(model: nn.Module, name: str, records) -> str | None:

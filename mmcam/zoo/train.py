@@ -69,6 +69,10 @@ def save(name: str, model: torch.nn.Module, cfg: dict[str, Any], out: Path) -> N
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / f"{name}.safetensors"))
     (out / f"{name}.json").write_text(json.dumps(cfg, indent=2))
+    if out == WEIGHTS_DIR:
+        from .cards import write_card
+
+        write_card(name, cfg)
     print(json.dumps({k: cfg[k] for k in ("metrics", "train") if k in cfg}, indent=2))
 
 
