@@ -1,6 +1,8 @@
 """Targets: callables turning a model output into the scalar(s) to explain, ``(B,)`` or ``(B, K)``."""
 from .base import Difference, Scaled, Sum, Target, logits_of
 from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
+from .rl import ActionValue, GreedyActionValue
+from .segmentation import SegmentationRegion, segmentation_logits
 
 __all__ = [
     "Target",
@@ -12,4 +14,8 @@ __all__ = [
     "ClassProbability",
     "RawScore",
     "TopClasses",
+    "ActionValue",
+    "GreedyActionValue",
+    "SegmentationRegion",
+    "segmentation_logits",
 ]

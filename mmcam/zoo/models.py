@@ -36,23 +36,19 @@ class SmallResNet(torchvision.models.ResNet):
 
 
 class QNetwork(nn.Module):
-    """A DQN-style Q-network on gridworld frames: conv trunk (``features``) + MLP head.
+    """A DQN-style Q-network on gridworld frames: conv trunk (``features``, ``depth`` 3x3 convs) + MLP head.
 
     Input ``(B, C, H, W)`` one-hot planes (agent, goal, walls; stack frames on C); output
     ``(B, num_actions)`` action values. ``padding=1`` keeps the grid, so the last conv map is
     cell-aligned.
     """
 
-    def __init__(self, in_channels: int = 3, num_actions: int = 4, grid: int = 7, width: int = 32):
+    def __init__(self, in_channels: int = 3, num_actions: int = 4, grid: int = 7, width: int = 32, depth: int = 3):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1),
-            nn.ReLU(),
-        )
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [nn.Conv2d(in_channels if i == 0 else width, width, 3, padding=1), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * grid * grid, 128), nn.ReLU(), nn.Linear(128, num_actions))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -66,7 +62,7 @@ def build(config: dict[str, Any]) -> nn.Module:
     if kind == "small_resnet":
         return SmallResNet(arch["num_classes"], tuple(arch["widths"]), tuple(arch["layers"]))
     if kind == "qnet":
-        return QNetwork(arch["in_channels"], arch["num_actions"], arch["grid"], arch["width"])
+        return QNetwork(arch["in_channels"], arch["num_actions"], arch["grid"], arch["width"], arch.get("depth", 3))
     if kind == "hf_vit":
         from transformers import ViTConfig, ViTForImageClassification
 

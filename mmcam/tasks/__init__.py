@@ -1,0 +1,20 @@
+"""One call per task, each returning a :class:`mmcam.explain.TaskExplanation` with metadata."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "explain_action": "mmcam.tasks.action",
+    "ActionExplanation": "mmcam.tasks.action",
+    "explain_segmentation": "mmcam.tasks.segmentation",
+    "SegmentationExplanation": "mmcam.tasks.segmentation",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mmcam.tasks' has no attribute {name!r}")
