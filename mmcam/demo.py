@@ -76,7 +76,7 @@ def _action_explanations(zoo: Any, n: int, seed: int) -> list[Any]:
     from .tasks.action import explain_action
 
     model, _ = zoo.load("qnet")
-    return [explain_action(model, state.obs) for state in generate_grids(n, seed, GridConfig())]
+    return [explain_action(model, state.obs, image=state.obs_image(8)) for state in generate_grids(n, seed, GridConfig())]
 
 
 def run_demo(out: Path, n_images: int = 3, seed: int = 2026) -> Path:

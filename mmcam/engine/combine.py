@@ -1,4 +1,4 @@
-"""ReLU, fusion of layers, upsampling and [0, 1] normalisation — done once, for every method."""
+"""Fusion of layers, upsampling and [0, 1] normalisation — done once, for every method."""
 from __future__ import annotations
 
 import torch
@@ -24,8 +24,12 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def fuse(maps: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Fuse per-layer ReLU'd maps: each resized to ``size`` and scaled to [0, 1], then the
-    element-wise maximum (as in LayerCAM's multi-layer fusion)."""
+    """Fuse per-layer ReLU'd maps: each resized to ``size``, then summed.
+
+    Summing in the maps' own units (Σ_c w_c A_c is each layer's first-order account of the
+    target) keeps a layer with negligible gradient negligible; normalising each layer first
+    would blow its noise up to full scale (e.g. a P5 map for a box the P3 head predicted).
+    """
     if len(maps) == 1:
         return upsample(maps[0], size)
-    return torch.stack([normalize(upsample(m, size)) for m in maps]).amax(0)
+    return torch.stack([upsample(m, size) for m in maps]).sum(0)

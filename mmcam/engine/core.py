@@ -35,7 +35,7 @@ class Explanation:
     """Class activation maps for B images × K targets.
 
     ``maps``: ``(B, K, H, W)`` in [0, 1] at input resolution; ``raw``: ``(B, K, h, w)`` at
-    layer resolution after ReLU (several layers: fused at the finest grid); ``scores``:
+    layer resolution after ReLU (several layers: summed at the finest grid); ``scores``:
     ``(B, K)`` the explained scalars; ``output``: the model output, detached;
     ``resolved_targets``: each image's target callables (defaults filled in).
     """
@@ -61,7 +61,8 @@ class CAM:
     Args:
         model: any ``nn.Module``; left exactly as found (parameters, ``requires_grad``,
             ``.grad``, ``training``, hooks), even when a call fails.
-        layers: a module, a dotted name (``"layer4"``), a list of them (maps are fused),
+        layers: a module, a dotted name (``"layer4"``), a list of them (maps are summed at
+            the finest grid, in the score's units),
             or ``None``/``"auto"`` to pick the last spatial layer by structure (for token
             models, the last block's pre-attention norm).
         method: a registered name (``mmcam.methods.available()``) or a ``Method``.
@@ -121,6 +122,8 @@ class CAM:
                 if not targets_set.resolved:
                     targets_set.resolve_default(output)
                 scores = targets_set.scores(output)
+                if scores.shape[1] == 0:  # e.g. a detector that kept no box: nothing to explain
+                    return self._empty(batch, targets_set, scores, output, leaves, size)
                 grads = self._gradients(scores, leaves) if self.method.needs_grads else [None] * len(leaves)
             per_layer = [
                 self._layer_map(index, leaf, grad, scores.detach(), batch, targets_set, size)
@@ -139,6 +142,20 @@ class CAM:
             output=_detached(output),
             layer_raw=per_layer,
             resolved_targets=[list(targets_set.items(b)) for b in range(batch.batch_size)],
+        )
+
+    def _empty(self, batch, targets_set, scores, output, leaves, size) -> Explanation:
+        grid = self.reshape.for_tensor(leaves[0], size)(leaves[0].detach(), size).shape[-2:]
+        b = batch.batch_size
+        return Explanation(
+            maps=scores.new_zeros((b, 0, *(size or grid))),
+            raw=scores.new_zeros((b, 0, *grid)),
+            scores=scores.detach(),
+            method=self.method.name,
+            layers=[name for name, _ in self.layers],
+            targets=[[repr(t) for t in targets_set.items(i)] for i in range(b)],
+            output=_detached(output),
+            resolved_targets=[list(targets_set.items(i)) for i in range(b)],
         )
 
     # -- gradients ---------------------------------------------------------------------

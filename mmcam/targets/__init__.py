@@ -1,6 +1,7 @@
 """Targets: callables turning a model output into the scalar(s) to explain, ``(B,)`` or ``(B, K)``."""
 from .base import Difference, Scaled, Sum, Target, logits_of
 from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
+from .detection import DetectionBoxScore, detection_logits
 from .rl import ActionValue, GreedyActionValue
 from .segmentation import SegmentationRegion, segmentation_logits
 
@@ -14,6 +15,8 @@ __all__ = [
     "ClassProbability",
     "RawScore",
     "TopClasses",
+    "DetectionBoxScore",
+    "detection_logits",
     "ActionValue",
     "GreedyActionValue",
     "SegmentationRegion",

@@ -8,6 +8,8 @@ _LAZY = {
     "explain_action": "mmcam.tasks.action",
     "ActionExplanation": "mmcam.tasks.action",
     "explain_segmentation": "mmcam.tasks.segmentation",
+    "explain_detections": "mmcam.tasks.detection",
+    "DetectionExplanation": "mmcam.tasks.detection",
     "SegmentationExplanation": "mmcam.tasks.segmentation",
 }
 

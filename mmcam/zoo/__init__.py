@@ -43,6 +43,8 @@ def load(name: str) -> tuple[Any, Any]:
     from .processing import ImageProcessor
 
     cfg = config(name)
+    if cfg["architecture"]["type"] == "ultralytics_yolo":
+        return _load_yolo(name, cfg), None
     model = build(cfg)
     state = load_file(str(WEIGHTS_DIR / f"{name}.safetensors"))
     model.load_state_dict(state)
@@ -55,3 +57,25 @@ def load(name: str) -> tuple[Any, Any]:
     elif cfg.get("labels"):
         model.labels = list(cfg["labels"])
     return model, processor
+
+
+def _load_yolo(name: str, cfg: dict[str, Any]) -> Any:
+    """An ``ultralytics.YOLO`` object (what users hold) with the zoo weights in its inner
+    ``DetectionModel`` (eval mode), ``names`` set and ``overrides["imgsz"]`` = training size."""
+    import os
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from safetensors.torch import load_file
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    arch = cfg["architecture"]
+    yolo = YOLO(arch["yaml"])
+    inner = DetectionModel(arch["yaml"], nc=arch["nc"], verbose=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(WEIGHTS_DIR / f"{name}.safetensors")).items()}
+    inner.load_state_dict(state)
+    inner.names = dict(enumerate(cfg["labels"]))
+    inner.eval()
+    yolo.model = inner
+    yolo.overrides["imgsz"] = arch["imgsz"]
+    return yolo

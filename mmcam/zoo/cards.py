@@ -10,9 +10,10 @@ from . import WEIGHTS_DIR
 CARDS_DIR = Path(__file__).parent / "cards"
 
 _ARCH = {
-    "small_resnet": "torchvision `ResNet` (BasicBlock) with widths {widths}, blocks {layers}, 3x3 stride-2 stem, no max-pool",
+    "small_resnet": "torchvision `ResNet` (BasicBlock) with widths {widths}, blocks {layers}, stage strides {strides}, 3x3 stride-2 stem, no max-pool",
     "qnet": "DQN-style Q-network: 3 conv layers ({width} channels, padding 1) + MLP head, {num_actions} actions on a {grid}x{grid} grid",
     "hf_vit": "HF `ViTForImageClassification` ({config[hidden_size]} hidden, {config[num_hidden_layers]} layers, patch {config[patch_size]}, {config[image_size]} px)",
+    "ultralytics_yolo": "ultralytics YOLOv8n from `{yaml}` ({nc} classes, {imgsz} px), weights stored as {dtype}",
     "hf_segformer": "HF `SegformerForSemanticSegmentation` (hidden sizes {config[hidden_sizes]}, depths {config[depths]}, decoder {config[decoder_hidden_size]})",
 }
 

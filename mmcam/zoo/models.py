@@ -14,21 +14,28 @@ __all__ = ["SmallResNet", "QNetwork", "build"]
 class SmallResNet(torchvision.models.ResNet):
     """torchvision's ResNet (BasicBlock) with reduced widths for 64 px inputs.
 
-    The stem is a stride-2 3x3 conv without max-pooling, so a 64 px image gives a 4x4
-    ``layer4`` map (a 224 px ImageNet ResNet gives 7x7). Forward, blocks and ``fc`` are
-    torchvision's own.
+    The stem is a stride-2 3x3 conv without max-pooling and the stage strides are
+    configurable; the zoo classifier uses (1, 2, 2, 1), so a 64 px image gives an 8x8
+    ``layer4`` map (measured: at 4x4 the Grad-CAM peak fell on the object only ~50% of the
+    time, at 8x8 ~93%). Forward, blocks and ``fc`` are torchvision's own.
     """
 
-    def __init__(self, num_classes: int, widths: tuple[int, ...] = (16, 32, 64, 128), layers: tuple[int, ...] = (1, 1, 1, 1)):
+    def __init__(
+        self,
+        num_classes: int,
+        widths: tuple[int, ...] = (16, 32, 64, 128),
+        layers: tuple[int, ...] = (1, 1, 1, 1),
+        strides: tuple[int, ...] = (1, 2, 2, 2),
+    ):
         super().__init__(BasicBlock, list(layers), num_classes=num_classes)
         self.inplanes = widths[0]
         self.conv1 = nn.Conv2d(3, widths[0], 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.maxpool = nn.Identity()
-        self.layer1 = self._make_layer(BasicBlock, widths[0], layers[0])
-        self.layer2 = self._make_layer(BasicBlock, widths[1], layers[1], stride=2)
-        self.layer3 = self._make_layer(BasicBlock, widths[2], layers[2], stride=2)
-        self.layer4 = self._make_layer(BasicBlock, widths[3], layers[3], stride=2)
+        self.layer1 = self._make_layer(BasicBlock, widths[0], layers[0], stride=strides[0])
+        self.layer2 = self._make_layer(BasicBlock, widths[1], layers[1], stride=strides[1])
+        self.layer3 = self._make_layer(BasicBlock, widths[2], layers[2], stride=strides[2])
+        self.layer4 = self._make_layer(BasicBlock, widths[3], layers[3], stride=strides[3])
         self.fc = nn.Linear(widths[3], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -60,7 +67,7 @@ def build(config: dict[str, Any]) -> nn.Module:
     arch = config["architecture"]
     kind = arch["type"]
     if kind == "small_resnet":
-        return SmallResNet(arch["num_classes"], tuple(arch["widths"]), tuple(arch["layers"]))
+        return SmallResNet(arch["num_classes"], tuple(arch["widths"]), tuple(arch["layers"]), tuple(arch.get("strides", (1, 2, 2, 2))))
     if kind == "qnet":
         return QNetwork(arch["in_channels"], arch["num_actions"], arch["grid"], arch["width"], arch.get("depth", 3))
     if kind == "hf_vit":

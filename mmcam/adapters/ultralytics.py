@@ -1,0 +1,109 @@
+"""ultralytics YOLO (v8 / 11) detection: kept boxes from NMS with their raw anchor indices.
+
+The ``ultralytics.YOLO`` object users hold wraps a ``DetectionModel`` (``.model``), built in
+train mode. mmcam runs that inner module in eval mode for the call (never ``YOLO.eval()`` or
+``YOLO.train()``, which start training) and restores its flag. In eval mode it returns
+``(y, raw)``: ``y`` ``(B, 4 + nc, A)`` decoded boxes and sigmoid scores, ``raw["scores"]``
+``(B, nc, A)`` the pre-sigmoid logits. ``non_max_suppression(..., return_idxs=True)`` gives the
+kept anchors, so box k's target is ``raw["scores"][:, cls_k, anchor_k]``: all boxes from the
+same forward.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from ..errors import InputError, TargetError
+from ..targets.detection import DetectionBoxScore
+
+__all__ = ["is_yolo", "inner_model", "eval_mode", "neck_layers", "KeptBoxes", "class_names", "input_size"]
+
+
+def is_yolo(model: Any) -> bool:
+    """True for an ``ultralytics.YOLO`` object or its inner ``DetectionModel``."""
+    names = {c.__name__ for c in type(model).__mro__}
+    return bool(names & {"YOLO", "Model", "DetectionModel", "SegmentationModel"}) and (
+        hasattr(model, "predictor") or hasattr(model, "yaml")
+    )
+
+
+def inner_model(model: Any) -> nn.Module:
+    inner = model.model if not isinstance(model, nn.Module) or type(model).__name__ in ("YOLO", "Model") else model
+    if not isinstance(inner, nn.Module) or not hasattr(inner, "model"):
+        raise InputError(f"cannot find the ultralytics DetectionModel inside {type(model).__name__}")
+    detect = inner.model[-1]
+    if type(detect).__name__ not in ("Detect", "Segment", "v10Detect", "YOLOEDetect"):
+        raise InputError(
+            f"mmcam explains ultralytics detection/segmentation heads; this model ends in {type(detect).__name__}. "
+            "Pass layers= and a callable target to mmcam.CAM for other heads"
+        )
+    return inner
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Every submodule in eval mode for the block; each ``training`` flag restored after."""
+    flags = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        yield module
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+def neck_layers(inner: nn.Module) -> list[str]:
+    """The P3/P4/P5 neck outputs the Detect head reads (its ``f`` sources)."""
+    detect = inner.model[-1]
+    return [f"model.{i}" for i in detect.f]
+
+
+def class_names(model: Any) -> dict[int, str]:
+    names = getattr(model, "names", None) or getattr(inner_model(model), "names", None) or {}
+    return {int(k): str(v) for k, v in dict(names).items()}
+
+
+def input_size(model: Any, default: int = 640) -> int:
+    """The image size the model runs at: ``overrides["imgsz"]`` (set by a checkpoint or the
+    user), else the inner model's training ``args``, else ``default``."""
+    for source in (getattr(model, "overrides", None), getattr(inner_model(model), "args", None)):
+        size = source.get("imgsz") if isinstance(source, dict) else None
+        if size:
+            return int(size[0] if isinstance(size, (list, tuple)) else size)
+    return default
+
+
+class KeptBoxes(DetectionBoxScore):
+    """The boxes YOLO keeps (NMS on this very output), as ``(B=1, K)`` class logits.
+
+    The first call runs NMS and freezes the kept anchors and classes; later calls (e.g. on
+    masked inputs in Score-CAM) score the same boxes.
+    """
+
+    def __init__(self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300):
+        super().__init__([], [])
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.boxes: torch.Tensor | None = None
+        self.confidences: torch.Tensor | None = None
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        if self.boxes is None:
+            from ultralytics.utils.nms import non_max_suppression
+
+            if not (isinstance(output, (tuple, list)) and len(output) == 2):
+                raise TargetError("expected the eval-mode ultralytics output (y, raw); run the inner model in eval mode")
+            y = output[0].detach()
+            if y.shape[0] != 1:
+                raise InputError("explain one image at a time (its kept boxes define the targets)")
+            dets, idxs = non_max_suppression(y, conf_thres=self.conf, iou_thres=self.iou, max_det=self.max_det, return_idxs=True)
+            self.boxes = dets[0][:, :4]
+            self.confidences = dets[0][:, 4]
+            self.indices = [int(i) for i in idxs[0].flatten().tolist()]
+            self.classes = [int(c) for c in dets[0][:, 5].tolist()]
+        return super().__call__(output)
+
+    def __repr__(self) -> str:
+        return f"KeptBoxes(conf={self.conf}, iou={self.iou}, kept={len(self.indices)})"
