@@ -85,7 +85,7 @@ def explain_detections(
         "boxes": [[round(v, 2) for v in box] for box in (kept.boxes.clamp(0, side).tolist() if kept.boxes is not None else [])],
         "labels": labels,
         "class_ids": kept.classes,
-        "confidences": [round(c, 6) for c in confidences],
+        "confidences": confidences,
         "raw_indices": kept.indices,
         "input_size": side,
     }
