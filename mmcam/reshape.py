@@ -175,7 +175,7 @@ def _model_facts(model: nn.Module) -> dict:
     """Patch size, prefix-token count and layout declared by the model itself."""
     facts: dict = {}
     config = getattr(model, "config", None)
-    vision = getattr(config, "vision_config", None) or config
+    vision = getattr(config, "vision_config", None) or getattr(config, "encoder", None) or config
     patch = getattr(vision, "patch_size", None) or getattr(model, "patch_size", None)
     if isinstance(patch, (tuple, list)):
         patch = patch[0] if patch[0] == patch[-1] else None

@@ -4,6 +4,7 @@ from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
 from .detection import DetectionBoxScore, detection_logits
 from .rl import ActionValue, GreedyActionValue
 from .segmentation import SegmentationRegion, segmentation_logits
+from .text import CaptionTokens
 
 __all__ = [
     "Target",
@@ -19,6 +20,7 @@ __all__ = [
     "detection_logits",
     "ActionValue",
     "GreedyActionValue",
+    "CaptionTokens",
     "SegmentationRegion",
     "segmentation_logits",
 ]

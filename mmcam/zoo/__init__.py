@@ -37,7 +37,7 @@ def config(name: str) -> dict[str, Any]:
 
 def load(name: str) -> tuple[Any, Any]:
     """``(model, processor)`` for a shipped model, in eval mode, offline."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     from .models import build
     from .processing import ImageProcessor
@@ -46,11 +46,15 @@ def load(name: str) -> tuple[Any, Any]:
     if cfg["architecture"]["type"] == "ultralytics_yolo":
         return _load_yolo(name, cfg), None
     model = build(cfg)
-    state = load_file(str(WEIGHTS_DIR / f"{name}.safetensors"))
-    model.load_state_dict(state)
+    load_model(model, str(WEIGHTS_DIR / f"{name}.safetensors"))
     model.eval()
     pre = cfg.get("preprocessing")
-    processor = ImageProcessor(**pre, labels=cfg.get("labels")) if pre else None
+    if cfg.get("vocab"):
+        from .text import CaptionProcessor
+
+        processor: Any = CaptionProcessor(cfg["vocab"], **{k: v for k, v in pre.items() if k != "as_dict"})
+    else:
+        processor = ImageProcessor(**pre, labels=cfg.get("labels")) if pre else None
     if hasattr(model, "config") and cfg.get("labels"):
         model.config.id2label = dict(enumerate(cfg["labels"]))
         model.config.label2id = {v: k for k, v in model.config.id2label.items()}

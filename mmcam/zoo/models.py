@@ -74,6 +74,19 @@ def build(config: dict[str, Any]) -> nn.Module:
         from transformers import ViTConfig, ViTForImageClassification
 
         return ViTForImageClassification(ViTConfig(**arch["config"]))
+    if kind == "hf_vision_encoder_decoder":
+        from transformers import GenerationConfig, GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
+
+        ids = arch["special_ids"]
+        decoder = GPT2Config(**arch["decoder"], add_cross_attention=True, bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
+        config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(**arch["encoder"]), decoder)
+        config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = ids["bos"], ids["pad"], ids["eos"]
+        model = VisionEncoderDecoderModel(config=config)
+        model.generation_config = GenerationConfig(
+            max_length=arch["max_length"], decoder_start_token_id=ids["bos"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+            pad_token_id=ids["pad"], do_sample=False, num_beams=1,
+        )
+        return model
     if kind == "hf_segformer":
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save_file, save_model
 from tqdm.auto import tqdm
 
 from ..data import SHAPES, GridConfig, SceneConfig, classification_config, generate_grids, generate_scenes
@@ -66,8 +66,7 @@ def fit(model: torch.nn.Module, loss_for_step: Callable[[int], torch.Tensor], mi
 
 def save(name: str, model: torch.nn.Module, cfg: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / f"{name}.safetensors"))
+    save_model(model, str(out / f"{name}.safetensors"))  # handles tied weights (e.g. GPT-2's lm_head)
     (out / f"{name}.json").write_text(json.dumps(cfg, indent=2))
     if out == WEIGHTS_DIR:
         from .cards import write_card
@@ -292,6 +291,65 @@ def train_yolo(seed: int, minutes: float, out: Path) -> None:
 
 
 RECIPES["yolo"] = train_yolo
+
+
+# -- captioner (VisionEncoderDecoder: ViT encoder + GPT-2 decoder) -------------------------
+
+
+def captioner_quality(model: torch.nn.Module, processor: Any, n: int = 300, seed: int = EVAL_SEED) -> dict[str, float]:
+    scenes = generate_scenes(n, seed, SceneConfig())
+    exact, words_ok, words = 0, 0, 0
+    for start in range(0, n, 100):
+        chunk = scenes[start : start + 100]
+        with torch.no_grad():
+            ids = model.generate(pixel_values=_images(chunk))
+        for scene, text in zip(chunk, processor.batch_decode(ids)):
+            got, want = text.split(), scene.caption_tokens
+            exact += got == want
+            words += len(want)
+            words_ok += sum(a == b for a, b in zip(got, want))
+    return {"exact_caption": round(exact / n, 4), "word_accuracy": round(words_ok / words, 4), "eval_images": n}
+
+
+def train_captioner(seed: int, minutes: float, out: Path) -> None:
+    from ..data import VOCAB
+    from .text import SPECIAL, CaptionProcessor
+
+    torch.manual_seed(seed)
+    words = list(VOCAB)
+    arch = {
+        "type": "hf_vision_encoder_decoder",
+        "encoder": {"image_size": 64, "patch_size": 8, "hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 256,
+                    "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        "decoder": {"vocab_size": len(SPECIAL) + len(words), "n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 32,
+                    "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+        "special_ids": {"pad": 0, "bos": 1, "eos": 2},
+        "max_length": 20,
+    }
+    cfg = {"architecture": arch}
+    model = build(cfg)
+    processor = CaptionProcessor(words)
+
+    def loss(step: int) -> torch.Tensor:
+        scenes = _scene_batch(step, seed, 48, lambda s: SceneConfig(background=BACKGROUNDS[s % 3]))
+        enc = processor.tokenizer([s.caption + " [EOS]" for s in scenes], padding=True, add_special_tokens=False, return_tensors="pt")
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        return model(pixel_values=_images(scenes), labels=labels).loss
+
+    start = time.perf_counter()
+    steps = fit(model, loss, minutes, 20000, 1e-3, "captioner")
+    cfg.update(
+        preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": True},
+        vocab=words,
+        labels=[],
+        data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 48},
+        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train captioner --seed {seed} --minutes {minutes}"},
+        metrics=captioner_quality(model, processor),
+    )
+    save("captioner", model, cfg, out)
+
+
+RECIPES["captioner"] = train_captioner
 
 
 if __name__ == "__main__":

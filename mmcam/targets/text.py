@@ -1,0 +1,43 @@
+"""Text targets: per-token (or per-word) scores of a teacher-forced caption."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..errors import TargetError
+from .base import Target, logits_of
+
+__all__ = ["CaptionTokens"]
+
+
+class CaptionTokens(Target):
+    """``(B, W)``: for each word, the summed log-probability (or logit) of its tokens.
+
+    ``token_ids[t]`` is the token predicted at logit position ``positions[t]`` (teacher
+    forcing: position t predicts token t + 1); ``groups`` lists, per word, the indices into
+    ``token_ids`` of its sub-word tokens (default: one word per token). A word's score is
+    ``Σ_{t ∈ word} log p(token_t | tokens_<t, image)``, so its gradient explains the whole word.
+    """
+
+    def __init__(self, positions: Sequence[int], token_ids: Sequence[int], groups: Sequence[Sequence[int]] | None = None, log_prob: bool = True):
+        if len(positions) != len(token_ids):
+            raise TargetError("CaptionTokens needs one position per token id")
+        self.positions = [int(p) for p in positions]
+        self.token_ids = [int(t) for t in token_ids]
+        self.groups = [list(g) for g in groups] if groups is not None else [[t] for t in range(len(self.token_ids))]
+        self.log_prob = log_prob
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits = logits_of(output)
+        if logits.ndim != 3:
+            raise TargetError(f"caption targets need (B, T, vocab) logits, got {tuple(logits.shape)}")
+        if self.positions and max(self.positions) >= logits.shape[1]:
+            raise TargetError(f"token position {max(self.positions)} is out of range for {logits.shape[1]} positions")
+        scores = logits.log_softmax(-1) if self.log_prob else logits
+        per_token = scores[:, self.positions, self.token_ids]  # (B, T)
+        return torch.stack([per_token[:, g].sum(1) for g in self.groups], 1)
+
+    def __repr__(self) -> str:
+        return f"CaptionTokens({len(self.groups)} words)"
