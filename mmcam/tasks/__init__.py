@@ -9,6 +9,8 @@ _LAZY = {
     "ActionExplanation": "mmcam.tasks.action",
     "explain_segmentation": "mmcam.tasks.segmentation",
     "explain_detections": "mmcam.tasks.detection",
+    "explain_caption": "mmcam.tasks.caption",
+    "CaptionExplanation": "mmcam.tasks.caption",
     "DetectionExplanation": "mmcam.tasks.detection",
     "SegmentationExplanation": "mmcam.tasks.segmentation",
 }

@@ -1,0 +1,89 @@
+"""Per-word caption maps from one teacher-forced forward (tiny random VisionEncoderDecoder)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mmcam
+from mmcam.data import VOCAB
+from mmcam.errors import InputError
+from mmcam.targets import CaptionTokens
+from mmcam.tasks import explain_caption
+from mmcam.tasks.caption import merge_subwords
+from mmcam.zoo.models import build
+from mmcam.zoo.text import CaptionProcessor
+from modelstate import assert_same_state, snapshot
+
+IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    torch.manual_seed(0)
+    arch = {
+        "type": "hf_vision_encoder_decoder",
+        "encoder": {"image_size": 64, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+        "decoder": {"vocab_size": 4 + len(VOCAB), "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 32},
+        "special_ids": {"pad": 0, "bos": 1, "eos": 2},
+        "max_length": 7,
+    }
+    model = build({"architecture": arch}).eval()
+    model.generation_config.suppress_tokens = [0, 1, 3]  # a random model would emit [BOS] forever
+    processor = CaptionProcessor(list(VOCAB))
+    model(pixel_values=torch.rand(1, 3, 64, 64), decoder_input_ids=torch.tensor([[1]]))  # transformers adds its own hooks on call 1
+    return model, processor
+
+
+def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(captioner):
+    model, processor = captioner
+    before = snapshot(model)
+    exp = explain_caption(model, processor, IMAGE)
+    generated = model.generate(pixel_values=processor(images=IMAGE)["pixel_values"])[0]
+    words = processor.decode(generated).split()
+    assert exp.items == words and len(words) >= 3
+    # the teacher-forced forward reproduces generate(): its argmax (over the tokens generate
+    # may choose) at every position is the generated token
+    pixel_values = processor(images=IMAGE)["pixel_values"]
+    logits = model(pixel_values=pixel_values, decoder_input_ids=torch.tensor([[1] + exp.meta["token_ids"][:-1]])).logits[0]
+    logits[:, model.generation_config.suppress_tokens] = -float("inf")
+    assert logits.argmax(-1).tolist() == exp.meta["token_ids"]
+    assert exp.maps.shape == (len(words), 64, 64) and torch.isfinite(exp.maps).all()
+    assert (exp.maps.flatten(1).std(1) > 0).sum() >= len(words) - 1
+    assert exp.layers == ["encoder.layers.1.layernorm_before"]
+    assert_same_state(before, snapshot(model))
+
+
+def test_all_words_at_once_equal_one_word_at_a_time(captioner):
+    model, processor = captioner
+    exp = explain_caption(model, processor, IMAGE, caption="a red circle left of a blue square")
+    assert exp.items == "a red circle left of a blue square".split()
+    pixel_values = processor(images=IMAGE)["pixel_values"]
+    ids = [1] + exp.meta["token_ids"]
+    inputs = {"pixel_values": pixel_values, "decoder_input_ids": torch.tensor([ids])}
+    logp = model(**inputs).logits.log_softmax(-1)[0]
+    for k, token in enumerate(exp.meta["token_ids"]):
+        assert exp.scores[k].item() == pytest.approx(logp[k, token].item(), abs=1e-5)
+        alone = mmcam.CAM(model, exp.layers)(inputs, [CaptionTokens([k], [token])])
+        torch.testing.assert_close(exp.maps[k], alone.maps[0, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_subword_merging():
+    assert merge_subwords(["a", "red", "cir", "##cle"]) == [[0], [1], [2, 3]]
+    assert merge_subwords(["Ġa", "Ġred", "Ġcir", "cle"]) == [[0], [1], [2, 3]]
+    target = CaptionTokens([0, 1, 2], [5, 6, 7], groups=[[0], [1, 2]])
+    logits = torch.randn(2, 3, 10)
+    lp = logits.log_softmax(-1)
+    torch.testing.assert_close(target(logits), torch.stack([lp[:, 0, 5], lp[:, 1, 6] + lp[:, 2, 7]], 1))
+
+
+def test_bad_input(captioner):
+    model, processor = captioner
+    with pytest.raises(InputError, match="empty"):
+        explain_caption(model, processor, IMAGE, caption="")
+    import torchvision
+
+    with pytest.raises(InputError, match="VisionEncoderDecoderModel"):
+        explain_caption(torchvision.models.resnet18(), processor, IMAGE)
+    with pytest.raises(InputError, match="does not exist"):
+        explain_caption(model, processor, "/no/such/image.png")
