@@ -80,6 +80,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from .io import list_images
 
+    if args.task == "vqa" and not args.question:
+        raise InputError("the vqa task needs --question, e.g. --question 'what color is the circle ?'")
     images = list_images(args.input)
     out = Path(args.out)
     _ensure_writable(out)
@@ -87,13 +89,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     ok, failed = 0, []
     from tqdm.auto import tqdm
 
-    summaries = []
+    summaries, explanations, names = [], [], []
     for path in tqdm(images, desc="explaining", unit="image", disable=len(images) < 2):
         try:
             exp = _explain_one(args, model, processor, path)
         except MMCamError as error:
             failed.append({"image": str(path), "reason": str(error)})
             continue
+        explanations.append(exp)
+        names.append(path.name)
         files = exp.save(out, stem=path.stem)
         summaries.append({"image": str(path), "files": [f.name for f in files], **exp.to_dict()})
         ok += 1
@@ -106,6 +110,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "versions": _versions(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if explanations:
+        from .render.report import write_report
+
+        write_report(out / "report.html", explanations, title=f"mmcam explain · {args.task} · {args.model}", names=names)
     for item in failed:
         print(f"mmcam: skipped {item['image']}: {item['reason']}", file=sys.stderr)
     print(f"explained {ok} of {len(images)} image(s) -> {out}")
@@ -118,7 +126,23 @@ def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Pat
         from .explain import explain_classification
 
         return explain_classification(model, path, processor=processor, method=args.method, layers=layers, topk=args.topk)
-    raise InputError(f"task {args.task!r} is not available in this build; supported: classify")
+    if args.task == "detect":
+        from .tasks.detection import explain_detections
+
+        return explain_detections(model, path, processor=processor, method=args.method, layers=layers, conf=args.conf)
+    if args.task == "segment":
+        from .tasks.segmentation import explain_segmentation
+
+        return explain_segmentation(model, path, processor=processor, method=args.method, layers=layers)
+    if args.task == "caption":
+        from .tasks.caption import explain_caption
+
+        if processor is None:
+            raise InputError("the caption task needs a model with a processor (e.g. --model zoo:captioner)")
+        return explain_caption(model, processor, path, method=args.method, layers=layers)
+    if args.task == "vqa" and not args.question:
+        raise InputError("the vqa task needs --question 'what color is the circle ?'")
+    raise InputError(f"task {args.task!r} is not available in this build; supported: classify, detect, segment, caption")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -161,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="gradcam")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
     p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+    p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
+    p.add_argument("--question", help="vqa: the question to answer")
     p.add_argument("--out", default="out/explain")
     p.set_defaults(fn=cmd_explain)
     p = sub.add_parser("demo", help="every task on the zoo models, offline")

@@ -1,0 +1,64 @@
+"""The mmcam command: explain, list, demo, and one-line errors without tracebacks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmcam.data import generate_scenes
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mmcam.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, scene in enumerate(generate_scenes(2, 77)):
+        Image.fromarray(scene.image).save(folder / f"scene{i}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def test_explain_folder_with_a_bad_image(images, tmp_path):
+    out = tmp_path / "out"
+    res = run("explain", str(images), "--task", "classify", "--model", "zoo:classifier", "--topk", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "skipped" in res.stderr and "broken.png" in res.stderr and "Traceback" not in res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["explained"]) == 2 and summary["failed"][0]["image"].endswith("broken.png")
+    assert summary["explained"][0]["task"] == "classification" and len(summary["explained"][0]["items"]) == 2
+    assert (out / "report.html").exists() and len(list(out.glob("scene0_*.png"))) == 2
+
+
+def test_only_bad_images_exit_non_zero(images, tmp_path):
+    res = run("explain", str(images / "broken.png"), "--model", "zoo:classifier", "--out", str(tmp_path / "o"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "/no/such/dir", "--model", "zoo:classifier"], "does not exist"),
+        (["explain", "IMAGES", "--model", "zoo:unknown"], "no zoo model named"),
+        (["explain", "IMAGES", "--model", "resnet-9000"], "unknown model spec"),
+        (["explain", "IMAGES", "--task", "vqa", "--model", "zoo:classifier"], "needs --question"),
+        (["explain", "IMAGES", "--model", "zoo:classifier", "--out", "/proc/forbidden"], "cannot write"),
+    ],
+)
+def test_one_line_errors(images, args, message):
+    res = run(*[str(images) if a == "IMAGES" else a for a in args])
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_list():
+    res = run("list")
+    assert res.returncode == 0 and "gradcam" in res.stdout and "classifier" in res.stdout
