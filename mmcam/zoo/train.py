@@ -41,8 +41,9 @@ def _scene_batch(step: int, seed: int, n: int, config_for: Callable[[int], Scene
     return generate_scenes(n, seed * 1_000_003 + step, config_for(step))
 
 
-def fit(model: torch.nn.Module, loss_for_step: Callable[[int], torch.Tensor], minutes: float, max_steps: int, lr: float, desc: str) -> int:
-    """Adam with cosine decay until ``max_steps`` or ``minutes`` run out; returns the steps taken."""
+def fit(model: torch.nn.Module, loss_for_step: Callable[[int], torch.Tensor], minutes: float, max_steps: int, lr: float, desc: str, warmup: int = 1) -> int:
+    """AdamW with linear warm-up and cosine decay until ``max_steps`` or ``minutes`` run out;
+    returns the steps taken."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     start = time.perf_counter()
     model.train()
@@ -51,7 +52,7 @@ def fit(model: torch.nn.Module, loss_for_step: Callable[[int], torch.Tensor], mi
     for step in bar:
         frac = min(1.0, max(step / max_steps, (time.perf_counter() - start) / (minutes * 60)))
         for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac)) * min(1.0, (step + 1) / warmup)
         loss = loss_for_step(step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -113,7 +114,7 @@ def train_classifier(seed: int, minutes: float, out: Path, name: str = "classifi
         return F.cross_entropy(logits, torch.tensor([s.label - 1 for s in scenes]))
 
     start = time.perf_counter()
-    steps = fit(model, loss, minutes, 4000, 1e-3 if vit else 2e-3, name)
+    steps = fit(model, loss, minutes, 20000 if vit else 4000, 5e-4 if vit else 2e-3, name, warmup=200 if vit else 1)
     wall = time.perf_counter() - start
     cfg.update(
         preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": vit},
