@@ -35,6 +35,11 @@ __all__ = [
     "GuidedGradCAM",
     "explain_classification",
     "ClassificationExplanation",
+    "explain_caption",
+    "explain_detections",
+    "explain_segmentation",
+    "explain_action",
+    "tasks",
     "TTA",
     "data",
     "zoo",
@@ -48,8 +53,12 @@ _LAZY = {
     "explain_classification": ("mmcam.explain", "explain_classification"),
     "ClassificationExplanation": ("mmcam.explain", "ClassificationExplanation"),
     "TTA": ("mmcam.smooth", "TTA"),
+    "explain_caption": ("mmcam.tasks.caption", "explain_caption"),
+    "explain_detections": ("mmcam.tasks.detection", "explain_detections"),
+    "explain_segmentation": ("mmcam.tasks.segmentation", "explain_segmentation"),
+    "explain_action": ("mmcam.tasks.action", "explain_action"),
 }
-_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth"}
+_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks"}
 
 
 def __getattr__(name: str) -> Any:
