@@ -124,7 +124,7 @@ def _section(index: int, exp: Any, name: str) -> str:
     body.append(f"<div class='now'>showing: {html.escape(exp.items[0]) if exp.items else 'the image'}</div>")
     body.append(_details(exp))
     return (
-        f"<section data-section='{index}' data-task='{exp.task}'{attrs}>"
+        f"<section data-section='{index}' data-task='{exp.task}' data-name='{html.escape(name, quote=True)}'{attrs}>"
         f"<h2>{html.escape(name)} — {html.escape(exp.task)}</h2><div class='row'>"
         f"<div class='stage'><img class='view' data-item='0' src='{first}' alt='heatmap'/>{svg}</div>"
         f"<div class='side'>{''.join(body)}</div></div></section>"

@@ -5,11 +5,6 @@ heatmap, and the shown heatmap must be the same image as the PNG `save()` wrote.
 """
 from __future__ import annotations
 
-import base64
-import io
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,30 +14,7 @@ from PIL import Image
 import mmcam
 from mmcam.explain import TaskExplanation
 from mmcam.render.report import write_report
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail("Debian's chromium is not installed: `make test` installs it (apt-get install chromium)")
-    return path
-
-
-def _decode(src: str) -> np.ndarray:
-    assert src.startswith("data:image/png;base64,")
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
+from browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, decode_png_uri, offline
 
 
 def _explanations() -> list[TaskExplanation]:
@@ -67,10 +39,10 @@ def test_report_hover_and_click_switch_heatmaps(tmp_path):
         exp.save(tmp_path / f"e{i}", stem="img")
     report = write_report(tmp_path / "report.html", exps)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 1200})
-            page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(("file:", "data:")) else route.continue_())
+            offline(page)
             page.goto(report.as_uri())
             caption = page.locator("section[data-task='caption']")
             view = caption.locator("img.view")
@@ -79,7 +51,7 @@ def test_report_hover_and_click_switch_heatmaps(tmp_path):
             after = view.get_attribute("src")
             assert after != before
             saved = np.asarray(Image.open(tmp_path / "e1" / "img_02_circle.png").convert("RGB"))
-            assert np.array_equal(_decode(after), saved)
+            assert np.array_equal(decode_png_uri(after), saved)
             assert "circle" in caption.locator(".now").inner_text()
 
             detection = page.locator("section[data-task='detection']")
@@ -89,7 +61,7 @@ def test_report_hover_and_click_switch_heatmaps(tmp_path):
             clicked = dview.get_attribute("src")
             assert clicked != first
             saved = np.asarray(Image.open(tmp_path / "e2" / "img_01_square-0-8.png").convert("RGB"))
-            assert np.array_equal(_decode(clicked), saved)
+            assert np.array_equal(decode_png_uri(clicked), saved)
             assert detection.locator("rect.active").get_attribute("data-item-ref") == "1"
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
