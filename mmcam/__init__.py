@@ -39,6 +39,7 @@ __all__ = [
     "explain_detections",
     "explain_segmentation",
     "explain_action",
+    "explain_vqa",
     "tasks",
     "TTA",
     "data",
@@ -57,6 +58,7 @@ _LAZY = {
     "explain_detections": ("mmcam.tasks.detection", "explain_detections"),
     "explain_segmentation": ("mmcam.tasks.segmentation", "explain_segmentation"),
     "explain_action": ("mmcam.tasks.action", "explain_action"),
+    "explain_vqa": ("mmcam.tasks.vqa", "explain_vqa"),
 }
 _SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks"}
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ["Reshape", "NCHW", "NHWC", "Tokens", "Auto", "resolve"]
+__all__ = ["Reshape", "NCHW", "NHWC", "Tokens", "ScatterTokens", "Auto", "resolve"]
 
 Size = tuple[int, int]
 
@@ -106,6 +106,29 @@ class Tokens(Reshape):
             )
         patches = t[:, prefix : prefix + h * w]
         return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+
+
+@dataclass
+class ScatterTokens(Reshape):
+    """Image tokens in any order: ``index[b, j]`` is the flat grid position (``row * w + col``)
+    of token ``start + j`` of image b (e.g. ViLT, which shuffles its patches on every call)."""
+
+    start: int
+    index: torch.Tensor  # (B, N) long
+    grid: Size
+    channel_dim = -1
+
+    def __call__(self, t: torch.Tensor, input_size: Size | None) -> torch.Tensor:
+        if t.ndim != 3:
+            raise InputError(f"token reshape needs (B, N, D), got shape {tuple(t.shape)}")
+        n = self.index.shape[1]
+        tokens = t[:, self.start : self.start + n].transpose(1, 2)  # (B', D, N)
+        index = self.index.to(t.device)
+        if tokens.shape[0] != index.shape[0]:  # gradients come as (K * B, ...): repeat the layout
+            index = index.repeat(tokens.shape[0] // index.shape[0], 1)
+        out = tokens.new_zeros(tokens.shape[0], tokens.shape[1], self.grid[0] * self.grid[1])
+        out.scatter_(2, index[:, None, :].expand(-1, tokens.shape[1], -1), tokens)
+        return out.view(tokens.shape[0], tokens.shape[1], *self.grid)
 
 
 def _grid_for(n: int, input_size: Size | None) -> tuple[float, Size] | None:

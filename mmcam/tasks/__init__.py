@@ -10,6 +10,8 @@ _LAZY = {
     "explain_segmentation": "mmcam.tasks.segmentation",
     "explain_detections": "mmcam.tasks.detection",
     "explain_caption": "mmcam.tasks.caption",
+    "explain_vqa": "mmcam.tasks.vqa",
+    "VQAExplanation": "mmcam.tasks.vqa",
     "CaptionExplanation": "mmcam.tasks.caption",
     "DetectionExplanation": "mmcam.tasks.detection",
     "SegmentationExplanation": "mmcam.tasks.segmentation",

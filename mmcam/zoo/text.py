@@ -44,3 +44,28 @@ class CaptionProcessor:
 
     def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+class VQAProcessor:
+    """Image + question → ViLT inputs (``input_ids`` with ``[BOS]`` as the CLS token,
+    ``attention_mask``, ``token_type_ids``, ``pixel_values``, ``pixel_mask``)."""
+
+    def __init__(self, words: list[str], size: int = 64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        self.tokenizer = word_tokenizer(words)
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def __call__(self, images: Any = None, text: Any = None, return_tensors: str = "pt", **_: Any) -> dict:
+        import torch
+
+        out: dict = {}
+        if images is not None:
+            x = to_pixel_tensor(images, self.size, self.mean, self.std)
+            out["pixel_values"] = x
+            out["pixel_mask"] = torch.ones(x.shape[0], x.shape[2], x.shape[3], dtype=torch.long)
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            enc = self.tokenizer(["[BOS] " + t for t in texts], padding=True, add_special_tokens=False, return_tensors="pt")
+            out["input_ids"] = enc["input_ids"]
+            out["attention_mask"] = enc["attention_mask"]
+            out["token_type_ids"] = torch.zeros_like(enc["input_ids"])
+        return out

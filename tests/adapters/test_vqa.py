@@ -1,0 +1,63 @@
+"""VQA grounding with ViLT: the shuffled patches are put back where they came from."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmcam.data import VOCAB
+from mmcam.errors import InputError, TargetError
+from mmcam.tasks import explain_vqa
+from mmcam.zoo.text import VQAProcessor
+from modelstate import assert_same_state, snapshot
+
+LABELS = ["red", "green", "blue", "yes", "no"]
+IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def vilt():
+    from transformers import ViltConfig, ViltForQuestionAnswering
+
+    torch.manual_seed(0)
+    config = ViltConfig(
+        vocab_size=4 + len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        image_size=64, patch_size=8, max_image_length=-1, num_labels=len(LABELS), max_position_embeddings=32,
+        id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)},
+    )
+    model = ViltForQuestionAnswering(config).eval()
+    processor = VQAProcessor(list(VOCAB))
+    model(**processor(images=IMAGE, text="is there a red circle ?"))  # transformers adds its own hooks on call 1
+    return model, processor
+
+
+def test_map_is_independent_of_vilts_patch_shuffling(vilt):
+    model, processor = vilt
+    before = snapshot(model)
+    torch.manual_seed(1)
+    a = explain_vqa(model, processor, IMAGE, "what color is the circle ?")
+    torch.manual_seed(2)  # another draw of the patch order
+    b = explain_vqa(model, processor, IMAGE, "what color is the circle ?")
+    torch.testing.assert_close(a.maps, b.maps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    assert a.maps.shape == (1, 64, 64) and a.maps.std() > 0
+    assert a.items == [a.meta["answer"]] and a.meta["answer"] in LABELS
+    assert a.layers == ["vilt.encoder.layer.1.layernorm_before"]
+    assert_same_state(before, snapshot(model))
+
+
+def test_answer_scores_match_the_model(vilt):
+    model, processor = vilt
+    exp = explain_vqa(model, processor, IMAGE, "is there a red circle ?", answer="yes")
+    logits = model(**processor(images=IMAGE, text="is there a red circle ?")).logits[0]
+    assert exp.scores[0].item() == pytest.approx(logits[LABELS.index("yes")].item(), abs=1e-4)
+
+
+def test_bad_input(vilt):
+    model, processor = vilt
+    with pytest.raises(TargetError, match="not one of the model's answers"):
+        explain_vqa(model, processor, IMAGE, "what color is it ?", answer="purple-ish")
+    with pytest.raises(InputError, match="question is empty"):
+        explain_vqa(model, processor, IMAGE, "  ")
+    with pytest.raises(InputError, match="ViltForQuestionAnswering"):
+        explain_vqa(torch.nn.Linear(2, 2), processor, IMAGE, "what ?")
