@@ -6,7 +6,7 @@ from typing import Any
 
 from .processing import to_pixel_tensor
 
-__all__ = ["SPECIAL", "word_tokenizer", "CaptionProcessor"]
+__all__ = ["SPECIAL", "word_tokenizer", "CaptionProcessor", "VQAProcessor"]
 
 SPECIAL = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
 
@@ -46,13 +46,9 @@ class CaptionProcessor:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
-class VQAProcessor:
+class VQAProcessor(CaptionProcessor):
     """Image + question → ViLT inputs (``input_ids`` with ``[BOS]`` as the CLS token,
     ``attention_mask``, ``token_type_ids``, ``pixel_values``, ``pixel_mask``)."""
-
-    def __init__(self, words: list[str], size: int = 64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-        self.tokenizer = word_tokenizer(words)
-        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
 
     def __call__(self, images: Any = None, text: Any = None, return_tensors: str = "pt", **_: Any) -> dict:
         import torch
