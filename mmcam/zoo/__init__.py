@@ -50,12 +50,13 @@ def load(name: str) -> tuple[Any, Any]:
     model.eval()
     pre = cfg.get("preprocessing")
     if cfg.get("vocab"):
-        from .text import CaptionProcessor
+        from .text import CaptionProcessor, VQAProcessor
 
-        processor: Any = CaptionProcessor(cfg["vocab"], **{k: v for k, v in pre.items() if k != "as_dict"})
+        kind = VQAProcessor if cfg.get("processor") == "vqa" else CaptionProcessor
+        processor: Any = kind(cfg["vocab"], **{k: v for k, v in pre.items() if k != "as_dict"})
     else:
         processor = ImageProcessor(**pre, labels=cfg.get("labels")) if pre else None
-    if hasattr(model, "config") and cfg.get("labels"):
+    if hasattr(model, "config") and cfg.get("labels") and cfg["architecture"]["type"] != "hf_vilt_vqa":
         model.config.id2label = dict(enumerate(cfg["labels"]))
         model.config.label2id = {v: k for k, v in model.config.id2label.items()}
     elif cfg.get("labels"):

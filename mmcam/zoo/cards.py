@@ -15,6 +15,7 @@ _ARCH = {
     "hf_vit": "HF `ViTForImageClassification` ({config[hidden_size]} hidden, {config[num_hidden_layers]} layers, patch {config[patch_size]}, {config[image_size]} px)",
     "ultralytics_yolo": "ultralytics YOLOv8n from `{yaml}` ({nc} classes, {imgsz} px), weights stored as {dtype}",
     "hf_vision_encoder_decoder": "HF `VisionEncoderDecoderModel`: ViT encoder ({encoder[hidden_size]} hidden, {encoder[num_hidden_layers]} layers, patch {encoder[patch_size]}) + GPT-2 decoder ({decoder[n_embd]} dims, {decoder[n_layer]} layers, cross-attention), word-level vocabulary built from `mmcam.data.VOCAB`, greedy `generate()`",
+    "hf_vilt_vqa": "HF `ViltForQuestionAnswering` ({config[hidden_size]} hidden, {config[num_hidden_layers]} layers, patch {config[patch_size]}, all patches), word-level vocabulary, {config[num_labels]} answers",
     "hf_segformer": "HF `SegformerForSemanticSegmentation` (hidden sizes {config[hidden_sizes]}, depths {config[depths]}, decoder {config[decoder_hidden_size]})",
 }
 

@@ -87,6 +87,12 @@ def build(config: dict[str, Any]) -> nn.Module:
             pad_token_id=ids["pad"], do_sample=False, num_beams=1,
         )
         return model
+    if kind == "hf_vilt_vqa":
+        from transformers import ViltConfig, ViltForQuestionAnswering
+
+        config = dict(arch["config"])
+        config["id2label"] = {int(k): v for k, v in config["id2label"].items()}
+        return ViltForQuestionAnswering(ViltConfig(**config))
     if kind == "hf_segformer":
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
