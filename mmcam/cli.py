@@ -140,9 +140,15 @@ def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Pat
         if processor is None:
             raise InputError("the caption task needs a model with a processor (e.g. --model zoo:captioner)")
         return explain_caption(model, processor, path, method=args.method, layers=layers)
-    if args.task == "vqa" and not args.question:
-        raise InputError("the vqa task needs --question 'what color is the circle ?'")
-    raise InputError(f"task {args.task!r} is not available in this build; supported: classify, detect, segment, caption")
+    if args.task == "vqa":
+        from .tasks.vqa import explain_vqa
+
+        if processor is None:
+            raise InputError("the vqa task needs a model with a processor (e.g. --model zoo:vqa)")
+        return explain_vqa(model, processor, path, args.question, method=args.method, layers=layers)
+    raise InputError(
+        f"task {args.task!r} takes observations, not image files; use mmcam.explain_action(model, obs) from Python"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
