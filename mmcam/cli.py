@@ -5,7 +5,7 @@
     mmcam list                                  methods, tasks, zoo models
 
 Errors a user can cause are reported as one line (``mmcam: error: ...``) and exit code 2,
-without a traceback.
+without a traceback. ``summary.json`` follows ``mmcam/schemas/explain_summary.schema.json``.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from typing import Any
 from .errors import InputError, MMCamError
 
 TASKS = ("classify", "caption", "vqa", "detect", "segment", "action")
+ZOO_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "captioner": "caption", "vqa": "vqa", "qnet": "action"}
+SCHEMA = Path(__file__).parent / "schemas" / "explain_summary.schema.json"
 
 
 def _offline_env() -> None:
@@ -82,6 +84,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     if args.task == "vqa" and not args.question:
         raise InputError("the vqa task needs --question, e.g. --question 'what color is the circle ?'")
+    if args.model.startswith("zoo:") and ZOO_TASKS.get(args.model[4:], args.task) != args.task:
+        raise InputError(f"zoo model {args.model[4:]!r} does the {ZOO_TASKS[args.model[4:]]!r} task, not {args.task!r}; pass --task {ZOO_TASKS[args.model[4:]]}")
     images = list_images(args.input)
     out = Path(args.out)
     _ensure_writable(out)

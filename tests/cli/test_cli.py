@@ -32,6 +32,11 @@ def test_explain_folder_with_a_bad_image(images, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "skipped" in res.stderr and "broken.png" in res.stderr and "Traceback" not in res.stderr
     summary = json.loads((out / "summary.json").read_text())
+    import jsonschema
+
+    from mmcam.cli import SCHEMA
+
+    jsonschema.validate(summary, json.loads(SCHEMA.read_text()))
     assert len(summary["explained"]) == 2 and summary["failed"][0]["image"].endswith("broken.png")
     assert summary["explained"][0]["task"] == "classification" and len(summary["explained"][0]["items"]) == 2
     assert (out / "report.html").exists() and len(list(out.glob("scene0_*.png"))) == 2
@@ -49,6 +54,7 @@ def test_only_bad_images_exit_non_zero(images, tmp_path):
         (["explain", "IMAGES", "--model", "zoo:unknown"], "no zoo model named"),
         (["explain", "IMAGES", "--model", "resnet-9000"], "unknown model spec"),
         (["explain", "IMAGES", "--task", "vqa", "--model", "zoo:classifier"], "needs --question"),
+        (["explain", "IMAGES", "--task", "detect", "--model", "zoo:classifier"], "pass --task classify"),
         (["explain", "IMAGES", "--model", "zoo:classifier", "--out", "/proc/forbidden"], "cannot write"),
     ],
 )
@@ -62,3 +68,27 @@ def test_one_line_errors(images, args, message):
 def test_list():
     res = run("list")
     assert res.returncode == 0 and "gradcam" in res.stdout and "classifier" in res.stdout
+
+
+IMAGE_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "captioner": "caption", "vqa": "vqa"}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_TASKS))
+def test_explain_every_task_with_zoo_models(name, images, tmp_path):
+    import jsonschema
+
+    from mmcam import zoo
+    from mmcam.cli import SCHEMA
+
+    if name not in zoo.available():
+        pytest.skip(f"zoo model {name!r} is not shipped in this build")
+    out = tmp_path / name
+    extra = ["--question", "how many objects are there ?"] if name == "vqa" else []
+    res = run("explain", str(images), "--task", IMAGE_TASKS[name], "--model", f"zoo:{name}", "--out", str(out), *extra)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    jsonschema.validate(summary, json.loads(SCHEMA.read_text()))
+    assert len(summary["explained"]) == 2 and all(entry["items"] for entry in summary["explained"])
+    for entry in summary["explained"]:
+        assert all((out / f).exists() for f in entry["files"])
+    assert (out / "report.html").stat().st_size > 1000
