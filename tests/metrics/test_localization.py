@@ -1,0 +1,55 @@
+"""Localisation metrics on hand-computed cases."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmcam.metrics import localization_table, pixel_auroc, pointing_game, rank_accuracy, relevance_mass, relevance_mass_ratio
+
+
+def _mask():
+    m = torch.zeros(1, 4, 4, dtype=torch.bool)
+    m[0, 1:3, 1:3] = True  # 4 of 16 pixels
+    return m
+
+
+def test_map_equal_to_the_mask_is_perfect():
+    m = _mask()
+    perfect = m.float()
+    assert pointing_game(perfect, m).item() == 1
+    assert relevance_mass(perfect, m).item() == 1
+    assert relevance_mass_ratio(perfect, m).item() == pytest.approx(4.0)
+    assert rank_accuracy(perfect, m).item() == 1
+    assert pixel_auroc(perfect, m).item() == 1
+
+
+def test_constant_map_scores_chance():
+    m = _mask()
+    flat = torch.ones(1, 4, 4)
+    assert relevance_mass(flat, m).item() == pytest.approx(0.25)
+    assert relevance_mass_ratio(flat, m).item() == pytest.approx(1.0)
+    assert pixel_auroc(flat, m).item() == pytest.approx(0.5)
+    assert relevance_mass(torch.zeros(1, 4, 4), m).item() == pytest.approx(0.25)
+
+
+def test_hand_values():
+    m = _mask()
+    heat = torch.zeros(1, 4, 4)
+    heat[0, 0, 0] = 3.0  # outside
+    heat[0, 1, 1] = 1.0  # inside
+    assert pointing_game(heat, m).item() == 0
+    assert pointing_game(heat, m, tolerance=1).item() == 0  # (0,0) is sqrt(2) px from the mask
+    assert pointing_game(heat, m, tolerance=2).item() == 1
+    assert relevance_mass(heat, m).item() == pytest.approx(0.25)
+    assert rank_accuracy(heat, m).item() == pytest.approx(0.25)  # top-4: (0,0),(1,1), two zeros -> 1 of 4 inside
+    # AUROC: positives {1,0,0,0}, negatives {3, 0 x 11}; P(pos > neg) + 0.5 P(tie)
+    pos, neg = [1, 0, 0, 0], [3] + [0] * 11
+    expected = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (4 * 12)
+    assert pixel_auroc(heat, m).item() == pytest.approx(expected)
+
+
+def test_table_has_baselines_beside_the_method():
+    m = _mask().expand(3, 4, 4)
+    table = localization_table({"gradcam": m.float()}, m)
+    assert set(table) == {"gradcam", "baseline:centre", "baseline:uniform", "baseline:random"}
+    assert table["gradcam"]["pointing"] == 1 and table["baseline:uniform"]["mass_ratio"] == pytest.approx(1.0)
