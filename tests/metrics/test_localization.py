@@ -34,18 +34,22 @@ def test_constant_map_scores_chance():
 
 def test_hand_values():
     m = _mask()
-    heat = torch.zeros(1, 4, 4)
+    heat = torch.arange(16.0).view(1, 4, 4) / 100  # distinct small values: no ties
     heat[0, 0, 0] = 3.0  # outside
     heat[0, 1, 1] = 1.0  # inside
     assert pointing_game(heat, m).item() == 0
     assert pointing_game(heat, m, tolerance=1).item() == 0  # (0,0) is sqrt(2) px from the mask
     assert pointing_game(heat, m, tolerance=2).item() == 1
-    assert relevance_mass(heat, m).item() == pytest.approx(0.25)
-    assert rank_accuracy(heat, m).item() == pytest.approx(0.25)  # top-4: (0,0),(1,1), two zeros -> 1 of 4 inside
-    # AUROC: positives {1,0,0,0}, negatives {3, 0 x 11}; P(pos > neg) + 0.5 P(tie)
-    pos, neg = [1, 0, 0, 0], [3] + [0] * 11
-    expected = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (4 * 12)
+    inside = heat[m].sum()
+    assert relevance_mass(heat, m).item() == pytest.approx((inside / heat.sum()).item())
+    assert rank_accuracy(heat, m).item() == pytest.approx(0.25)  # top-4: (0,0), (1,1), (3,3), (3,2)
+    # AUROC = P(a mask pixel outranks an outside pixel), by brute force
+    pos, neg = heat[m].tolist(), heat[~m].tolist()
+    expected = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
     assert pixel_auroc(heat, m).item() == pytest.approx(expected)
+    tied = torch.zeros(1, 4, 4)
+    tied[0, 1, 1] = 1.0  # one mask pixel above 15 tied zeros
+    assert pixel_auroc(tied, m).item() == pytest.approx((12 * 1.0 + 3 * 12 * 0.5) / 48)
 
 
 def test_table_has_baselines_beside_the_method():
