@@ -241,7 +241,7 @@ class CAM:
                 if edit is None:
                     out = inputs.run(self.model)
                 else:
-                    with Capture([self.layers[index]], cut=False, edit=lambda _i, t: edit(_i, t)):
+                    with Capture([self.layers[index]], cut=False, edit=edit):
                         out = inputs.run(self.model)
                 return targets_set.scores(out, rows)
 
