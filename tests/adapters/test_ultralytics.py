@@ -36,6 +36,7 @@ def test_one_map_per_kept_box_with_ultralytics_confidences(yolo):
     # the explained logit of each kept box is the confidence NMS reports for it
     torch.testing.assert_close(exp.scores.sigmoid(), torch.tensor(exp.meta["confidences"]), rtol=1e-4, atol=1e-7)
     assert yolo.model.training  # YOLO builds its inner model in train mode; it stays so
+    assert exp.layers == ["model.2", "model.15", "model.18", "model.21"] and exp.method == "layercam"
     assert_same_state(before, snapshot(yolo.model))
 
 
@@ -53,11 +54,11 @@ def test_box_maps_equal_single_box_runs(yolo):
     exp = explain_detections(yolo, IMAGE, conf=0.01, size=64, max_boxes=4)
     inner = yolo.model
     x = torch.from_numpy(IMAGE.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    from mmcam.adapters.ultralytics import eval_mode, neck_layers
+    from mmcam.adapters.ultralytics import default_layers, eval_mode
 
     for k, (index, cls) in enumerate(zip(exp.meta["raw_indices"], exp.meta["class_ids"])):
         with eval_mode(inner):
-            alone = mmcam.CAM(inner, neck_layers(inner))(x, [DetectionBoxScore([index], [cls])])
+            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [DetectionBoxScore([index], [cls])])
         torch.testing.assert_close(exp.maps[k], alone.maps[0, 0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(exp.scores[k], alone.scores[0, 0])
 
