@@ -29,8 +29,9 @@ def card_text(name: str, cfg: dict[str, Any]) -> str:
         "",
         f"- **Architecture**: {desc}.",
         f"- **Labels**: {', '.join(cfg.get('labels', []))}",
-        f"- **Data**: `mmcam.data` — {cfg.get('data', {}).get('config', '')}; fresh scenes every step "
-        f"({json.dumps({k: v for k, v in cfg.get('data', {}).items() if k != 'config'})}).",
+        f"- **Data**: `mmcam.data` — {cfg.get('data', {}).get('config', '')}; "
+        + (f"a fixed set of {cfg['data']['train_images']} generated training images." if "train_images" in cfg.get("data", {})
+           else f"fresh scenes every step ({json.dumps({k: v for k, v in cfg.get('data', {}).items() if k != 'config'})})."),
         f"- **Preprocessing**: {json.dumps(cfg.get('preprocessing'))}",
         f"- **Training**: seed {train.get('seed')}, {train.get('steps')} steps, {train.get('minutes')} min on a 2-core CPU; "
         f"reproduce with `{train.get('command')}`.",

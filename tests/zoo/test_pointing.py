@@ -1,0 +1,33 @@
+"""The shipped models' maps point at the right object on fresh scenes (small samples;
+`python -m bench.localization` measures the larger ones quoted in README)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmcam import zoo
+
+SEED = 515151
+
+
+def _run(task):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.localization import TASKS  # the same ground-truth matching as the benchmark
+
+    from mmcam.data import SceneConfig, generate_scenes
+    from mmcam.metrics import pointing_game
+
+    if task not in zoo.available():
+        pytest.fail(f"zoo model {task!r} is expected in this build")
+    scenes = generate_scenes(24, SEED, SceneConfig(background="textured"))
+    maps, masks = TASKS[task](scenes, "layercam" if task == "yolo" else "gradcam")
+    assert len(maps) >= 20
+    return float(pointing_game(torch.stack(maps), torch.stack(masks)).mean())
+
+
+@pytest.mark.parametrize("task, bar", [("yolo", 0.9), ("segmenter", 0.9), ("classifier", 0.8)])
+def test_pointing(task, bar):
+    assert _run(task) >= bar

@@ -1,0 +1,115 @@
+"""Every shipped zoo model loads offline from safetensors and meets its bar on fresh scenes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import mmcam
+from mmcam import zoo
+from mmcam.errors import InputError
+
+# fresh seeds never used in training (training seeds are seed * 1_000_003 + step)
+SEED = 424_242
+
+
+def test_weights_are_safetensors_only_and_small():
+    files = list(zoo.WEIGHTS_DIR.iterdir())
+    assert not [f for f in files if f.suffix in (".pt", ".pth", ".pkl", ".ckpt", ".bin")]
+    total = sum(f.stat().st_size for f in files if f.suffix == ".safetensors")
+    assert total <= 30 * 2**20
+    for name in zoo.available():
+        cfg = json.loads((zoo.WEIGHTS_DIR / f"{name}.json").read_text())
+        assert {"architecture", "train", "metrics"} <= cfg.keys()
+        assert (zoo.WEIGHTS_DIR.parent / "cards" / f"{name}.md").exists(), f"model card for {name}"
+
+
+def test_unknown_name_lists_available():
+    with pytest.raises(InputError, match="available"):
+        zoo.load("resnet9000")
+
+
+def _needs(name):
+    if name not in zoo.available():
+        pytest.fail(f"zoo model {name!r} is expected in this build but missing")
+
+
+@pytest.mark.parametrize("name", ["classifier", "vit"])
+def test_classifiers_meet_the_bar(name, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if name not in zoo.available():
+        pytest.skip(f"{name} not shipped yet")
+    from mmcam.data import classification_config, generate_scenes
+
+    model, processor = zoo.load(name)
+    scenes = generate_scenes(96, SEED, classification_config(background="textured"))
+    inputs = processor([s.image for s in scenes])
+    with torch.no_grad():
+        out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    logits = getattr(out, "logits", out)
+    acc = float((logits.argmax(1) == torch.tensor([s.label - 1 for s in scenes])).float().mean())
+    assert acc >= 0.9, f"{name} accuracy {acc:.3f} on 96 fresh scenes"
+
+
+def test_qnet_meets_the_bar():
+    _needs("qnet")
+    from mmcam.data import GridConfig, generate_grids
+
+    model, _ = zoo.load("qnet")
+    states = generate_grids(200, SEED, GridConfig())
+    with torch.no_grad():
+        q = model(torch.from_numpy(np.stack([s.obs for s in states])))
+    agree = float((q.argmax(1) == torch.tensor([s.optimal_action for s in states])).float().mean())
+    assert agree >= 0.93, f"qnet optimal-action agreement {agree:.3f} on 200 fresh states"
+
+
+def test_segmenter_meets_the_bar():
+    if "segmenter" not in zoo.available():
+        pytest.skip("segmenter not shipped yet")
+    from mmcam.zoo.train import segmenter_quality
+
+    assert segmenter_quality(zoo.load("segmenter")[0], n=48, seed=SEED)["mIoU"] >= 0.75
+
+
+def test_classifier_maps_point_at_the_object():
+    """The shipped classifier's Grad-CAM peak lies on the object (a small pointing game)."""
+    _needs("classifier")
+    from mmcam.data import SceneConfig, generate_scenes
+
+    model, processor = zoo.load("classifier")
+    scenes = generate_scenes(40, SEED, SceneConfig(min_objects=1, max_objects=1, background="textured"))
+    hits = 0
+    for scene in scenes:
+        exp = mmcam.explain_classification(model, scene.image, processor=processor)
+        peak = int(exp.maps[0].flatten().argmax())
+        y, x = divmod(peak, exp.maps.shape[-1])
+        mask = scene.objects[0].mask
+        ys, xs = np.nonzero(mask)
+        hits += bool(np.hypot(ys - y, xs - x).min() <= 3)  # within 3 px of the object
+    assert hits / len(scenes) >= 0.9
+
+
+def test_yolo_finds_the_objects():
+    """Every object of fresh scenes is found by a kept box of its class at IoU >= 0.5."""
+    _needs("yolo")
+    from mmcam.data import SceneConfig, generate_scenes
+
+    yolo, _ = zoo.load("yolo")
+    scenes = generate_scenes(24, SEED, SceneConfig(background="textured"))
+    found = total = 0
+    for scene in scenes:
+        results = yolo.predict(source=scene.image[..., ::-1].copy(), imgsz=64, conf=0.25, verbose=False, device="cpu")[0].boxes
+        for obj in scene.objects:
+            total += 1
+            x, y, w, h = obj.box
+            for box, cls in zip(results.xyxy.tolist(), results.cls.tolist()):
+                ix = max(0, min(box[2], x + w) - max(box[0], x))
+                iy = max(0, min(box[3], y + h) - max(box[1], y))
+                inter = ix * iy
+                iou = inter / ((box[2] - box[0]) * (box[3] - box[1]) + w * h - inter)
+                if iou >= 0.5 and int(cls) == obj.category_id - 1:
+                    found += 1
+                    break
+    assert found / total >= 0.9, f"{found}/{total} objects found"
