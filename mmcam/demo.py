@@ -5,6 +5,7 @@ them. A task whose zoo model is not shipped in this build is listed as skipped, 
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -79,10 +80,20 @@ def _action_explanations(zoo: Any, n: int, seed: int) -> list[Any]:
     return [explain_action(model, state.obs, image=state.obs_image(8)) for state in generate_grids(n, seed, GridConfig())]
 
 
+class _CachedZoo:
+    """The zoo, loading each model once per demo run."""
+
+    def __init__(self, module: Any):
+        self.available = module.available
+        self.load = functools.lru_cache(maxsize=None)(module.load)
+
+
 def run_demo(out: Path, n_images: int = 3, seed: int = 2026) -> Path:
     """Run the demo into ``out``; return the report's path."""
-    from . import zoo
+    from . import zoo as zoo_module
     from .data import SceneConfig, generate_scenes
+
+    zoo = _CachedZoo(zoo_module)
 
     out.mkdir(parents=True, exist_ok=True)
     scenes = generate_scenes(n_images, seed, SceneConfig())

@@ -72,11 +72,13 @@ def _load_yolo(name: str, cfg: dict[str, Any]) -> Any:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from safetensors.torch import load_file
     from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
     arch = cfg["architecture"]
     yolo = YOLO(arch["yaml"])
-    inner = DetectionModel(arch["yaml"], nc=arch["nc"], verbose=False)
+    spec = yaml_model_load(arch["yaml"])
+    spec["nc"] = arch["nc"]
+    inner = DetectionModel(spec, verbose=False)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(WEIGHTS_DIR / f"{name}.safetensors")).items()}
     inner.load_state_dict(state)
     inner.names = dict(enumerate(cfg["labels"]))
