@@ -1,20 +1,46 @@
 """Ground-truth scenes: coloured shapes on a background, with exact masks, boxes, a caption
 whose words link to objects, and question/answer pairs whose answers link to objects.
 
-Everything is drawn on a numpy grid with hard edges (no anti-aliasing), so the ground
-truth is exact: a pixel belongs to an object's mask if and only if it has that object's
-colour, and the same seed gives the same bytes on every machine.
+>>> from mmcam.data import generate_scene
+>>> scene = generate_scene(7)
+>>> scene.caption
+'a red triangle , a green diamond and a yellow triangle'
+>>> scene.word_links[:3]  # "a" -> nothing; "red", "triangle" -> object 2
+[[], [2], [2]]
+>>> scene.objects[2].color, scene.objects[2].shape
+('red', 'triangle')
+>>> scene.qa[0].question, scene.qa[0].answer, scene.qa[0].object_ids
+('what color is the diamond ?', 'green', [0])
+
+Everything is drawn on a numpy grid with hard edges (see :mod:`mmcam.data.raster`), so:
+
+* the same seed gives the same bytes on every machine;
+* an object's ``mask`` is exactly its visible pixels — objects are painted in order (later
+  ones in front) and an occluding bar goes on top — and every mask pixel has the object's
+  colour; no background, clutter or occluder pixel has an object colour;
+* ``box`` is the tight box of the mask; ``semantic`` and ``instance`` are the masks painted
+  into one map.
+
+Captions and questions follow the grammar in :mod:`mmcam.data.language`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from ..errors import InputError
+from .language import QA, caption, questions
+from .raster import BACKGROUNDS, background, clutter, occluder_bar, shape_mask
+from .vocab import CATEGORIES, COLORS, COUNT_WORDS, OCCLUDER_COLOR, RELATIONS, SHAPES, VOCAB
 
 __all__ = [
     "SHAPES",
     "COLORS",
     "CATEGORIES",
+    "COUNT_WORDS",
+    "RELATIONS",
     "VOCAB",
     "SceneConfig",
     "SceneObject",
@@ -26,32 +52,28 @@ __all__ = [
     "render_objects",
 ]
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 170, 60),
-    "blue": (50, 80, 230),
-    "yellow": (235, 205, 30),
-    "purple": (150, 60, 200),
-}
-CATEGORIES: list[dict] = [{"id": i + 1, "name": s, "supercategory": "shape"} for i, s in enumerate(SHAPES)]
-OCCLUDER_COLOR = (70, 70, 70)
-COUNT_WORDS = ("zero", "one", "two", "three", "four", "five")
-RELATIONS = ("left", "right", "above", "below")
-VOCAB: tuple[str, ...] = tuple(
-    sorted(
-        set(SHAPES)
-        | set(COLORS)
-        | set(COUNT_WORDS)
-        | {"a", "and", ",", "?", "of", "left", "right", "above", "below", "what", "color", "is", "the", "shape", "object"}
-        | {"how", "many", "objects", "are", "there", "yes", "no"}
-    )
-)
+#: How many fresh layouts to try before giving up on a config that cannot be satisfied.
+_LAYOUT_TRIES = 50
+#: Candidate objects drawn per layout.
+_CANDIDATES_PER_LAYOUT = 300
 
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """Parameters of a scene. Sizes are object radii in pixels (an object spans ~2r)."""
+    """What a scene may contain. Sizes are object radii in pixels (an object spans ~2 r).
+
+    Defaults: 64×64, 1–3 objects of radius 7–11 (14–22 px across), plain background,
+    objects at least 3 px apart, and no two objects with the same colour *and* shape, so
+    every caption and question is unambiguous.
+
+    ``distractors``: number of small clutter blobs (colours outside ``COLORS``, no category);
+    ``None`` means 4 for ``background="cluttered"`` and 0 otherwise.
+    ``min_gap``: pixels between the bounding circles of two objects; negative lets objects
+    overlap (the later one is in front and the earlier one's mask loses the hidden pixels).
+    ``relation_margin``: pixels that keep spatial relations decidable: in two-object scenes
+    the dominant axis wins by at least this much (``||dx| - |dy||``), and with three or more
+    objects their centres differ by at least this much in x (the left-to-right order).
+    """
 
     image_size: int = 64
     min_objects: int = 1
@@ -62,92 +84,181 @@ class SceneConfig:
     max_radius: int = 11
     background: str = "plain"  # "plain" | "textured" | "cluttered"
     occluders: bool = False
-    distractors: int = 0  # clutter blobs of colours outside COLORS (with background="cluttered": 4)
-    unique_attributes: bool = True  # no two objects share both shape and colour
+    distractors: int | None = None
+    unique_attributes: bool = True
+    min_gap: float = 3.0
+    relation_margin: float = 4.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shapes", tuple(self.shapes))
+        object.__setattr__(self, "colors", tuple(self.colors))
+        problems = list(self._problems())
+        if problems:
+            raise InputError("invalid SceneConfig: " + "; ".join(problems))
+
+    def _problems(self):
+        if not 0 <= self.min_objects <= self.max_objects <= len(COUNT_WORDS) - 1:
+            yield f"need 0 <= min_objects <= max_objects <= {len(COUNT_WORDS) - 1}, got {self.min_objects}..{self.max_objects}"
+        if not 2 <= self.min_radius <= self.max_radius:
+            yield f"need 2 <= min_radius <= max_radius, got {self.min_radius}..{self.max_radius}"
+        if self.image_size < 2 * self.max_radius + 4:
+            yield f"image_size {self.image_size} cannot hold an object of radius {self.max_radius}; pass image_size >= {2 * self.max_radius + 4}"
+        if not self.shapes or set(self.shapes) - set(SHAPES):
+            yield f"shapes must be a non-empty subset of {SHAPES}, got {self.shapes}"
+        if not self.colors or set(self.colors) - set(COLORS):
+            yield f"colors must be a non-empty subset of {tuple(COLORS)}, got {self.colors}"
+        if self.background not in BACKGROUNDS:
+            yield f"background must be one of {BACKGROUNDS}, got {self.background!r}"
+        if self.distractors is not None and self.distractors < 0:
+            yield f"distractors must be >= 0 or None, got {self.distractors}"
+        if self.unique_attributes and self.max_objects > len(self.shapes) * len(self.colors):
+            yield f"{self.max_objects} objects cannot all differ in colour/shape pairs; lower max_objects or pass unique_attributes=False"
+
+    @property
+    def n_distractors(self) -> int:
+        """Clutter blobs per scene (resolves ``distractors=None``)."""
+        if self.distractors is not None:
+            return self.distractors
+        return 4 if self.background == "cluttered" else 0
 
 
-def classification_config(**overrides) -> SceneConfig:
-    """One object per image: the label is its shape."""
-    return SceneConfig(min_objects=1, max_objects=1, **overrides)
+def classification_config(**overrides: Any) -> SceneConfig:
+    """Single-object scenes for shape classification: ``Scene.label`` is the shape's category."""
+    return SceneConfig(**{"min_objects": 1, "max_objects": 1, **overrides})
 
 
 @dataclass
 class SceneObject:
+    """One object of a scene.
+
+    ``center`` (x, y) in pixels is the centre of the full shape (its unoccluded box is
+    symmetric about it); ``radius`` sets its size (``size`` = 2 r, the nominal extent).
+    ``mask`` holds the *visible* pixels only; ``box`` (x, y, w, h) is their tight box.
+    """
+
     shape: str
     color: str
-    category_id: int
-    center: tuple[float, float]  # (x, y)
+    category_id: int  # SHAPES.index(shape) + 1
+    center: tuple[float, float]
     radius: int
-    mask: np.ndarray  # bool (H, W): visible pixels
-    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # (x, y, w, h) of the visible mask
+    mask: np.ndarray  # bool (H, W)
+    box: tuple[int, int, int, int]
+
+    @property
+    def size(self) -> int:
+        """Nominal extent in pixels (twice the radius)."""
+        return 2 * self.radius
 
     @property
     def area(self) -> int:
+        """Visible pixels."""
         return int(self.mask.sum())
 
-
-@dataclass
-class QA:
-    question: str
-    answer: str
-    type: str  # "color" | "shape" | "count" | "position" | "existence"
-    object_ids: list[int]
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The object's exact pixel colour."""
+        return COLORS[self.color]
 
 
 @dataclass
 class Scene:
+    """An image with exact ground truth (see the module docstring)."""
+
     seed: int
     image: np.ndarray  # uint8 (H, W, 3)
     objects: list[SceneObject]
-    semantic: np.ndarray  # int64 (H, W): 0 background, else category id
+    semantic: np.ndarray  # int64 (H, W): 0 background, else the visible object's category id
     instance: np.ndarray  # int64 (H, W): 0 background, else object index + 1
     caption_tokens: list[str]
-    word_links: list[list[int]]
+    word_links: list[list[int]]  # per caption token, indices into ``objects``
     qa: list[QA] = field(default_factory=list)
 
     @property
     def caption(self) -> str:
+        """The caption as one string (tokens joined by spaces)."""
         return " ".join(self.caption_tokens)
 
     @property
     def label(self) -> int:
-        """Category id (1-based) of the largest visible object."""
+        """Classification label: category id (1-based) of the largest visible object
+        (the first one on ties); 0 for a scene without objects."""
+        if not self.objects:
+            return 0
         return max(self.objects, key=lambda o: o.area).category_id
 
 
-def _shape_mask(shape: str, cx: float, cy: float, r: int, size: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    dx, dy = xx - cx, yy - cy
-    if shape == "circle":
-        return dx * dx + dy * dy <= r * r
-    if shape == "square":
-        half = r * 0.85
-        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    if shape == "triangle":
-        top, bottom = cy - r, cy + r * 0.8
-        frac = (yy - top) / (bottom - top)
-        return (yy >= top) & (yy <= bottom) & (np.abs(dx) <= frac * r)
-    if shape == "diamond":
-        return np.abs(dx) + np.abs(dy) <= r * 1.1
-    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+class _Placement(NamedTuple):
+    shape: str
+    color: str
+    cx: float
+    cy: float
+    r: int
 
 
-def _background(rng: np.random.Generator, config: SceneConfig) -> np.ndarray:
-    size = config.image_size
-    if config.background == "plain":
-        base = np.full((size, size, 3), 200, np.int16) + rng.integers(-10, 11, 3)
-    elif config.background in ("textured", "cluttered"):
-        coarse = rng.integers(-18, 19, (size // 8 + 1, size // 8 + 1, 1))
-        base = 190 + np.kron(coarse, np.ones((8, 8, 1), np.int64))[:size, :size] + rng.integers(-6, 7, (size, size, 1))
-        base = np.repeat(base, 3, axis=2)
-    else:
-        raise ValueError(f"unknown background {config.background!r}; pass 'plain', 'textured' or 'cluttered'")
-    return np.clip(base, 150, 235).astype(np.uint8)
+def _draw_candidate(rng: np.random.Generator, config: SceneConfig) -> tuple[int, float, float]:
+    r = int(rng.integers(config.min_radius, config.max_radius + 1))
+    cx, cy = rng.uniform(r + 1, config.image_size - r - 1, 2)
+    return r, float(cx), float(cy)
 
 
-def render_objects(objects: list[SceneObject], background: np.ndarray) -> np.ndarray:
-    """Paint objects (later ones on top) onto a copy of ``background``."""
-    image = background.copy()
+def _fits(r: int, cx: float, cy: float, placed: list[_Placement], n: int, config: SceneConfig) -> bool:
+    """Far enough from every placed object, and every relation stays decidable."""
+    for p in placed:
+        dx, dy = abs(cx - p.cx), abs(cy - p.cy)
+        reach = r + p.r + config.min_gap
+        if reach > 0 and dx * dx + dy * dy < reach * reach:
+            return False
+        if n == 2 and abs(dx - dy) < config.relation_margin:
+            return False
+        if n >= 3 and dx < config.relation_margin:
+            return False
+    return True
+
+
+def _layout(rng: np.random.Generator, config: SceneConfig, n: int) -> list[_Placement]:
+    """``n`` objects placed by rejection sampling (a fresh layout if one gets stuck)."""
+    for _ in range(_LAYOUT_TRIES):
+        placed: list[_Placement] = []
+        for _ in range(_CANDIDATES_PER_LAYOUT):
+            if len(placed) == n:
+                break
+            r, cx, cy = _draw_candidate(rng, config)
+            if not _fits(r, cx, cy, placed, n, config):
+                continue
+            shape = config.shapes[int(rng.integers(len(config.shapes)))]
+            color = config.colors[int(rng.integers(len(config.colors)))]
+            if config.unique_attributes and any((p.shape, p.color) == (shape, color) for p in placed):
+                continue
+            placed.append(_Placement(shape, color, cx, cy, r))
+        if len(placed) == n:
+            return placed
+    raise InputError(
+        f"could not place {n} objects of radius {config.min_radius}..{config.max_radius} in {config.image_size}x{config.image_size} "
+        f"with min_gap={config.min_gap} and relation_margin={config.relation_margin}; lower max_objects or max_radius, or raise image_size"
+    )
+
+
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the smallest box holding every True pixel; zeros for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return (0, 0, 0, 0)
+    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def _visible_masks(full: list[np.ndarray], hidden: np.ndarray) -> list[np.ndarray]:
+    """Each mask minus the pixels of later (front) masks and of ``hidden``."""
+    covered = hidden.copy()
+    visible = []
+    for mask in reversed(full):
+        visible.append(mask & ~covered)
+        covered |= mask
+    return visible[::-1]
+
+
+def render_objects(objects: list[SceneObject], canvas: np.ndarray) -> np.ndarray:
+    """Paint objects' visible masks in their colours onto a copy of ``canvas``."""
+    image = canvas.copy()
     for obj in objects:
         image[obj.mask] = COLORS[obj.color]
     return image
@@ -157,127 +268,31 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
     """One scene, fully determined by ``seed`` and ``config``."""
     rng = np.random.default_rng(seed)
     size = config.image_size
-    image = _background(rng, config)
-    n_clutter = config.distractors or (4 if config.background == "cluttered" else 0)
-    for _ in range(n_clutter):  # small blobs in colours that are not object colours
-        cx, cy = rng.uniform(3, size - 3, 2)
-        blob = _shape_mask("circle", cx, cy, int(rng.integers(2, 4)), size)
-        image[blob] = (int(rng.integers(100, 140)),) * 2 + (int(rng.integers(150, 180)),)
+    image = background(rng, config.background, size)
+    clutter(rng, image, config.n_distractors)
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
-    placed: list[tuple[float, float, int]] = []
-    objects: list[SceneObject] = []
-    used: set[tuple[str, str]] = set()
-    attempts = 0
-    while len(objects) < n and attempts < 500:
-        attempts += 1
-        r = int(rng.integers(config.min_radius, config.max_radius + 1))
-        cx, cy = rng.uniform(r + 1, size - r - 1, 2)
-        if any((cx - px) ** 2 + (cy - py) ** 2 < (r + pr + 3) ** 2 for px, py, pr in placed):
-            continue
-        shape = config.shapes[int(rng.integers(len(config.shapes)))]
-        color = config.colors[int(rng.integers(len(config.colors)))]
-        if config.unique_attributes and (shape, color) in used:
-            continue
-        used.add((shape, color))
-        placed.append((cx, cy, r))
-        objects.append(
-            SceneObject(shape, color, SHAPES.index(shape) + 1, (float(cx), float(cy)), r, _shape_mask(shape, cx, cy, r, size))
-        )
-    image = render_objects(objects, image)
-    if config.occluders and objects:
-        target = objects[int(rng.integers(len(objects)))]
-        x0 = int(target.center[0] + rng.integers(-2, 3))
-        bar = np.zeros((size, size), bool)
-        bar[:, max(0, x0) : min(size, x0 + 3)] = True
-        bar &= np.abs(np.mgrid[0:size, 0:size][0] - target.center[1]) <= target.radius + 4
-        image[bar] = OCCLUDER_COLOR
-        for obj in objects:
-            obj.mask = obj.mask & ~bar
+    layout = _layout(rng, config, n)
+    full = [shape_mask(p.shape, p.cx, p.cy, p.r, size) for p in layout]
+    for p, mask in zip(layout, full):
+        image[mask] = COLORS[p.color]
+    hidden = np.zeros((size, size), bool)
+    if config.occluders and layout:
+        target = layout[int(rng.integers(len(layout)))]
+        hidden = occluder_bar(rng, target.cx, target.cy, target.r, size)
+        image[hidden] = OCCLUDER_COLOR
+    objects = [
+        SceneObject(p.shape, p.color, SHAPES.index(p.shape) + 1, (p.cx, p.cy), p.r, mask, _tight_box(mask))
+        for p, mask in zip(layout, _visible_masks(full, hidden))
+    ]
     semantic = np.zeros((size, size), np.int64)
     instance = np.zeros((size, size), np.int64)
     for i, obj in enumerate(objects):
-        ys, xs = np.nonzero(obj.mask)
-        obj.box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)) if len(xs) else (0, 0, 0, 0)
         semantic[obj.mask] = obj.category_id
         instance[obj.mask] = i + 1
-    tokens, links = _caption(objects)
-    return Scene(seed, image, objects, semantic, instance, tokens, links, _questions(objects, rng))
+    tokens, links = caption(objects)
+    return Scene(seed, image, objects, semantic, instance, tokens, links, questions(objects, rng))
 
 
 def generate_scenes(n: int, seed: int, config: SceneConfig = SceneConfig()) -> list[Scene]:
     """``n`` scenes; scene ``i`` is ``generate_scene(seed * 100_003 + i, config)``."""
     return [generate_scene(seed * 100_003 + i, config) for i in range(n)]
-
-
-def _relation(a: SceneObject, b: SceneObject) -> str:
-    """Where ``a`` is relative to ``b``, along the dominant axis."""
-    dx, dy = a.center[0] - b.center[0], a.center[1] - b.center[1]
-    if abs(dx) >= abs(dy):
-        return "left" if dx < 0 else "right"
-    return "above" if dy < 0 else "below"
-
-
-def _caption(objects: list[SceneObject]) -> tuple[list[str], list[list[int]]]:
-    """Caption tokens and, per token, the indices of the objects it refers to.
-
-    1 object: "a red circle"; 2: "a red circle left of a blue square" (the larger object
-    first; "left"/"right"/"above"/"below" + "of" link to both); 3+: objects left to right,
-    "a red circle , a blue square and a green triangle".
-    """
-    tokens: list[str] = []
-    links: list[list[int]] = []
-
-    def phrase(i: int) -> None:
-        tokens.extend(["a", objects[i].color, objects[i].shape])
-        links.extend([[], [i], [i]])
-
-    if len(objects) == 2:
-        first = 0 if objects[0].area >= objects[1].area else 1
-        second = 1 - first
-        phrase(first)
-        rel = _relation(objects[first], objects[second])
-        if rel in ("left", "right"):
-            tokens.extend([rel, "of"])
-            links.extend([[first, second], [first, second]])
-        else:
-            tokens.append(rel)
-            links.append([first, second])
-        phrase(second)
-        return tokens, links
-    order = sorted(range(len(objects)), key=lambda i: objects[i].center[0])
-    for k, i in enumerate(order):
-        if k and k == len(order) - 1:
-            tokens.append("and")
-            links.append([])
-        elif k:
-            tokens.append(",")
-            links.append([])
-        phrase(i)
-    return tokens, links
-
-
-def _questions(objects: list[SceneObject], rng: np.random.Generator) -> list[QA]:
-    """Question/answer pairs, each answer linked to the objects it depends on."""
-    qa: list[QA] = []
-    shapes = [o.shape for o in objects]
-    colors = [o.color for o in objects]
-    for i, obj in enumerate(objects):
-        if shapes.count(obj.shape) == 1:
-            qa.append(QA(f"what color is the {obj.shape} ?", obj.color, "color", [i]))
-        if colors.count(obj.color) == 1:
-            qa.append(QA(f"what shape is the {obj.color} object ?", obj.shape, "shape", [i]))
-    qa.append(QA("how many objects are there ?", COUNT_WORDS[len(objects)], "count", list(range(len(objects)))))
-    # existence, balanced: one present pair, one absent pair
-    if objects:
-        i = int(rng.integers(len(objects)))
-        qa.append(QA(f"is there a {objects[i].color} {objects[i].shape} ?", "yes", "existence", [i]))
-    present = {(o.color, o.shape) for o in objects}
-    absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
-    c, s = absent[int(rng.integers(len(absent)))]
-    qa.append(QA(f"is there a {c} {s} ?", "no", "existence", []))
-    if len(objects) == 2:
-        a, b = 0, 1
-        rel = _relation(objects[a], objects[b])
-        phrase = f"{rel} of" if rel in ("left", "right") else rel
-        qa.append(QA(f"what is {phrase} the {objects[b].color} {objects[b].shape} ?", objects[a].shape, "position", [a]))
-    return qa
