@@ -31,12 +31,41 @@ def _offline_env() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.cwd() / ".yolo"))
 
 
-def load_model(spec: str, weights: str | None = None) -> tuple[Any, Any]:
-    """``(model, processor)`` for ``zoo:NAME`` or a torchvision model name (``--weights`` file)."""
+HF_AUTO = {
+    "classify": "AutoModelForImageClassification",
+    "segment": "AutoModelForSemanticSegmentation",
+    "caption": "VisionEncoderDecoderModel",
+    "vqa": "AutoModelForVisualQuestionAnswering",
+}
+
+
+def load_model(spec: str, weights: str | None = None, task: str = "classify") -> tuple[Any, Any]:
+    """``(model, processor)`` for ``zoo:NAME``, an ultralytics weights/yaml file, a local HF
+    model directory (``save_pretrained`` output), or a torchvision model name (``--weights``)."""
     if spec.startswith("zoo:"):
         from . import zoo
 
         return zoo.load(spec[4:])
+    path = Path(spec)
+    if spec.endswith((".pt", ".yaml", ".yml")):
+        if not path.exists() and not spec.endswith((".yaml", ".yml")):
+            raise InputError(f"ultralytics weights file {spec!r} does not exist; pass the path of your .pt file")
+        from ultralytics import YOLO
+
+        return YOLO(spec), None
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise InputError(f"{spec!r} is a directory without config.json; pass a local HF model directory (save_pretrained)")
+        if task not in HF_AUTO:
+            raise InputError(f"HF model directories are supported for tasks {sorted(HF_AUTO)}, not {task!r}")
+        import transformers
+
+        model = getattr(transformers, HF_AUTO[task]).from_pretrained(spec, local_files_only=True).eval()
+        try:
+            processor = transformers.AutoProcessor.from_pretrained(spec, local_files_only=True)
+        except (OSError, ValueError):
+            raise InputError(f"no processor saved in {spec!r}; save it there with processor.save_pretrained()") from None
+        return model, processor
     import torchvision
 
     if spec in torchvision.models.list_models(module=torchvision.models):
@@ -48,8 +77,8 @@ def load_model(spec: str, weights: str | None = None) -> tuple[Any, Any]:
             model.load_state_dict(state)
         return model.eval(), None
     raise InputError(
-        f"unknown model spec {spec!r}; pass zoo:NAME (see `mmcam list`) or a torchvision model "
-        "name with --weights FILE"
+        f"unknown model spec {spec!r}; pass zoo:NAME (see `mmcam list`), a local HF model directory, an "
+        "ultralytics .pt file, or a torchvision model name with --weights FILE"
     )
 
 
@@ -89,7 +118,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     images = list_images(args.input)
     out = Path(args.out)
     _ensure_writable(out)
-    model, processor = load_model(args.model, args.weights)
+    model, processor = load_model(args.model, args.weights, args.task)
     ok, failed = 0, []
     from tqdm.auto import tqdm
 
@@ -190,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain an image or a folder of images")
     p.add_argument("input", help="an image file or a directory of images")
     p.add_argument("--task", choices=TASKS, default="classify")
-    p.add_argument("--model", required=True, help="zoo:NAME or a torchvision model name")
+    p.add_argument("--model", required=True, help="zoo:NAME, a local HF model directory, an ultralytics .pt/.yaml, or a torchvision model name")
     p.add_argument("--weights", help="weights file for a torchvision model (.safetensors or .pt state dict)")
     p.add_argument("--method", default="gradcam")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")

@@ -27,7 +27,9 @@ def load_image(image: Any) -> Image.Image:
             with Image.open(path) as img:
                 img.load()
                 return img.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, ImportError) as error:
+            # ImportError: importing ultralytics patches Image.open to try an optional HEIF
+            # decoder on files PIL cannot read
             raise InputError(f"cannot read image {str(path)!r}: {error}; pass a PNG/JPEG file") from None
     if isinstance(image, Image.Image):
         return image.convert("RGB")

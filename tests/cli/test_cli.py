@@ -92,3 +92,23 @@ def test_explain_every_task_with_zoo_models(name, images, tmp_path):
     for entry in summary["explained"]:
         assert all((out / f).exists() for f in entry["files"])
     assert (out / "report.html").stat().st_size > 1000
+
+
+def test_local_hf_directory_offline(images, tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    directory = tmp_path / "vit"
+    config = ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    ViTForImageClassification(config).save_pretrained(directory)
+    ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(directory)
+    out = tmp_path / "out"
+    res = run("explain", str(images), "--model", str(directory), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["explained"][0]["layers"] == ["vit.layers.1.layernorm_before"]
+
+
+def test_ultralytics_yaml_spec(images, tmp_path):
+    res = run("explain", str(images), "--task", "detect", "--model", "yolov8n.yaml", "--conf", "0.9", "--out", str(tmp_path / "y"))
+    assert res.returncode == 0, res.stderr  # random weights: nothing above conf, still a clean run
+    summary = json.loads((tmp_path / "y" / "summary.json").read_text())
+    assert summary["explained"][0]["note"].startswith("nothing to explain")
