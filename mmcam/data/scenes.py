@@ -73,6 +73,8 @@ class SceneConfig:
     ``relation_margin``: pixels that keep spatial relations decidable: in two-object scenes
     the dominant axis wins by at least this much (``||dx| - |dy||``), and with three or more
     objects their centres differ by at least this much in x (the left-to-right order).
+    ``min_visible``: share of each object's pixels that later objects must leave uncovered
+    (the occluding bar comes on top and hides at most a 3-px-wide strip).
     """
 
     image_size: int = 64
@@ -88,6 +90,7 @@ class SceneConfig:
     unique_attributes: bool = True
     min_gap: float = 3.0
     relation_margin: float = 4.0
+    min_visible: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shapes", tuple(self.shapes))
@@ -109,6 +112,8 @@ class SceneConfig:
             yield f"colors must be a non-empty subset of {tuple(COLORS)}, got {self.colors}"
         if self.background not in BACKGROUNDS:
             yield f"background must be one of {BACKGROUNDS}, got {self.background!r}"
+        if not 0 <= self.min_visible <= 1:
+            yield f"min_visible must be in [0, 1], got {self.min_visible}"
         if self.distractors is not None and self.distractors < 0:
             yield f"distractors must be >= 0 or None, got {self.distractors}"
         if self.unique_attributes and self.max_objects > len(self.shapes) * len(self.colors):
@@ -193,6 +198,7 @@ class _Placement(NamedTuple):
     cx: float
     cy: float
     r: int
+    mask: np.ndarray  # bool (H, W): the full, unoccluded shape
 
 
 def _draw_candidate(rng: np.random.Generator, config: SceneConfig) -> tuple[int, float, float]:
@@ -216,9 +222,14 @@ def _fits(r: int, cx: float, cy: float, placed: list[_Placement], n: int, config
 
 
 def _layout(rng: np.random.Generator, config: SceneConfig, n: int) -> list[_Placement]:
-    """``n`` objects placed by rejection sampling (a fresh layout if one gets stuck)."""
+    """``n`` objects placed by rejection sampling (a fresh layout if one gets stuck).
+
+    Objects are painted in order, so a candidate goes in front of everything placed so far;
+    it is rejected if it would leave an earlier object less than ``min_visible`` visible.
+    """
     for _ in range(_LAYOUT_TRIES):
         placed: list[_Placement] = []
+        covered: list[np.ndarray] = []  # per placed object: its pixels hidden by later objects
         for _ in range(_CANDIDATES_PER_LAYOUT):
             if len(placed) == n:
                 break
@@ -229,7 +240,12 @@ def _layout(rng: np.random.Generator, config: SceneConfig, n: int) -> list[_Plac
             color = config.colors[int(rng.integers(len(config.colors)))]
             if config.unique_attributes and any((p.shape, p.color) == (shape, color) for p in placed):
                 continue
-            placed.append(_Placement(shape, color, cx, cy, r))
+            mask = shape_mask(shape, cx, cy, r, config.image_size)
+            hidden = [c | (p.mask & mask) for p, c in zip(placed, covered)]
+            if any(h.sum() > (1 - config.min_visible) * p.mask.sum() for p, h in zip(placed, hidden)):
+                continue
+            placed.append(_Placement(shape, color, cx, cy, r, mask))
+            covered = [*hidden, np.zeros_like(mask)]
         if len(placed) == n:
             return placed
     raise InputError(
@@ -272,9 +288,8 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
     clutter(rng, image, config.n_distractors)
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
     layout = _layout(rng, config, n)
-    full = [shape_mask(p.shape, p.cx, p.cy, p.r, size) for p in layout]
-    for p, mask in zip(layout, full):
-        image[mask] = COLORS[p.color]
+    for p in layout:
+        image[p.mask] = COLORS[p.color]
     hidden = np.zeros((size, size), bool)
     if config.occluders and layout:
         target = layout[int(rng.integers(len(layout)))]
@@ -282,7 +297,7 @@ def generate_scene(seed: int, config: SceneConfig = SceneConfig()) -> Scene:
         image[hidden] = OCCLUDER_COLOR
     objects = [
         SceneObject(p.shape, p.color, SHAPES.index(p.shape) + 1, (p.cx, p.cy), p.r, mask, _tight_box(mask))
-        for p, mask in zip(layout, _visible_masks(full, hidden))
+        for p, mask in zip(layout, _visible_masks([p.mask for p in layout], hidden))
     ]
     semantic = np.zeros((size, size), np.int64)
     instance = np.zeros((size, size), np.int64)

@@ -126,6 +126,18 @@ def test_overlapping_objects_touch_and_stay_exact():
     assert touching > 10
 
 
+def test_later_objects_leave_earlier_ones_mostly_visible():
+    nominal_area = {"circle": 3.14159, "square": 1.7**2, "triangle": 1.8, "diamond": 2 * 1.1**2}  # × r²
+    config = SceneConfig(min_objects=3, max_objects=3, min_gap=-20, relation_margin=0, min_visible=0.6)
+    squeezed = 0
+    for scene in generate_scenes(60, 16, config):
+        for obj in scene.objects:
+            share = obj.mask.sum() / (nominal_area[obj.shape] * obj.radius**2)
+            assert share > 0.6 - 0.1  # pixel rounding of the nominal area
+            squeezed += share < 0.9
+    assert squeezed > 10  # the config really hides parts of objects
+
+
 def test_backgrounds_and_clutter_never_take_an_object_colour():
     for background in ("plain", "textured", "cluttered"):
         for scene in generate_scenes(30, 7, SceneConfig(background=background, occluders=True)):
