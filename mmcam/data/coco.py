@@ -24,6 +24,8 @@ and otherwise ignores:
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +132,8 @@ def load_coco(annotation_file: str | Path, image_dir: str | Path | None = None) 
     if not path.is_file():
         raise InputError(f"annotation file {str(path)!r} does not exist; pass the JSON that write_coco returned")
     images_dir = Path(image_dir) if image_dir is not None else path.parent.parent / "images"
-    coco = COCO(str(path))
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco = COCO(str(path))
     captions = {c["image_id"]: c for c in coco.dataset.get("captions", [])}
     questions: dict[int, list[dict]] = {}
     for q in coco.dataset.get("vqa", []):
