@@ -7,7 +7,7 @@ import torchvision
 import mmcam
 from mmcam.targets import ClassLogit, ClassProbability, RawScore, TopClasses
 
-X = torch.randn(3, 3, 64, 64)
+X = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
 
 def _model():
@@ -40,7 +40,9 @@ def test_per_image_targets_match_shared():
     per_image = mmcam.CAM(model, "layer4")(X, [[1], [2], [3]])
     for b, c in enumerate([1, 2, 3]):
         shared = mmcam.CAM(model, "layer4")(X[b : b + 1], [c])
-        torch.testing.assert_close(per_image.raw[b], shared.raw[0], rtol=1e-5, atol=1e-7)
+        # batch of 3 vs batch of 1 may take different conv kernels: float32 noise (~1e-4 of the peak on this random-init net) relative to the map scale
+        scale = float(shared.raw.abs().max())
+        torch.testing.assert_close(per_image.raw[b], shared.raw[0], rtol=1e-4, atol=1e-3 * scale)
 
 
 def test_default_target_is_top_class():
