@@ -3,6 +3,7 @@
     mmcam demo [--out DIR]                      every task on the zoo models, offline
     mmcam explain IMAGE|DIR --task classify --model zoo:classifier [--method M] [--layer L] [--out DIR]
     mmcam list                                  methods, tasks, zoo models
+    mmcam batch COCO.json|DIR --task classify --model zoo:classifier [--out DIR]   a dataset; under torchrun: sharded
 
 Errors a user can cause are reported as one line (``mmcam: error: ...``) and exit code 2,
 without a traceback. ``summary.json`` follows ``mmcam/schemas/explain_summary.schema.json``.
@@ -36,6 +37,17 @@ HF_AUTO = {
     "segment": "AutoModelForSemanticSegmentation",
     "caption": "VisionEncoderDecoderModel",
     "vqa": "AutoModelForVisualQuestionAnswering",
+    "detect": "AutoModelForObjectDetection",
+}
+
+#: What ``mmcam explain`` / the ``explain_*`` calls adapt, shown by ``mmcam list``.
+FAMILIES = {
+    "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt",
+    "detect": "ultralytics YOLOv8/11 (the YOLO object); see README for the DETR family and torchvision detectors",
+    "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn",
+    "caption": "HF VisionEncoderDecoderModel (see README for BLIP / GIT)",
+    "vqa": "HF ViltForQuestionAnswering (see README for BLIP-VQA)",
+    "action": "any Q-network or policy nn.Module on (C, H, W) observations (.npy files)",
 }
 
 
@@ -53,19 +65,12 @@ def load_model(spec: str, weights: str | None = None, task: str = "classify") ->
         from ultralytics import YOLO
 
         return YOLO(spec), None
+    if not path.exists() and _looks_like_hub_id(spec):
+        return _load_hf(spec, task, f"HF hub id {spec!r}")
     if path.is_dir():
         if not (path / "config.json").exists():
             raise InputError(f"{spec!r} is a directory without config.json; pass a local HF model directory (save_pretrained)")
-        if task not in HF_AUTO:
-            raise InputError(f"HF model directories are supported for tasks {sorted(HF_AUTO)}, not {task!r}")
-        import transformers
-
-        model = getattr(transformers, HF_AUTO[task]).from_pretrained(spec, local_files_only=True).eval()
-        try:
-            processor = transformers.AutoProcessor.from_pretrained(spec, local_files_only=True)
-        except (OSError, ValueError):
-            raise InputError(f"no processor saved in {spec!r}; save it there with processor.save_pretrained()") from None
-        return model, processor
+        return _load_hf(spec, task, f"directory {spec!r}")
     import torchvision
 
     if spec in torchvision.models.list_models(module=torchvision.models):
@@ -80,6 +85,35 @@ def load_model(spec: str, weights: str | None = None, task: str = "classify") ->
         f"unknown model spec {spec!r}; pass zoo:NAME (see `mmcam list`), a local HF model directory, an "
         "ultralytics .pt file, or a torchvision model name with --weights FILE"
     )
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec) is not None
+
+
+def _load_hf(spec: str, task: str, what: str) -> tuple[Any, Any]:
+    """A transformers model + processor from a local directory or the local HF cache, never
+    the network (``local_files_only``): a hub id that is not cached is a one-line error."""
+    if task not in HF_AUTO:
+        raise InputError(f"HF models are supported for tasks {sorted(HF_AUTO)}, not {task!r}")
+    import transformers
+
+    try:
+        model = getattr(transformers, HF_AUTO[task]).from_pretrained(spec, local_files_only=True).eval()
+    except OSError:
+        raise InputError(
+            f"{what} is not in the local HF cache and loading it would need the network; on a connected machine run "
+            f"`hf download {spec}` (or save_pretrained to a directory) and pass that, or pass zoo:NAME"
+        ) from None
+    except ValueError as error:
+        raise InputError(f"{what} cannot do the {task!r} task ({str(error).splitlines()[0]}); pass a model made for it") from None
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(spec, local_files_only=True)
+    except (OSError, ValueError):
+        raise InputError(f"no processor saved with {what}; save it beside the model with processor.save_pretrained()") from None
+    return model, processor
 
 
 def _load_weights(path: Path) -> dict:
@@ -99,6 +133,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("methods:", ", ".join(methods.available()), "(+ guided-backprop, guided-gradcam)")
     print("tasks:  ", ", ".join(TASKS))
+    print("model families:")
+    for task, families in FAMILIES.items():
+        print(f"  {task:<9} {families}")
     try:
         from . import zoo
 
@@ -109,13 +146,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .io import list_images
-
     if args.task == "vqa" and not args.question:
         raise InputError("the vqa task needs --question, e.g. --question 'what color is the circle ?'")
     if args.model.startswith("zoo:") and ZOO_TASKS.get(args.model[4:], args.task) != args.task:
         raise InputError(f"zoo model {args.model[4:]!r} does the {ZOO_TASKS[args.model[4:]]!r} task, not {args.task!r}; pass --task {ZOO_TASKS[args.model[4:]]}")
-    images = list_images(args.input)
+    if args.method:
+        from . import methods
+
+        methods.get(args.method)  # an unknown name is one error up front, not one per image
+    images = _inputs(args.input, args.task)
     out = Path(args.out)
     _ensure_writable(out)
     model, processor = load_model(args.model, args.weights, args.task)
@@ -154,34 +193,61 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Path):
-    layers = args.layer or None
+    kw: dict[str, Any] = {"layers": args.layer or None}
+    if args.method:
+        kw["method"] = args.method
     if args.task == "classify":
         from .explain import explain_classification
 
-        return explain_classification(model, path, processor=processor, method=args.method, layers=layers, topk=args.topk)
+        return explain_classification(model, path, processor=processor, topk=args.topk, **kw)
     if args.task == "detect":
         from .tasks.detection import explain_detections
 
-        return explain_detections(model, path, processor=processor, method=args.method, layers=layers, conf=args.conf)
+        return explain_detections(model, path, processor=processor, conf=args.conf, **kw)
     if args.task == "segment":
         from .tasks.segmentation import explain_segmentation
 
-        return explain_segmentation(model, path, processor=processor, method=args.method, layers=layers)
+        return explain_segmentation(model, path, processor=processor, **kw)
     if args.task == "caption":
         from .tasks.caption import explain_caption
 
         if processor is None:
             raise InputError("the caption task needs a model with a processor (e.g. --model zoo:captioner)")
-        return explain_caption(model, processor, path, method=args.method, layers=layers)
+        return explain_caption(model, processor, path, **kw)
     if args.task == "vqa":
         from .tasks.vqa import explain_vqa
 
         if processor is None:
             raise InputError("the vqa task needs a model with a processor (e.g. --model zoo:vqa)")
-        return explain_vqa(model, processor, path, args.question, method=args.method, layers=layers)
-    raise InputError(
-        f"task {args.task!r} takes observations, not image files; use mmcam.explain_action(model, obs) from Python"
-    )
+        return explain_vqa(model, processor, path, args.question, **kw)
+    from .tasks.action import explain_action
+
+    return explain_action(model, load_observation(path), **kw)
+
+
+def load_observation(path: Path) -> Any:
+    """An observation ``(C, H, W)`` (frame stacks on C) from a ``.npy`` file (no pickles)."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read observation {str(path)!r}: {error}; pass a .npy array (C, H, W) saved with numpy.save") from None
+
+
+def _inputs(path: str, task: str) -> list[Path]:
+    """The files to explain: images, or ``.npy`` observations for the action task."""
+    from .io import list_images
+
+    if task != "action":
+        return list_images(path)
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"{path!r} does not exist; pass a .npy observation or a directory of them")
+    files = [root] if root.is_file() else sorted(root.glob("*.npy"))
+    if not files:
+        raise InputError(f"no .npy observations in {path!r}; save each observation (C, H, W) with numpy.save")
+    return files
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -191,6 +257,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = run_demo(Path(args.out), n_images=args.images)
     print(f"demo written to {report} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    """``mmcam batch``: a whole dataset, sharded over ``torchrun`` ranks, resumable."""
+    from .batch import run_batch
+
+    if args.model.startswith("zoo:") and ZOO_TASKS.get(args.model[4:], args.task) != args.task:
+        raise InputError(f"zoo model {args.model[4:]!r} does the {ZOO_TASKS[args.model[4:]]!r} task, not {args.task!r}; pass --task {ZOO_TASKS[args.model[4:]]}")
+    result = run_batch(
+        args.task, args.model, args.source, args.out, batch_size=args.batch_size, num_workers=args.workers, method=args.method,
+        layers=args.layer or None, question=args.question, topk=args.topk, conf=args.conf, weights=args.weights,
+        image_dir=args.image_dir, shard_size=args.shard_size, device=args.device,
+    )
+    if result.rank == 0:
+        print(
+            f"explained {result.explained} of {result.images} image(s) ({result.failed} failed, {result.items} maps; "
+            f"{result.resumed_shards} shard(s) resumed) on {result.world_size} process(es) -> {result.out_dir / 'index.jsonl'}"
+        )
+    return 0 if result.explained else 1
 
 
 def _ensure_writable(out: Path) -> None:
@@ -217,11 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="methods, tasks and zoo models")
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("explain", help="explain an image or a folder of images")
-    p.add_argument("input", help="an image file or a directory of images")
+    p.add_argument("input", help="an image file or a directory of images (action: .npy observations)")
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--model", required=True, help="zoo:NAME, a local HF model directory, an ultralytics .pt/.yaml, or a torchvision model name")
     p.add_argument("--weights", help="weights file for a torchvision model (.safetensors or .pt state dict)")
-    p.add_argument("--method", default="gradcam")
+    p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect)")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
     p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
     p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
@@ -232,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo")
     p.add_argument("--images", type=int, default=3)
     p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("batch", help="a whole dataset (COCO .json or image folder), batched, sharded under torchrun, resumable")
+    p.add_argument("source", help="a COCO annotation .json (images in --image-dir) or a folder of images")
+    p.add_argument("--task", choices=TASKS, default="classify")
+    p.add_argument("--model", required=True, help="as for `mmcam explain`")
+    p.add_argument("--weights", help="weights file for a torchvision model")
+    p.add_argument("--method", help="a CAM method; default: the task's own")
+    p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
+    p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+    p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
+    p.add_argument("--question", help="vqa: the question asked of every image")
+    p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward (classify, segment)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images, per process")
+    p.add_argument("--shard-size", type=int, default=64, help="images per output shard (the unit of resuming)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU, nccl)")
+    p.add_argument("--out", default="out/batch")
+    p.set_defaults(fn=cmd_batch)
     return parser
 
 

@@ -56,6 +56,10 @@ def test_only_bad_images_exit_non_zero(images, tmp_path):
         (["explain", "IMAGES", "--task", "vqa", "--model", "zoo:classifier"], "needs --question"),
         (["explain", "IMAGES", "--task", "detect", "--model", "zoo:classifier"], "pass --task classify"),
         (["explain", "IMAGES", "--model", "zoo:classifier", "--out", "/proc/forbidden"], "cannot write"),
+        (["explain", "IMAGES", "--model", "someone/not-cached-vit"], "would need the network"),
+        (["explain", "IMAGES", "--task", "segment", "--model", "someone/not-cached-vit"], "would need the network"),
+        (["explain", "IMAGES", "--task", "action", "--model", "zoo:qnet"], "no .npy observations"),
+        (["explain", "IMAGES", "--model", "zoo:classifier", "--method", "gradcan"], "unknown method"),
     ],
 )
 def test_one_line_errors(images, args, message):
@@ -68,6 +72,40 @@ def test_one_line_errors(images, args, message):
 def test_list():
     res = run("list")
     assert res.returncode == 0 and "gradcam" in res.stdout and "classifier" in res.stdout
+    assert "model families:" in res.stdout and "Segformer" in res.stdout
+
+
+def test_explain_action_observations(tmp_path):
+    """The action task reads .npy observations; a corrupt one is skipped with its reason."""
+    from mmcam import zoo
+    from mmcam.data import GridConfig, generate_grids
+
+    if "qnet" not in zoo.available():
+        pytest.skip("zoo model 'qnet' is not shipped in this build")
+    folder = tmp_path / "obs"
+    folder.mkdir()
+    states = generate_grids(2, 5, GridConfig())
+    for i, state in enumerate(states):
+        np.save(folder / f"state{i}.npy", state.obs)
+    (folder / "broken.npy").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    res = run("explain", str(folder), "--task", "action", "--model", "zoo:qnet", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "broken.npy" in res.stderr and "Traceback" not in res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [len(e["items"]) for e in summary["explained"]] == [1, 1]
+    model, _ = zoo.load("qnet")
+    for entry, state in zip(summary["explained"], states):
+        greedy = int(model(__import__("torch").as_tensor(state.obs)[None].float()).argmax())
+        assert entry["action"] == greedy
+
+
+def test_method_default_is_the_tasks_own(images, tmp_path):
+    """Without --method each task keeps its own default (LayerCAM for detection)."""
+    out = tmp_path / "d"
+    res = run("explain", str(images), "--task", "detect", "--model", "zoo:yolo", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "summary.json").read_text())["explained"][0]["method"] == "layercam"
 
 
 IMAGE_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "captioner": "caption", "vqa": "vqa"}
