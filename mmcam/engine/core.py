@@ -54,6 +54,30 @@ class Explanation:
         b, k, h, w = self.maps.shape
         return f"Explanation(method={self.method!r}, layers={self.layers}, maps={b}x{k}x{h}x{w})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: one colour-mapped map per image (row) and target (column), with
+        the target's name and explained score."""
+        import html
+
+        from ..render.overlay import colorize, data_uri
+
+        b, k, h, w = self.maps.shape
+        scale = max(1, 128 // max(h, w, 1))
+        rows = []
+        for i in range(b):
+            cells = []
+            for j in range(k):
+                name = self.targets[i][j] if i < len(self.targets) and j < len(self.targets[i]) else str(j)
+                uri = data_uri(colorize(self.maps[i, j].detach().float().cpu().numpy()), scale)
+                cells.append(
+                    f'<figure style="display:inline-block;margin:4px;text-align:center"><img src="{uri}" '
+                    f'style="image-rendering:pixelated"/><figcaption style="font-size:12px">{html.escape(str(name))} '
+                    f"({float(self.scores[i, j]):.3g})</figcaption></figure>"
+                )
+            rows.append(f"<div>image {i}: {''.join(cells)}</div>")
+        head = f"<b>{html.escape(self.method)}</b> @ {html.escape(', '.join(self.layers))} · {b}×{k} maps"
+        return f"<div>{head}{''.join(rows)}</div>"
+
 
 class CAM:
     """Class activation maps of ``model`` at ``layers`` with ``method``.
