@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import InputError, TargetError
 from ..targets.detection import DetectionBoxScore
 
-__all__ = ["is_yolo", "inner_model", "eval_mode", "neck_layers", "stride4_layer", "default_layers", "KeptBoxes", "class_names", "input_size"]
+__all__ = ["is_yolo", "inner_model", "eval_mode", "neck_layers", "stride4_layer", "default_layers", "KeptBoxes", "FixedBoxes", "class_names", "input_size", "num_classes", "decoded"]
 
 
 def is_yolo(model: Any) -> bool:
@@ -85,6 +85,19 @@ def default_layers(inner: nn.Module) -> list[str]:
     return ([fine] if fine else []) + neck_layers(inner)
 
 
+def num_classes(inner: nn.Module) -> int:
+    """Classes of the Detect / Segment head (a segment model's ``y`` has 32 mask-coefficient rows
+    after them, which NMS must not read as classes)."""
+    return int(inner.model[-1].nc)
+
+
+def decoded(output: Any) -> torch.Tensor:
+    """``y`` ``(B, 4 + nc [+ nm], A)`` of the eval output ``(y, raw)``; a Segment head's eval
+    output is ``((y, proto), raw)``."""
+    y = output[0]
+    return y[0] if isinstance(y, (tuple, list)) else y
+
+
 def class_names(model: Any) -> dict[int, str]:
     names = getattr(model, "names", None) or getattr(inner_model(model), "names", None) or {}
     return {int(k): str(v) for k, v in dict(names).items()}
@@ -107,9 +120,9 @@ class KeptBoxes(DetectionBoxScore):
     masked inputs in Score-CAM) score the same boxes.
     """
 
-    def __init__(self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300):
+    def __init__(self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0):
         super().__init__([], [])
-        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.conf, self.iou, self.max_det, self.nc = conf, iou, max_det, nc
         self.boxes: torch.Tensor | None = None
         self.confidences: torch.Tensor | None = None
 
@@ -119,10 +132,12 @@ class KeptBoxes(DetectionBoxScore):
 
             if not (isinstance(output, (tuple, list)) and len(output) == 2):
                 raise TargetError("expected the eval-mode ultralytics output (y, raw); run the inner model in eval mode")
-            y = output[0].detach()
+            y = decoded(output).detach()
             if y.shape[0] != 1:
                 raise InputError("explain one image at a time (its kept boxes define the targets)")
-            dets, idxs = non_max_suppression(y, conf_thres=self.conf, iou_thres=self.iou, max_det=self.max_det, return_idxs=True)
+            dets, idxs = non_max_suppression(
+                y, conf_thres=self.conf, iou_thres=self.iou, max_det=self.max_det, nc=self.nc, return_idxs=True
+            )
             self.boxes = dets[0][:, :4]
             self.confidences = dets[0][:, 4]
             self.indices = [int(i) for i in idxs[0].flatten().tolist()]
@@ -131,3 +146,26 @@ class KeptBoxes(DetectionBoxScore):
 
     def __repr__(self) -> str:
         return f"KeptBoxes(conf={self.conf}, iou={self.iou}, kept={len(self.indices)})"
+
+
+class FixedBoxes(DetectionBoxScore):
+    """Given raw candidates ``indices`` with ``classes``, as ``(B, K)`` class logits; ``boxes`` and
+    ``confidences`` are read from the first output scored (same attributes as :class:`KeptBoxes`)."""
+
+    def __init__(self, indices: "list[int]", classes: "list[int]"):
+        super().__init__(indices, classes)
+        self.boxes: torch.Tensor | None = None
+        self.confidences: torch.Tensor | None = None
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        scores = super().__call__(output)
+        if self.boxes is None and isinstance(output, (tuple, list)) and len(output) == 2:
+            from ultralytics.utils.ops import xywh2xyxy
+
+            y = decoded(output).detach()[0]  # (4 + nc [+ 32], A): xywh, class probabilities[, mask coefficients]
+            self.boxes = xywh2xyxy(y[:4, self.indices].T)
+            self.confidences = y[4:][self.classes, self.indices]
+        return scores
+
+    def __repr__(self) -> str:
+        return f"FixedBoxes(indices={self.indices}, classes={self.classes})"

@@ -1,0 +1,122 @@
+"""torchvision detectors (Faster R-CNN, RetinaNet, FCOS): one map per kept detection.
+
+In eval mode these models return, per image, ``{"boxes", "labels", "scores"}`` after their
+own score threshold, NMS and ``detections_per_img`` cut. The kept candidate indices are not
+exposed, but the final ``scores`` are gathered from the head's outputs by indexing, so they
+stay differentiable: kept detection k's target is ``output[0]["scores"][k]`` itself, and all
+K detections are explained from the one forward that kept them. Later forwards (Score-CAM's
+masked inputs) score the detection with the same label that overlaps the frozen box most
+(IoU >= 0.5), or 0 if there is none.
+
+At random init the class scores of all candidates are nearly equal (ties): which of them
+survive NMS is arbitrary but deterministic for a given forward, and every kept detection is
+read from the same forward, so the index mapping never crosses forwards.
+
+Default layers: the FPN outputs the heads read (``FeaturePyramidNetwork.layer_blocks``, one
+map per level, fused at the finest grid) — the detectors' equivalent of YOLO's P3/P4/P5,
+found by type. The backbone body's last stage is stride 32 and the ROI / dense heads never
+read it directly; the finest FPN level is stride 4 (Faster R-CNN) or 8 (RetinaNet, FCOS).
+The models resize and normalise inside (``model.transform``); the explained image is the
+tensor given, in [0, 1].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, TargetError
+from ..targets.base import Target
+
+__all__ = ["FAMILIES", "is_torchvision_detector", "default_layers", "KeptDetections"]
+
+FAMILIES = ("FasterRCNN", "MaskRCNN", "KeypointRCNN", "RetinaNet", "FCOS")
+
+
+def is_torchvision_detector(model: Any) -> bool:
+    """True for a torchvision Faster/Mask/Keypoint R-CNN, RetinaNet or FCOS (or a subclass)."""
+    if not isinstance(model, nn.Module):
+        return False
+    names = {c.__name__ for c in type(model).__mro__}
+    return bool(names & set(FAMILIES)) and hasattr(model, "transform") and hasattr(model, "backbone")
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """Every level's output block of the backbone's ``FeaturePyramidNetwork``."""
+    from torchvision.ops import FeaturePyramidNetwork
+
+    for name, module in model.named_modules():
+        if isinstance(module, FeaturePyramidNetwork):
+            return [f"{name}.layer_blocks.{i}" for i in range(len(module.layer_blocks))]
+    raise InputError(
+        f"found no FeaturePyramidNetwork in {type(model).__name__}; pass layers= (a backbone stage the "
+        "heads read, a name from model.named_modules())"
+    )
+
+
+def _detections(output: Any) -> list[dict]:
+    if isinstance(output, (list, tuple)) and output and all(isinstance(o, dict) and "scores" in o for o in output):
+        return list(output)
+    raise TargetError(
+        f"expected a torchvision detector's eval output [{{'boxes', 'labels', 'scores'}}], got "
+        f"{type(output).__name__}; run the model in eval mode"
+    )
+
+
+class KeptDetections(Target):
+    """The detections the model keeps on this very output, as ``(B=1, K)`` final scores.
+
+    ``select``: explain only these kept positions (default: those scoring above ``conf``, all
+    if ``None``; at most ``max_boxes``). The first call freezes ``boxes``, ``labels``, ``confidences`` and
+    ``positions`` (indices into the model's kept list).
+    """
+
+    def __init__(self, max_boxes: int | None = None, select: "list[int] | None" = None, conf: float | None = None, iou: float = 0.5):
+        self.max_boxes, self.select, self.conf, self.iou = max_boxes, select, conf, iou
+        self.boxes: torch.Tensor | None = None
+        self.labels: list[int] = []
+        self.confidences: torch.Tensor | None = None
+        self.positions: list[int] = []
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        dets = _detections(output)
+        if self.boxes is None:
+            if len(dets) != 1:
+                raise InputError("explain one image at a time (its kept detections define the targets)")
+            return self._decide(dets[0])
+        return torch.stack([self._rescore(det) for det in dets])
+
+    def _decide(self, det: dict) -> torch.Tensor:
+        scores = det["scores"]
+        n = scores.shape[0]
+        if self.select is not None:
+            positions = [int(i) for i in self.select]
+        elif self.conf is not None:
+            positions = [int(i) for i in (scores.detach() > self.conf).nonzero().flatten().tolist()]
+        else:
+            positions = list(range(n))
+        bad = [i for i in positions if not 0 <= i < n]
+        if bad:
+            raise TargetError(f"detection index {bad[0]} is out of range: the model kept {n} detection(s) (0..{n - 1})")
+        self.positions = positions[: self.max_boxes]
+        self.boxes = det["boxes"].detach()[self.positions]
+        self.labels = [int(c) for c in det["labels"][self.positions].tolist()]
+        self.confidences = scores.detach()[self.positions]
+        return scores[self.positions][None]
+
+    def _rescore(self, det: dict) -> torch.Tensor:
+        """On another forward: the score of the same-label detection overlapping each frozen box
+        most (IoU >= ``iou``), else 0."""
+        from torchvision.ops import box_iou
+
+        scores = det["scores"]
+        if not self.positions or scores.shape[0] == 0:
+            return scores.new_zeros(len(self.positions))
+        overlap = box_iou(self.boxes.to(scores.device), det["boxes"].detach())
+        same = torch.tensor(self.labels, device=scores.device)[:, None] == det["labels"][None]
+        best, where = torch.where(same, overlap, torch.zeros_like(overlap)).max(1)
+        return torch.where(best >= self.iou, scores[where], torch.zeros_like(best))
+
+    def __repr__(self) -> str:
+        return f"KeptDetections(kept={len(self.positions)})"
