@@ -1,0 +1,101 @@
+"""``torch.distributed`` for dataset runs: one process, or one per rank under ``torchrun``.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT``; :class:`Distributed` reads them and joins the process group (``gloo`` on
+CPU, ``nccl`` on CUDA). Without them the run is a single process and every collective is
+the identity.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Distributed", "shards_for_rank", "all_reduce_sums", "means"]
+
+
+@dataclass
+class Distributed:
+    """The process group of one run (``rank`` 0 of 1 when not launched by ``torchrun``)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    owns_group: bool = False
+
+    @classmethod
+    def from_env(cls, device: str = "cpu") -> "Distributed":
+        """Join the group ``torchrun`` describes in the environment (if any).
+
+        Backend: ``nccl`` when ``device`` is CUDA, else ``gloo``. A group the caller already
+        initialised is used as is (and left open on :meth:`close`).
+        """
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_backend())
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1 or "RANK" not in os.environ:
+            return cls()
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend, init_method="env://")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), backend, owns_group=True)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in a single process)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group if this object created it."""
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def shards_for_rank(num_shards: int, rank: int, world_size: int) -> list[int]:
+    """Shards ``rank, rank + world_size, ...``: every shard on exactly one rank, no padding.
+
+    (``DistributedSampler`` pads the last round with repeated samples so every rank gets
+    the same count; a dataset run must not explain an image twice, so ranks may differ by
+    one shard.)
+    """
+    return list(range(rank, num_shards, world_size))
+
+
+def all_reduce_sums(sums: Mapping[str, Sequence[float]], device: "str | torch.device" = "cpu") -> dict[str, tuple[float, float]]:
+    """Sum ``{name: (sum, count)}`` over every rank; the same dict on every rank.
+
+    A name some ranks never saw counts as ``(0, 0)`` there (names are gathered first with
+    ``all_gather_object``). Sums travel as float64, so totals of per-item metrics agree with a
+    single process up to float64 rounding of the order of addition. In a single process the
+    input comes back unchanged (as tuples). ``device``: where the reduction tensor lives
+    (``cuda`` for ``nccl``).
+    """
+    local = {str(k): (float(v[0]), float(v[1])) for k, v in sums.items()}
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return local
+    gathered: list[list[str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(local))
+    names = sorted(set().union(*(g or [] for g in gathered)))
+    packed = torch.tensor([local.get(n, (0.0, 0.0)) for n in names], dtype=torch.float64, device=device).reshape(-1, 2)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    return {n: (float(s), float(c)) for n, (s, c) in zip(names, packed.cpu().tolist())}
+
+
+def means(sums: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """``sum / count`` per name (NaN where the count is 0)."""
+    return {k: (float(v[0]) / float(v[1]) if v[1] else float("nan")) for k, v in sums.items()}

@@ -1,0 +1,101 @@
+"""What a dataset run reads: the image list of a COCO file or a folder, and a ``Dataset``
+whose ``DataLoader`` workers decode and preprocess the images."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..errors import InputError, MMCamError
+from ..io import IMAGE_SUFFIXES, load_image
+
+__all__ = ["Record", "list_records", "records_digest", "ImageDataset", "collate"]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of the dataset: its position, its id (COCO ``id`` or path under the folder)."""
+
+    index: int
+    image_id: "int | str"
+    path: str
+
+
+def list_records(source: "str | Path", image_dir: "str | Path | None" = None) -> list[Record]:
+    """The images of ``source``, in a fixed order, checked before any worker starts.
+
+    ``source``: a COCO annotation file (``.json``; images in ``image_dir``, by default the
+    ``images/`` folder beside its ``annotations/`` folder, as :func:`mmcam.data.write_coco`
+    lays it out; images sorted by id), or a folder of images (searched recursively, sorted by
+    relative path). Missing paths raise :class:`~mmcam.errors.InputError`; an image file that
+    is listed but missing or unreadable is not an error here — the run records it and goes on.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"dataset {str(path)!r} does not exist; pass a COCO annotation .json file or a folder of images")
+    if path.is_file():
+        if path.suffix.lower() != ".json":
+            raise InputError(f"{str(path)!r} is not a COCO annotation file; pass a .json annotation file or a folder of images")
+        return _coco_records(path, image_dir)
+    if image_dir is not None:
+        raise InputError("image_dir goes with a COCO annotation file; for a folder of images pass the folder only")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise InputError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {str(path)!r}; pass a folder of images or a COCO .json")
+    return [Record(i, p.relative_to(path).as_posix(), str(p)) for i, p in enumerate(files)]
+
+
+def _coco_records(path: Path, image_dir: "str | Path | None") -> list[Record]:
+    from pycocotools.coco import COCO
+
+    images = Path(image_dir) if image_dir is not None else path.parent.parent / "images"
+    if not images.is_dir():
+        raise InputError(f"image folder {str(images)!r} of {str(path)!r} does not exist; pass image_dir= (--image-dir) where the COCO images are")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco = COCO(str(path))
+        infos = coco.loadImgs(sorted(coco.getImgIds()))
+    except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as error:
+        raise InputError(f"{str(path)!r} is not a COCO annotation file ({error}); pass the JSON with an 'images' list") from None
+    if not infos:
+        raise InputError(f"COCO file {str(path)!r} lists no images; pass a dataset with images")
+    return [Record(i, info["id"], str(images / info["file_name"])) for i, info in enumerate(infos)]
+
+
+def records_digest(records: list[Record]) -> str:
+    """A short hash of the image list (a resumed run must see the same list)."""
+    text = "\n".join(f"{r.image_id}\t{r.path}" for r in records)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class ImageDataset(Dataset):
+    """``dataset[i]`` → ``{"index", "error"}`` plus ``"data"``: ``prepare(PIL image)`` (run in the
+    ``DataLoader`` worker). An unreadable image gives ``error`` = the reason, not an exception,
+    so one bad file never stops a worker."""
+
+    def __init__(self, records: list[Record], prepare: Callable[[Any], Any]):
+        self.records = records
+        self.prepare = prepare
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        record = self.records[i]
+        try:
+            return {"index": record.index, "error": None, "data": self.prepare(load_image(record.path))}
+        except MMCamError as error:
+            return {"index": record.index, "error": str(error), "data": None}
+
+
+def collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep a batch as a list: images may differ in size and task data in structure; the
+    engine stacks what it can."""
+    return items
