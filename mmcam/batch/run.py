@@ -19,7 +19,7 @@ from ..explain import TaskExplanation, _jsonable, map_stats
 from . import store
 from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
 from .engines import TASKS, Engine, build_engine
-from .source import ImageDataset, Record, collate, list_records, records_digest
+from .source import ImageDataset, Record, collate, die_with_parent, list_records, records_digest
 
 __all__ = ["run_batch", "BatchResult"]
 
@@ -151,7 +151,10 @@ def _explain_shards(engine: Engine, records: list[Record], pending: list[int], s
 
     members = {s: list(range(s * shard_size, min((s + 1) * shard_size, len(records)))) for s in pending}
     batches = [idx[i : i + batch_size] for s in pending for idx in [members[s]] for i in range(0, len(idx), batch_size)]
-    loader = DataLoader(ImageDataset(records, engine.prepare), batch_sampler=batches, num_workers=num_workers, collate_fn=collate)
+    loader = DataLoader(
+        ImageDataset(records, engine.prepare), batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+        worker_init_fn=die_with_parent if num_workers else None,
+    )
     show = dist.is_main and (progress if progress is not None else True)
     bar = tqdm(total=sum(len(m) for m in members.values()), desc=f"mmcam batch {engine.task}", unit="image", disable=not show)
     rows: dict[int, list[dict[str, Any]]] = {s: [] for s in pending}

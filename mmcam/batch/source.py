@@ -6,6 +6,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ from torch.utils.data import Dataset
 from ..errors import InputError, MMCamError
 from ..io import IMAGE_SUFFIXES, load_image
 
-__all__ = ["Record", "list_records", "records_digest", "ImageDataset", "collate"]
+__all__ = ["Record", "list_records", "records_digest", "ImageDataset", "collate", "die_with_parent"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,18 @@ def collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep a batch as a list: images may differ in size and task data in structure; the
     engine stacks what it can."""
     return items
+
+
+def die_with_parent(worker_id: int) -> None:
+    """``worker_init_fn``: on Linux, a ``DataLoader`` worker gets SIGKILL when its rank
+    process dies. Without it, a rank killed with SIGKILL leaves its workers behind, blocked
+    flushing prefetched batches into a queue nobody reads."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
