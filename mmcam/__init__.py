@@ -40,6 +40,7 @@ __all__ = [
     "explain_segmentation",
     "explain_action",
     "explain_vqa",
+    "explain_similarity",
     "tasks",
     "TTA",
     "data",
@@ -59,6 +60,7 @@ _LAZY = {
     "explain_segmentation": ("mmcam.tasks.segmentation", "explain_segmentation"),
     "explain_action": ("mmcam.tasks.action", "explain_action"),
     "explain_vqa": ("mmcam.tasks.vqa", "explain_vqa"),
+    "explain_similarity": ("mmcam.tasks.similarity", "explain_similarity"),
 }
 _SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks"}
 

@@ -4,6 +4,7 @@ from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
 from .detection import DetectionBoxScore, detection_logits
 from .rl import ActionValue, GreedyActionValue
 from .segmentation import SegmentationRegion, segmentation_logits
+from .similarity import ImageTextSimilarity
 from .text import CaptionTokens
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ActionValue",
     "GreedyActionValue",
     "CaptionTokens",
+    "ImageTextSimilarity",
     "SegmentationRegion",
     "segmentation_logits",
 ]

@@ -12,6 +12,8 @@ _LAZY = {
     "explain_caption": "mmcam.tasks.caption",
     "explain_vqa": "mmcam.tasks.vqa",
     "VQAExplanation": "mmcam.tasks.vqa",
+    "explain_similarity": "mmcam.tasks.similarity",
+    "SimilarityExplanation": "mmcam.tasks.similarity",
     "CaptionExplanation": "mmcam.tasks.caption",
     "DetectionExplanation": "mmcam.tasks.detection",
     "SegmentationExplanation": "mmcam.tasks.segmentation",

@@ -1,6 +1,12 @@
 """Ground a VQA answer in the image: ``explain_vqa``.
 
-Supported: HF ``ViltForQuestionAnswering`` (answer classifier). ViLT shuffles its image
+Supported:
+
+* HF ``BlipForQuestionAnswering`` (generative answer): the answer is generated under no-grad,
+  then its tokens are teacher-forced through the text decoder in one forward; the explained
+  score is the answer's log-probability ``Σ_t log p(answer_t | answer_<t, question, image)``.
+  (BLIP-VQA's ``forward()`` returns no logits: mmcam reads the text decoder's.)
+* HF ``ViltForQuestionAnswering`` (answer classifier, score = the answer's logit). ViLT shuffles its image
 patches on every call (``visual_embed`` draws them with ``torch.multinomial``, even in eval
 and even when it keeps all of them). mmcam runs ``visual_embed`` once, passes the result as
 ``image_embeds`` and keeps the drawn ``patch_index``, so the map is scattered back onto the
@@ -9,27 +15,42 @@ right patches and repeated calls give the same map.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..adapters.hf_text import ANSWER_GENERATORS, decoding_for, generated_argmax, processor_inputs, teacher_forced, text_ids, vision_layers
 from ..adapters.layers import default_layers
 from ..engine import CAM
-from ..errors import InputError, TargetError
-from ..explain import TaskExplanation, prepare_image
-from ..io import load_image
-from ..reshape import ScatterTokens
+from ..errors import InputError, TargetError, close_matches
+from ..explain import TaskExplanation
+from ..render.overlay import save_png
+from ..reshape import Auto, ScatterTokens
 from ..targets import ClassLogit, TopClasses, logits_of
 
-__all__ = ["VQAExplanation", "explain_vqa"]
+__all__ = ["VQAExplanation", "explain_vqa", "SUPPORTED"]
+
+SUPPORTED = ("ViltForQuestionAnswering", *ANSWER_GENERATORS)
 
 
 @dataclass
 class VQAExplanation(TaskExplanation):
-    """``items`` = [answer]; ``meta``: ``question``, ``answer``, ``probability``, ``top``."""
+    """``items`` = [answer]; ``meta``: ``question``, ``answer``, ``probability`` and, for
+    classifiers, ``top`` (the three most likely answers)."""
 
     task: str = "vqa"
+
+    def save(self, out_dir: "str | Path", stem: str = "explanation", scale: int = 1) -> list[Path]:
+        """Also writes ``{stem}_panel.png``: image, question, answer and its heatmap."""
+        paths = super().save(out_dir, stem, scale)
+        if self.items:
+            from ..render.text import answer_panel
+
+            panel = answer_panel(self.image, self.maps[0], self.meta.get("question", ""), self.items[0], self.meta.get("probability"))
+            paths.append(save_png(panel, Path(out_dir) / f"{stem}_panel.png"))
+        return paths
 
 
 def explain_vqa(
@@ -41,18 +62,76 @@ def explain_vqa(
     *,
     method: str = "gradcam",
     layers: Any = None,
+    max_length: int | None = None,
 ) -> VQAExplanation:
-    """The map of the model's answer (or of ``answer``) to ``question`` about ``image``."""
-    if type(model).__name__ != "ViltForQuestionAnswering":
+    """The map of the model's answer (or of ``answer``) to ``question`` about ``image``.
+
+    ``model``: ``ViltForQuestionAnswering`` (``answer`` must be one of its labels) or
+    ``BlipForQuestionAnswering`` (any ``answer`` text is teacher-forced; by default the
+    generated answer). ``layers`` overrides the default layer (found by structure).
+
+    Example::
+
+        exp = mmcam.explain_vqa(vilt, processor, "scene.png", "what color is the circle ?")
+        exp.meta["answer"], exp.maps[0]     # the answer and where it was grounded
+        exp.save("out/")                    # overlay + answer-grounding panel + JSON
+    """
+    family = type(model).__name__
+    if family not in SUPPORTED:
         raise InputError(
-            f"explain_vqa supports HF ViltForQuestionAnswering; got {type(model).__name__}. For other models "
-            "use mmcam.CAM with layers= and a target over the answer logits"
+            f"explain_vqa supports {', '.join(SUPPORTED)}; got {family}. For another model use "
+            "mmcam.CAM(model, layers=<an image-encoder layer>) with a target over its answer logits "
+            "(mmcam.targets.ClassLogit(i) for a classifier, mmcam.targets.CaptionTokens for generated text)"
         )
     if not question or not question.strip():
         raise InputError("the question is empty; pass a question about the image")
-    pil = load_image(image)
-    inputs = dict(processor(images=pil, text=question, return_tensors="pt"))
-    _, shown = prepare_image(pil, None, size=tuple(inputs["pixel_values"].shape[-2:]))
+    if family == "ViltForQuestionAnswering":
+        return _explain_vilt(model, processor, image, question, answer, method, layers)
+    return _explain_generative(model, processor, image, question, answer, method, layers, max_length)
+
+
+def _explain_generative(model, processor, image, question, answer, method, layers, max_length) -> VQAExplanation:
+    """BLIP-VQA: generate (or take) the answer, teacher-force it, explain log p(answer)."""
+    decoding = decoding_for(model, ANSWER_GENERATORS)
+    inputs, shown = processor_inputs(processor, image, text=question)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    question_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values") if k in inputs}
+    if answer is None:
+        ids = decoding.generate(question_inputs, **({"max_length": max_length} if max_length else {}))
+    else:
+        if not answer.strip():
+            raise InputError("the answer is empty; pass the answer text to explain, or None to generate it")
+        ids = text_ids(decoding, tokenizer, answer)
+    forced = teacher_forced(decoding, tokenizer, ids, whole=True)
+    chosen = layers if layers is not None else vision_layers(model, inputs["pixel_values"])
+    forward_inputs = decoding.forward_inputs(question_inputs, forced.decoder_ids)
+    exp = CAM(decoding.module, chosen, method=method, reshape=Auto(model))(forward_inputs, [forced.target])
+    logits = exp.output["logits"][0]
+    predicted = generated_argmax(logits, decoding, forced.target.positions)
+    text = forced.words[0]
+    return VQAExplanation(
+        image=shown,
+        maps=exp.maps[0],
+        items=[text],
+        scores=exp.scores[0],
+        method=exp.method,
+        layers=exp.layers,
+        meta={
+            "question": question,
+            "answer": text,
+            "family": decoding.family,
+            "generated": answer is None,
+            "probability": round(float(exp.scores[0, 0].exp()), 5),
+            "log_prob": round(float(exp.scores[0, 0]), 5),
+            "token_ids": forced.token_ids,
+            "tokens": forced.tokens,
+            "teacher_forced_argmax_matches": predicted == forced.token_ids,
+        },
+    )
+
+
+def _explain_vilt(model, processor, image, question, answer, method, layers) -> VQAExplanation:
+    inputs, shown = processor_inputs(processor, image, text=question)
     pixel_values = inputs.pop("pixel_values")
     pixel_mask = inputs.pop("pixel_mask", torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long))
     embeddings = model.vilt.embeddings
@@ -67,7 +146,10 @@ def explain_vqa(
     else:
         label2id = {v: k for k, v in id2label.items()}
         if answer not in label2id:
-            raise TargetError(f"{answer!r} is not one of the model's answers; e.g. {sorted(label2id)[:12]}")
+            raise TargetError(
+                f"{answer!r} is not one of the model's answers ({len(label2id)} labels); close ones: "
+                f"{close_matches(answer, label2id)}. Pass one of model.config.id2label's values, or None"
+            )
         target = ClassLogit(label2id[answer])
     text_len = inputs["input_ids"].shape[1]
     reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(int(h), int(w)))
@@ -86,6 +168,7 @@ def explain_vqa(
         meta={
             "question": question,
             "answer": id2label.get(index, str(index)),
+            "family": "ViltForQuestionAnswering",
             "probability": round(float(probs[index]), 5),
             "top": [[id2label.get(int(i), str(int(i))), round(float(p), 5)] for p, i in zip(top.values, top.indices)],
         },

@@ -1,0 +1,172 @@
+"""BLIP and GIT captioning, BLIP-VQA answers: generate, then one teacher-forced forward
+(tiny random-init models, processors built from parts, no downloads)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mmcam
+from mmcam.adapters.hf_text import decoding_for, teacher_forced
+from mmcam.errors import InputError, TargetError
+from mmcam.targets import CaptionTokens
+from mmcam.tasks import explain_caption, explain_vqa
+from modelstate import assert_same_state, snapshot
+from vl_models import IMAGE, SIZE, blip, git
+
+QUESTION = "what color is the circle"
+
+
+def _warm(model, processor, **text):
+    """transformers attaches its own hooks on a model's first call: make that call first."""
+    inputs = dict(processor(images=IMAGE, return_tensors="pt", **text))
+    with torch.no_grad():
+        model.generate(**inputs)
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def blip_captioner():
+    model, processor = blip("caption")
+    _warm(model, processor)
+    return model, processor
+
+
+@pytest.fixture(scope="module")
+def git_captioner():
+    model, processor = git()
+    _warm(model, processor)
+    return model, processor
+
+
+@pytest.fixture(scope="module")
+def blip_vqa():
+    model, processor = blip("vqa")
+    _warm(model, processor, text=QUESTION)
+    return model, processor
+
+
+def _teacher_logits(model, processor, exp, **text):
+    """Logits of a plain forward on the explained text, at the explained positions."""
+    decoding = decoding_for(model, (type(model).__name__,))
+    inputs = {k: v for k, v in processor(images=IMAGE, return_tensors="pt", **text).items() if k in ("pixel_values", "input_ids", "attention_mask")}
+    if "input_ids" in inputs and decoding.ids_key == "input_ids":
+        del inputs["input_ids"], inputs["attention_mask"]
+    forced = teacher_forced(decoding, processor.tokenizer, torch.tensor(exp.meta["token_ids"]))
+    with torch.no_grad():
+        logits = decoding.module(**decoding.forward_inputs(inputs, forced.decoder_ids))
+    logits = logits["logits"] if isinstance(logits, dict) else logits.logits
+    offset = logits.shape[1] - forced.decoder_ids.shape[1]
+    return logits[0, [p + offset for p in forced.target.positions]], inputs, forced, decoding
+
+
+@pytest.mark.parametrize("family", ["blip", "git"])
+def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(family, blip_captioner, git_captioner):
+    model, processor = blip_captioner if family == "blip" else git_captioner
+    before = snapshot(model)
+    exp = explain_caption(model, processor, IMAGE)
+    pixel_values = processor(images=IMAGE, return_tensors="pt")["pixel_values"]
+    generated = model.generate(pixel_values=pixel_values)[0]
+    assert exp.items == processor.tokenizer.decode(generated, skip_special_tokens=True).split()
+    assert len(exp.items) >= 3
+    # the teacher-forced forward reproduces generate(): at every position its argmax over the
+    # tokens generate may choose is the generated token
+    logits, *_ = _teacher_logits(model, processor, exp)
+    logits[:, :6] = -float("inf")  # the special tokens generation suppresses
+    assert logits.argmax(-1).tolist() == exp.meta["token_ids"]
+    assert exp.meta["teacher_forced_argmax_matches"]
+    # each word's score is its log-probability in that forward
+    torch.testing.assert_close(exp.scores, _logp(model, processor, exp), rtol=1e-4, atol=1e-5)
+    assert exp.maps.shape == (len(exp.items), SIZE, SIZE) and torch.isfinite(exp.maps).all()
+    assert (exp.maps.flatten(1).std(1) > 0).all()
+    tower = "vision_model" if family == "blip" else "git.image_encoder.vision_model"
+    assert exp.layers == [f"{tower}.encoder.layers.1.layer_norm1"]
+    assert_same_state(before, snapshot(model))
+
+
+def _logp(model, processor, exp, **text):
+    logits, _, forced, _ = _teacher_logits(model, processor, exp, **text)
+    lp = logits.log_softmax(-1)
+    per_token = lp[torch.arange(len(forced.token_ids)), forced.token_ids]
+    return torch.stack([per_token[g].sum() for g in forced.groups])
+
+
+@pytest.mark.parametrize("family", ["blip", "git"])
+def test_all_words_at_once_equal_one_word_at_a_time(family, blip_captioner, git_captioner):
+    model, processor = blip_captioner if family == "blip" else git_captioner
+    caption = "a red circles left of the blue square"  # "circles" is WordPiece circle + ##s
+    exp = explain_caption(model, processor, IMAGE, caption=caption)
+    assert exp.items == caption.split()
+    assert exp.tokens[2:4] == ["circle", "##s"] and len(exp.tokens) == len(exp.items) + 1
+    _, inputs, forced, decoding = _teacher_logits(model, processor, exp)
+    torch.testing.assert_close(exp.scores, _logp(model, processor, exp), rtol=1e-4, atol=1e-5)
+    cam = mmcam.CAM(decoding.module, exp.layers, reshape=mmcam.reshape.Auto(model))
+    run = decoding.forward_inputs(inputs, forced.decoder_ids)
+    for k, group in enumerate(forced.groups):
+        alone = CaptionTokens(
+            [forced.target.positions[i] for i in group],
+            [forced.token_ids[i] for i in group],
+            groups=[list(range(len(group)))],  # sub-word tokens summed into one word
+            text_length=forced.target.text_length,
+        )
+        one = cam(run, [alone])
+        torch.testing.assert_close(exp.maps[k], one.maps[0, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_blip_vqa_generated_answer_is_teacher_forced_through_the_text_decoder(blip_vqa):
+    model, processor = blip_vqa
+    before = snapshot(model)
+    exp = explain_vqa(model, processor, IMAGE, QUESTION)
+    inputs = processor(images=IMAGE, text=QUESTION, return_tensors="pt")
+    generated = model.generate(**inputs)[0]
+    assert exp.meta["answer"] == processor.tokenizer.decode(generated, skip_special_tokens=True)
+    assert exp.items == [exp.meta["answer"]] and exp.meta["teacher_forced_argmax_matches"]
+    # the explained score is log p(answer | question, image) from the text decoder's logits
+    decoder_ids = torch.tensor([exp.meta["token_ids"]])[:, :-1]
+    decoder_ids = torch.cat([torch.tensor([[model.config.text_config.bos_token_id]]), decoder_ids], 1)
+    seen = []
+    handle = model.text_decoder.register_forward_hook(lambda m, a, o: seen.append(o.logits))
+    try:
+        with torch.no_grad():
+            model(**inputs, decoder_input_ids=decoder_ids)
+    finally:
+        handle.remove()
+    lp = seen[0][0].log_softmax(-1)
+    expected = sum(lp[t, tok] for t, tok in enumerate(exp.meta["token_ids"]))
+    assert exp.scores[0].item() == pytest.approx(float(expected), abs=1e-4)
+    assert exp.meta["probability"] == pytest.approx(float(expected.exp()), abs=1e-4)
+    assert exp.maps.shape == (1, SIZE, SIZE) and torch.isfinite(exp.maps).all() and exp.maps.std() > 0
+    assert exp.layers == ["vision_model.encoder.layers.1.layer_norm1"]
+    assert_same_state(before, snapshot(model))
+
+
+def test_blip_vqa_given_answer_and_panel(blip_vqa, tmp_path):
+    model, processor = blip_vqa
+    exp = explain_vqa(model, processor, IMAGE, QUESTION, answer="blue")
+    assert exp.items == ["blue"] and exp.meta["generated"] is False
+    other = explain_vqa(model, processor, IMAGE, QUESTION, answer="red")
+    assert not torch.allclose(exp.maps, other.maps)
+    paths = exp.save(tmp_path)
+    panel = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(tmp_path / "explanation_panel.png"))
+    assert (tmp_path / "explanation_panel.png") in paths and panel.shape[1] > 2 * 160 and panel.shape[0] > 160
+
+
+def test_bad_input(blip_captioner, blip_vqa):
+    model, processor = blip_captioner
+    with pytest.raises(InputError, match="empty"):
+        explain_caption(model, processor, IMAGE, caption="  ")
+    with pytest.raises(InputError, match="BlipForConditionalGeneration.*layers="):
+        explain_caption(torch.nn.Linear(2, 2), processor, IMAGE)
+    with pytest.raises(InputError, match="rejected the image.*not its tokenizer"):
+        explain_caption(model, processor.tokenizer, IMAGE)
+    with pytest.raises(InputError, match="an image array must be"):
+        explain_caption(model, processor, np.zeros((2, 8, 8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match="supports ViltForQuestionAnswering, BlipForQuestionAnswering"):
+        explain_vqa(model, processor, IMAGE, QUESTION)  # a captioner is not a VQA model
+    vqa, vqa_processor = blip_vqa
+    with pytest.raises(InputError, match="answer is empty"):
+        explain_vqa(vqa, vqa_processor, IMAGE, QUESTION, answer=" ")
+    # word index out of range: a target position past the teacher-forced text
+    inputs = {"pixel_values": processor(images=IMAGE, return_tensors="pt")["pixel_values"], "input_ids": torch.tensor([[5, 8, 9]])}
+    with pytest.raises(TargetError, match="out of range"):
+        mmcam.CAM(model, "vision_model.encoder.layers.1.layer_norm1")(inputs, [CaptionTokens([3], [8])])
