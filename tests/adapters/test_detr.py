@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mmcam
+from mmcam.adapters.ultralytics import eval_mode
 from mmcam.errors import InputError, TargetError
 from mmcam.tasks import explain_detections
 from mmcam.targets import DetectionBoxScore
@@ -79,10 +80,8 @@ def test_kept_queries_equal_the_post_processor(family):
     assert torch.isfinite(exp.maps).all() and (exp.maps.flatten(1).std(1) > 0).all()
     # the real image processor on the same inputs and outputs
     inputs = processor(images=IMAGE, return_tensors="pt")
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         out = model(**inputs)
-    model.train(before["training"][""])
     theirs = processor.post_process_object_detection(out, threshold=THRESHOLD[name], target_sizes=[(64, 64)])[0]
     torch.testing.assert_close(torch.tensor(exp.meta["confidences"]), theirs["scores"], rtol=1e-4, atol=1e-6)
     assert exp.meta["class_ids"] == theirs["labels"].tolist()
@@ -99,8 +98,6 @@ def test_box_maps_equal_single_box_runs(family):
     name, model, processor = family
     exp = explain_detections(model, IMAGE, processor=processor, conf=THRESHOLD[name], max_boxes=3)
     inputs = dict(processor(images=IMAGE, return_tensors="pt"))
-    from mmcam.adapters.ultralytics import eval_mode
-
     with eval_mode(model):
         for k, (query, cls) in enumerate(zip(exp.meta["raw_indices"], exp.meta["class_ids"])):
             alone = mmcam.CAM(model, exp.layers, method="layercam")(inputs, [DetectionBoxScore([query], [cls])])

@@ -1,0 +1,53 @@
+"""YOLO segment models: explain_detections explains their boxes (mask coefficients are extra rows of y)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mmcam
+from mmcam.adapters.ultralytics import default_layers, eval_mode
+from mmcam.tasks import explain_detections
+from mmcam.targets import DetectionBoxScore
+from modelstate import assert_same_state, snapshot
+
+ultralytics = pytest.importorskip("ultralytics")
+
+IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def yolo_seg():
+    torch.manual_seed(0)
+    model = ultralytics.YOLO("yolov8n-seg.yaml")  # random init, built from the yaml: no download
+    with torch.no_grad():  # the head's prior bias makes every class tie at init; break the ties
+        for branch in model.model.model[-1].cv3:
+            branch[-1].bias.add_(torch.randn_like(branch[-1].bias) * 2 + 4)
+    return model
+
+
+def test_segment_boxes_match_the_predictor(yolo_seg):
+    before = snapshot(yolo_seg.model)
+    exp = explain_detections(yolo_seg, IMAGE, conf=0.01, iou=0.45, size=64, max_boxes=4)
+    k = len(exp.items)
+    assert k == 4 and exp.maps.shape == (4, 64, 64) and torch.isfinite(exp.maps).all()
+    assert max(exp.meta["class_ids"]) < 80  # NMS read the 80 classes, not the 32 mask coefficients
+    results = yolo_seg.predict(source=IMAGE[..., ::-1].copy(), imgsz=64, conf=0.01, iou=0.45, max_det=4, verbose=False, device="cpu")
+    theirs = results[0].boxes
+    torch.testing.assert_close(exp.scores.sigmoid(), theirs.conf.float(), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(exp.meta["boxes"]), theirs.xyxy.float(), rtol=1e-3, atol=0.05)
+    assert exp.meta["class_ids"] == [int(c) for c in theirs.cls.tolist()]
+    assert_same_state(before, snapshot(yolo_seg.model))
+
+
+def test_segment_box_maps_equal_single_box_runs(yolo_seg):
+    exp = explain_detections(yolo_seg, IMAGE, conf=0.01, size=64, max_boxes=2)
+    inner = yolo_seg.model
+    x = torch.from_numpy(IMAGE.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    for k, (index, cls) in enumerate(zip(exp.meta["raw_indices"], exp.meta["class_ids"])):
+        with eval_mode(inner):
+            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [DetectionBoxScore([index], [cls])])
+        torch.testing.assert_close(exp.maps[k], alone.maps[0, 0], rtol=1e-4, atol=1e-5)
+    again = explain_detections(yolo_seg, IMAGE, size=64, candidates=(exp.meta["raw_indices"], exp.meta["class_ids"]))
+    torch.testing.assert_close(again.maps, exp.maps)
+    assert again.meta["confidences"] == pytest.approx(exp.meta["confidences"], rel=1e-5)
