@@ -1,13 +1,14 @@
 """Per-task engines for dataset runs: ``prepare`` one image (in a ``DataLoader`` worker),
 ``explain`` a batch of prepared images (in the rank's main process).
 
-Batched tasks — ``classify`` and ``segment`` — stack the images of a batch that share an
-input shape and explain them with one forward and one batched gradient for all their
-items (every image's K items in the same pass), giving the same explanations as the
-single-image functions (tested). Per-image tasks call the single-image function for each
-image: ``caption`` and ``vqa`` generate their text per image under ``generate()`` before
-the teacher-forced pass, and ``detect`` keeps boxes with NMS on a one-image output
-(:class:`mmcam.adapters.ultralytics.KeptBoxes`); their workers still decode in parallel.
+Batched tasks — ``classify``, ``segment``, ``action`` and ``detect`` on ultralytics YOLO
+(fixed square input size) — stack the images of a batch that share an input shape and
+explain them with one forward and one batched gradient for all their items (every image's
+K items in the same pass), giving the same explanations as the single-image functions
+(tested). Per-image tasks call the single-image function for each image: ``caption`` and
+``vqa`` generate their text per image under ``generate()`` before the teacher-forced pass,
+and ``detect`` on DETR-family / torchvision detectors keeps boxes per image in their
+post-processing; their workers still decode in parallel.
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from ..explain import ClassificationExplanation, TaskExplanation, _label_names, 
 from ..render.overlay import resize_map
 from ..targets import SegmentationRegion, TopClasses, logits_of, segmentation_logits
 
-__all__ = ["Engine", "ClassifyEngine", "SegmentEngine", "PerImageEngine", "build_engine", "BATCHED_TASKS", "TASKS"]
+__all__ = ["Engine", "ClassifyEngine", "SegmentEngine", "ActionEngine", "DetectEngine", "PerImageEngine", "build_engine", "BATCHED_TASKS", "TASKS"]
 
-BATCHED_TASKS = ("classify", "segment")
-TASKS = ("classify", "segment", "detect", "caption", "vqa")
+BATCHED_TASKS = ("classify", "segment", "action", "detect")
+TASKS = ("classify", "segment", "detect", "caption", "vqa", "action")
 
 
 class Engine:
@@ -36,6 +37,12 @@ class Engine:
 
     task = "task"
     batched = False
+
+    def read(self, path: str) -> Any:
+        """The file at ``path`` (in a worker): an RGB PIL image."""
+        from ..io import load_image
+
+        return load_image(path)
 
     def prepare(self, image: Any) -> Any:
         return np.asarray(image)
@@ -144,6 +151,137 @@ class SegmentEngine(Engine):
         return results  # type: ignore[return-value]
 
 
+class ActionEngine(Engine):
+    """:func:`mmcam.explain_action` (the greedy action) for B ``.npy`` observations at once."""
+
+    task, batched = "action", True
+
+    def __init__(self, model: torch.nn.Module, method: str, layers: Any, device: str = "cpu"):
+        self.model, self.device = model, device
+        self.cam = CAM(model, layers, method=method)
+
+    def read(self, path: str) -> Any:
+        from ..cli import load_observation
+
+        return load_observation(path)
+
+    def prepare(self, obs: Any) -> Any:
+        from ..tasks.action import _observation
+
+        return _observation(obs)
+
+    def explain(self, batch: list[Any]) -> list[TaskExplanation]:
+        from ..targets import GreedyActionValue
+        from ..tasks.action import ActionExplanation, _display
+
+        results: list[TaskExplanation | None] = [None] * len(batch)
+        for rows in _same_shape_groups(batch):
+            x = _stack([batch[i] for i in rows], self.device)
+            exp = self.cam(x, [GreedyActionValue()], input_size=tuple(x.shape[-2:]))
+            q_all = exp.output if isinstance(exp.output, torch.Tensor) else getattr(exp.output, "logits", exp.output)
+            names = list(getattr(self.model, "labels", None) or []) or [str(a) for a in range(q_all.shape[1])]
+            for b, i in enumerate(rows):
+                q = torch.as_tensor(q_all)[b]
+                greedy = int(q.argmax())
+                shown = _display(batch[i], None, 8)
+                results[i] = ActionExplanation(
+                    image=shown,
+                    maps=_at_size(exp.maps[b], shown.shape[:2]),
+                    items=[names[greedy] if greedy < len(names) else str(greedy)],
+                    scores=exp.scores[b],
+                    method=exp.method,
+                    layers=exp.layers,
+                    meta={
+                        "actions": [greedy],
+                        "action": greedy,
+                        "action_name": names[greedy] if greedy < len(names) else str(greedy),
+                        "q_values": [round(float(v), 4) for v in q],
+                        "cell_maps": exp.maps[b].tolist(),
+                    },
+                )
+        return results  # type: ignore[return-value]
+
+
+class DetectEngine(Engine):
+    """:func:`mmcam.explain_detections` on an ultralytics YOLO for B images at once: NMS runs
+    once on the batch output (per image, as ultralytics does), image b's target is the class
+    logits of its own kept boxes (padded to the batch's largest K by repeating its first box,
+    or anchor 0 when it kept none; the padding is dropped)."""
+
+    task, batched = "detect", True
+
+    def __init__(self, model: Any, method: str | None, layers: Any, conf: float = 0.25, iou: float = 0.45, size: int | None = None, device: str = "cpu"):
+        from ..adapters import ultralytics as yolo
+
+        self.inner = yolo.inner_model(model)
+        self.side = size or yolo.input_size(model)
+        if self.side % 32:
+            raise InputError(f"the image size must be a multiple of 32 for YOLO, got {self.side}; pass size=")
+        self.conf, self.iou, self.device = conf, iou, device
+        self.names = yolo.class_names(model)
+        self.cam = CAM(self.inner, layers if layers is not None else yolo.default_layers(self.inner), method=method or "layercam")
+
+    def prepare(self, image: Any) -> Any:
+        from PIL import Image
+
+        shown = np.asarray(image.resize((self.side, self.side), Image.BILINEAR))
+        return torch.from_numpy(shown.astype(np.float32) / 255.0).permute(2, 0, 1)[None], shown
+
+    def explain(self, batch: list[Any]) -> list[TaskExplanation]:
+        from types import SimpleNamespace
+
+        from ..adapters import ultralytics as yolo
+        from ..tasks.detection import _explanation
+
+        nms = _BatchKeptBoxes(self.conf, self.iou, yolo.num_classes(self.inner))
+        with yolo.eval_mode(self.inner):
+            exp = self.cam(_stack([x for x, _ in batch], self.device), [[_ImageBoxes(nms, b)] for b in range(len(batch))])
+        results = []
+        for b, (_, shown) in enumerate(batch):
+            boxes, confidences, indices, classes = nms.kept[b]
+            n = len(indices)
+            view = SimpleNamespace(scores=exp.scores[b : b + 1, :n], method=exp.method, layers=exp.layers)
+            results.append(_explanation(shown, exp.maps[b, :n], view, boxes.clamp(0, self.side), classes, self.names, confidences, indices, self.conf, self.side))
+        return results
+
+
+class _BatchKeptBoxes:
+    """NMS on the first batch output scored; ``kept[b]`` = (boxes, confidences, raw indices,
+    classes) of image b; ``padded(b)`` = its (indices, classes) padded to the batch's max K."""
+
+    def __init__(self, conf: float, iou: float, nc: int, max_det: int = 300):
+        self.conf, self.iou, self.nc, self.max_det = conf, iou, nc, max_det
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, list[int], list[int]]] | None = None
+
+    def padded(self, output: Any, b: int) -> tuple[list[int], list[int]]:
+        if self.kept is None:
+            from ultralytics.utils.nms import non_max_suppression
+
+            from ..adapters.ultralytics import decoded
+
+            dets, idxs = non_max_suppression(decoded(output).detach(), conf_thres=self.conf, iou_thres=self.iou, max_det=self.max_det, nc=self.nc, return_idxs=True)
+            self.kept = [(d[:, :4], d[:, 4], [int(i) for i in ix.flatten().tolist()], [int(c) for c in d[:, 5].tolist()]) for d, ix in zip(dets, idxs)]
+        k = max(len(kept[2]) for kept in self.kept)
+        _, _, indices, classes = self.kept[b]
+        fill = (indices[0], classes[0]) if indices else (0, 0)
+        return indices + [fill[0]] * (k - len(indices)), classes + [fill[1]] * (k - len(classes))
+
+
+class _ImageBoxes:
+    """Image b's target: the class logits ``(N, K)`` of its kept boxes (padded)."""
+
+    def __init__(self, nms: _BatchKeptBoxes, b: int):
+        self.nms, self.b = nms, b
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        from ..targets import DetectionBoxScore
+
+        return DetectionBoxScore(*self.nms.padded(output, self.b))(output)
+
+    def __repr__(self) -> str:
+        return f"KeptBoxes(image={self.b})"
+
+
 class PerImageEngine(Engine):
     """One call of a single-image function per image (``fn(uint8 array) -> TaskExplanation``)."""
 
@@ -166,7 +304,11 @@ def build_engine(
         return SegmentEngine(model, processor, method or "gradcam", layers, device=device)
     extra = {} if method is None else {"method": method}
     if task == "detect":
+        from ..adapters.ultralytics import is_yolo
         from ..tasks.detection import explain_detections
+
+        if is_yolo(model):
+            return DetectEngine(model, method, layers, conf=conf, device=device)
 
         return PerImageEngine(task, lambda image: explain_detections(model, image, processor=processor, layers=layers, conf=conf, **extra))
     if task in ("caption", "vqa") and processor is None:
@@ -182,7 +324,7 @@ def build_engine(
             raise InputError("the vqa task needs a question, e.g. --question 'what color is the circle ?'")
         return PerImageEngine(task, lambda image: explain_vqa(model, processor, image, question, layers=layers, **extra))
     if task == "action":
-        raise InputError("task 'action' takes observations, not image files; use mmcam.explain_action(model, obs) per observation")
+        return ActionEngine(model, method or "gradcam", layers, device=device)
     raise InputError(f"unknown task {task!r}; pass one of {', '.join(TASKS)}")
 
 

@@ -76,8 +76,9 @@ def run_batch(
       to rank ``s % world_size`` (under ``torchrun``; one process otherwise), so every image
       is explained exactly once and a shard's content does not depend on the number of
       processes. A ``DataLoader`` with ``num_workers`` workers decodes and preprocesses.
-    * ``classify`` and ``segment`` explain ``batch_size`` images per forward with all K
-      items of every image in that pass; ``detect``, ``caption`` and ``vqa`` call the
+    * ``classify``, ``segment`` and ``action`` (``source``: a folder of ``.npy``
+      observations) explain ``batch_size`` inputs per forward with all K items of every
+      input in that pass; ``detect``, ``caption`` and ``vqa`` call the
       single-image function per image (NMS and ``generate()`` work on one image).
     * An unreadable image gets a ``"failed"`` index row with the reason; the run goes on.
       A batch that fails as a whole is retried image by image, so one image's error
@@ -97,7 +98,7 @@ def run_batch(
         raise InputError("the vqa task needs a question, e.g. --question 'what color is the circle ?'")
     if batch_size < 1 or shard_size < 1 or num_workers < 0:
         raise InputError(f"batch_size and shard_size must be >= 1 and num_workers >= 0, got {batch_size}, {shard_size}, {num_workers}")
-    records = list_records(source, image_dir)
+    records = list_records(source, image_dir, observations=task == "action")
     out = Path(out_dir)
     _ensure_dir(out / "shards")
     settings = {
@@ -152,7 +153,7 @@ def _explain_shards(engine: Engine, records: list[Record], pending: list[int], s
     members = {s: list(range(s * shard_size, min((s + 1) * shard_size, len(records)))) for s in pending}
     batches = [idx[i : i + batch_size] for s in pending for idx in [members[s]] for i in range(0, len(idx), batch_size)]
     loader = DataLoader(
-        ImageDataset(records, engine.prepare), batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+        ImageDataset(records, engine.prepare, engine.read), batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
         worker_init_fn=die_with_parent if num_workers else None,
     )
     show = dist.is_main and (progress if progress is not None else True)

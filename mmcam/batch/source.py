@@ -31,18 +31,24 @@ class Record:
     path: str
 
 
-def list_records(source: "str | Path", image_dir: "str | Path | None" = None) -> list[Record]:
+def list_records(source: "str | Path", image_dir: "str | Path | None" = None, observations: bool = False) -> list[Record]:
     """The images of ``source``, in a fixed order, checked before any worker starts.
 
     ``source``: a COCO annotation file (``.json``; images in ``image_dir``, by default the
     ``images/`` folder beside its ``annotations/`` folder, as :func:`mmcam.data.write_coco`
     lays it out; images sorted by id), or a folder of images (searched recursively, sorted by
-    relative path). Missing paths raise :class:`~mmcam.errors.InputError`; an image file that
-    is listed but missing or unreadable is not an error here — the run records it and goes on.
+    relative path) — of ``.npy`` observations with ``observations=True`` (the action task).
+    Missing paths raise :class:`~mmcam.errors.InputError`; a file that is listed but missing
+    or unreadable is not an error here — the run records it and goes on.
     """
     path = Path(source)
     if not path.exists():
         raise InputError(f"dataset {str(path)!r} does not exist; pass a COCO annotation .json file or a folder of images")
+    if observations:
+        files = sorted(p for p in path.rglob("*.npy") if p.is_file()) if path.is_dir() else []
+        if not files:
+            raise InputError(f"no .npy observations under {str(path)!r}; pass a folder of observations (C, H, W) saved with numpy.save")
+        return [Record(i, p.relative_to(path).as_posix(), str(p)) for i, p in enumerate(files)]
     if path.is_file():
         if path.suffix.lower() != ".json":
             raise InputError(f"{str(path)!r} is not a COCO annotation file; pass a .json annotation file or a folder of images")
@@ -79,13 +85,14 @@ def records_digest(records: list[Record]) -> str:
 
 
 class ImageDataset(Dataset):
-    """``dataset[i]`` → ``{"index", "error"}`` plus ``"data"``: ``prepare(PIL image)`` (run in the
-    ``DataLoader`` worker). An unreadable image gives ``error`` = the reason, not an exception,
-    so one bad file never stops a worker."""
+    """``dataset[i]`` → ``{"index", "error"}`` plus ``"data"``: ``prepare(read(path))`` (run in the
+    ``DataLoader`` worker; ``read`` is :func:`mmcam.io.load_image` unless given). An unreadable
+    file gives ``error`` = the reason, not an exception, so one bad file never stops a worker."""
 
-    def __init__(self, records: list[Record], prepare: Callable[[Any], Any]):
+    def __init__(self, records: list[Record], prepare: Callable[[Any], Any], read: Callable[[str], Any] = load_image):
         self.records = records
         self.prepare = prepare
+        self.read = read
 
     def __len__(self) -> int:
         return len(self.records)
@@ -93,7 +100,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         record = self.records[i]
         try:
-            return {"index": record.index, "error": None, "data": self.prepare(load_image(record.path))}
+            return {"index": record.index, "error": None, "data": self.prepare(self.read(record.path))}
         except MMCamError as error:
             return {"index": record.index, "error": str(error), "data": None}
 

@@ -114,3 +114,44 @@ def test_all_reduce_sums_is_the_identity_in_one_process():
     sums = {"pointing": (3.0, 4), "mass": (1.5, 3)}
     assert all_reduce_sums(sums) == {"pointing": (3.0, 4.0), "mass": (1.5, 3.0)}
     assert means(all_reduce_sums(sums)) == {"pointing": 0.75, "mass": 0.5}
+
+
+def test_action_engine_batch_equals_explain_action_and_runs_over_npy_folder(tmp_path):
+    from mmcam.batch.engines import ActionEngine
+    from mmcam.data import generate_grids
+    from mmcam.tasks.action import explain_action
+
+    model, _ = zoo.load("qnet")
+    states = generate_grids(6, seed=4)
+    engine = ActionEngine(model, "gradcam", None)
+    batched = engine.explain([engine.prepare(s.obs) for s in states])
+    for state, got in zip(states, batched):
+        want = explain_action(model, state.obs)
+        assert got.items == want.items and got.meta["action"] == want.meta["action"] and got.meta["q_values"] == want.meta["q_values"]
+        torch.testing.assert_close(got.maps, want.maps, atol=1e-4, rtol=0)
+    for i, state in enumerate(states):
+        np.save(tmp_path / f"obs{i}.npy", state.obs)
+    (tmp_path / "obs9.npy").write_bytes(b"junk")
+    result = run_batch("action", "zoo:qnet", tmp_path, tmp_path / "out", batch_size=4, num_workers=0, progress=False)
+    assert (result.images, result.explained, result.failed) == (7, 6, 1)
+    rows, _ = load_run(tmp_path / "out")
+    assert [r["prediction"] for r in rows if r["status"] == "ok"] == [e.meta["action_name"] for e in batched]
+
+
+def test_detect_engine_batch_equals_explain_detections_on_yolo():
+    from mmcam.batch.engines import DetectEngine
+    from mmcam.tasks.detection import explain_detections
+
+    model, _ = zoo.load("yolo")
+    images = _scene_arrays(4, seed=8) + [np.full((64, 64, 3), 255, np.uint8)]  # a blank image keeps no box
+    engine = DetectEngine(model, None, None)
+    from PIL import Image
+
+    batched = engine.explain([engine.prepare(Image.fromarray(img)) for img in images])
+    assert len({len(e.items) for e in batched}) > 1 and len(batched[-1].items) == 0
+    for img, got in zip(images, batched):
+        want = explain_detections(model, img)
+        assert got.items == want.items and got.meta["raw_indices"] == want.meta["raw_indices"]
+        np.testing.assert_allclose(got.meta["boxes"], want.meta["boxes"], atol=0.02)
+        torch.testing.assert_close(got.scores, want.scores, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(got.maps, want.maps, atol=1e-4, rtol=0)

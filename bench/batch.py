@@ -1,0 +1,108 @@
+"""Dataset throughput: the single-image path in a loop vs ``mmcam batch`` on 1 and 2 processes.
+
+    python -m bench.batch [--images 100] [--batch-size 32] [--rounds 1]
+
+On the same scenes (a COCO dataset written once), with the zoo classifier and Grad-CAM:
+
+(a) ``explain_classification`` called per image in a loop (model loaded once; the loop
+    alone is timed; nothing written);
+(b) ``mmcam batch`` in one process (``run_batch``'s own time: model load, DataLoader
+    workers, batched forwards, shards written, index merged);
+(c) ``mmcam batch`` under ``torchrun --nproc-per-node 2`` (gloo, one thread per rank), the
+    same in-run time (rank 0, which waits at the final barrier for rank 1), and the wall
+    time including starting two Python processes.
+
+Images/s side by side with ratios to (a); with ``--rounds`` > 1, the median per variant.
+On a shared machine the rates move with the other load (and a variant with two processes
+gets a larger share of a busy CPU); the load average is printed with the table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _dataset(root: Path, n: int) -> Path:
+    from mmcam.data import classification_config, generate_scenes, write_coco
+
+    return write_coco(generate_scenes(n, seed=7, config=classification_config()), root, "bench")
+
+
+def _loop(coco: Path) -> float:
+    from mmcam import zoo
+    from mmcam.batch import list_records
+    from mmcam.explain import explain_classification
+
+    model, processor = zoo.load("classifier")
+    records = list_records(coco)
+    start = time.perf_counter()
+    for r in records:
+        explain_classification(model, r.path, processor=processor)
+    return len(records) / (time.perf_counter() - start)
+
+
+def _batch_cli(coco: Path, out: Path, batch_size: int, processes: int) -> tuple[float, float]:
+    """(images/s in-run, images/s wall) of one ``mmcam batch`` command."""
+    args = [str(coco), "--task", "classify", "--model", "zoo:classifier", "--batch-size", str(batch_size), "--workers", "1", "--out", str(out)]
+    if processes == 1:
+        cmd = [sys.executable, "-m", "mmcam.cli", "batch", *args]
+    else:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "mmcam.cli", "batch", *args]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    wall = time.perf_counter() - start
+    summary = json.loads((out / "summary.json").read_text())
+    return summary["images"] / summary["seconds"], summary["images"] / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        coco = _dataset(root / "data", args.images)
+        results: dict[str, list[tuple[float, float]]] = {"loop": [], "batch1": [], "batch2": []}
+        load_start = os.getloadavg()[0]
+        for r in range(args.rounds):  # interleaved, so load changes hit every variant alike
+            loop = _loop(coco)
+            results["loop"].append((loop, loop))
+            results["batch1"].append(_batch_cli(coco, root / f"out1-{r}", args.batch_size, 1))
+            results["batch2"].append(_batch_cli(coco, root / f"out2-{r}", args.batch_size, 2))
+    med = {k: [statistics.median(v[i] for v in vals) for i in range(2)] for k, vals in results.items()}
+    print(f"{args.images} scenes (64x64), zoo classifier, gradcam, batch size {args.batch_size}, 1 DataLoader worker per process, "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs, median of {args.rounds} round(s), "
+          f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print("| variant | images/s | x loop | images/s incl. Python start |")
+    print("|---|---|---|---|")
+    rows = [
+        ("(a) `explain_classification` in a loop", "loop"),
+        ("(b) `mmcam batch`, 1 process", "batch1"),
+        ("(c) `torchrun --nproc-per-node 2 ... mmcam batch`", "batch2"),
+    ]
+    for label, key in rows:
+        run, wall = med[key]
+        print(f"| {label} | {run:.1f} | {run / med['loop'][0]:.2f}x | {wall:.1f} |")
+
+if __name__ == "__main__":
+    main()
