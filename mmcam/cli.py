@@ -43,7 +43,7 @@ HF_AUTO = {
 #: What ``mmcam explain`` / the ``explain_*`` calls adapt, shown by ``mmcam list``.
 FAMILIES = {
     "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt",
-    "detect": "ultralytics YOLOv8/11 (the YOLO object); see README for the DETR family and torchvision detectors",
+    "detect": "ultralytics YOLOv8/11 detect/segment (the YOLO object); HF DETR, Conditional DETR, RT-DETR (local directory); torchvision Faster R-CNN, RetinaNet, FCOS (Python API)",
     "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn",
     "caption": "HF VisionEncoderDecoderModel (see README for BLIP / GIT)",
     "vqa": "HF ViltForQuestionAnswering (see README for BLIP-VQA)",
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=3)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("batch", help="a whole dataset (COCO .json or image folder), batched, sharded under torchrun, resumable")
-    p.add_argument("source", help="a COCO annotation .json (images in --image-dir) or a folder of images")
+    p.add_argument("source", help="a COCO annotation .json (images in --image-dir) or a folder of images (action: of .npy observations)")
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--model", required=True, help="as for `mmcam explain`")
     p.add_argument("--weights", help="weights file for a torchvision model")
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
     p.add_argument("--question", help="vqa: the question asked of every image")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward (classify, segment)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward (classify, segment, action, detect on YOLO; caption/vqa go image by image)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images, per process")
     p.add_argument("--shard-size", type=int, default=64, help="images per output shard (the unit of resuming)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank's LOCAL_RANK GPU, nccl)")

@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import InputError, TargetError
 from ..targets.detection import DetectionBoxScore
 
-__all__ = ["FAMILIES", "is_detr", "default_layers", "KeptQueries", "class_names", "pixel_values"]
+__all__ = ["FAMILIES", "family", "is_detr", "default_layers", "KeptQueries", "class_names", "pixel_values"]
 
 # class name -> how the image processor scores queries (see the module docstring)
 FAMILIES = {
@@ -44,7 +44,8 @@ FAMILIES = {
 }
 
 
-def _family(model: Any) -> str | None:
+def family(model: Any) -> str | None:
+    """How the model's image processor scores queries (a value of :data:`FAMILIES`), or ``None``."""
     for cls in type(model).__mro__:
         if cls.__name__ in FAMILIES:
             return FAMILIES[cls.__name__]
@@ -53,7 +54,7 @@ def _family(model: Any) -> str | None:
 
 def is_detr(model: Any) -> bool:
     """True for an HF DETR, Conditional DETR or RT-DETR detection model (or a subclass)."""
-    return isinstance(model, nn.Module) and _family(model) is not None
+    return isinstance(model, nn.Module) and family(model) is not None
 
 
 def class_names(model: nn.Module) -> dict[int, str]:
@@ -64,7 +65,7 @@ def class_names(model: nn.Module) -> dict[int, str]:
 def pixel_values(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """``(1, 3, H, W)`` model input from an RGB image in [0, 1], as the family's image processor
     normalises (RT-DETR: rescale only; DETR / Conditional DETR: ImageNet mean and std)."""
-    if _family(model) == "sigmoid-topq":
+    if family(model) == "sigmoid-topq":
         return image
     mean = image.new_tensor((0.485, 0.456, 0.406))[:, None, None]
     std = image.new_tensor((0.229, 0.224, 0.225))[:, None, None]

@@ -96,12 +96,13 @@ def explain_detections(
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
 
+    common = dict(method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates)
     if yolo.is_yolo(model):
-        return _explain_yolo(model, image, conf=0.25 if conf is None else conf, iou=iou, method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates)
+        return _explain_yolo(model, image, conf=0.25 if conf is None else conf, iou=iou, **common)
     if detr.is_detr(model):
-        return _explain_detr(model, image, processor=processor, conf=0.5 if conf is None else conf, method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates)
+        return _explain_detr(model, image, processor=processor, conf=0.5 if conf is None else conf, **common)
     if tvd.is_torchvision_detector(model):
-        return _explain_torchvision(model, image, conf=conf, method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates)
+        return _explain_torchvision(model, image, conf=conf, **common)
     raise InputError(
         f"explain_detections supports {SUPPORTED}; got {type(model).__name__}. "
         "For another detector use mmcam.CAM(model, layers) with a target returning (B, K) box scores "
@@ -147,15 +148,16 @@ def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, s
     if not isinstance(inputs, dict) or "pixel_values" not in inputs:
         raise InputError("the processor must return a dict with pixel_values (an HF image processor)")
     height, width = inputs["pixel_values"].shape[-2:]
-    family = detr.FAMILIES[next(c.__name__ for c in type(model).__mro__ if c.__name__ in detr.FAMILIES)]
-    kept = detr.KeptQueries(family, conf, (int(height), int(width)), max_boxes, candidates)
+    kept = detr.KeptQueries(detr.family(model), conf, (int(height), int(width)), max_boxes, candidates)
     with eval_mode(model):
         chosen = layers if layers is not None else detr.default_layers(model, inputs)
         exp = CAM(model, chosen, method=method)(inputs, [kept])
     boxes = kept.boxes.clamp(min=0) if kept.boxes is not None else None
     if boxes is not None:
         boxes = torch.minimum(boxes, boxes.new_tensor((width, height, width, height)))
-    return _explanation(shown, exp.maps[0], exp, boxes, kept.classes, detr.class_names(model), kept.confidences, kept.indices, conf, int(width) if width == height else [int(height), int(width)])
+    side = int(width) if width == height else [int(height), int(width)]
+    names = detr.class_names(model)
+    return _explanation(shown, exp.maps[0], exp, boxes, kept.classes, names, kept.confidences, kept.indices, conf, side)
 
 
 def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size, candidates) -> DetectionExplanation:
