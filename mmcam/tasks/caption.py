@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..adapters.hf_text import (
@@ -25,14 +24,13 @@ from ..adapters.hf_text import (
     generated_argmax,
     merge_subwords,
     processor_inputs,
+    run_cam,
     teacher_forced,
     text_ids,
     vision_layers,
 )
-from ..engine import CAM
 from ..errors import InputError
 from ..explain import TaskExplanation
-from ..reshape import Auto
 from ..render.overlay import save_png
 
 __all__ = ["CaptionExplanation", "explain_caption", "merge_subwords"]
@@ -98,7 +96,7 @@ def explain_caption(
     forced = teacher_forced(decoding, tokenizer, ids)
     chosen = layers if layers is not None else vision_layers(model, pixel_values)
     forward_inputs = decoding.forward_inputs({"pixel_values": pixel_values}, forced.decoder_ids)
-    exp = CAM(decoding.module, chosen, method=method, reshape=Auto(model))(forward_inputs, [forced.target])
+    exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
     logits = exp.output["logits"] if isinstance(exp.output, dict) else exp.output.logits
     offset = logits.shape[1] - forced.decoder_ids.shape[1]  # GIT: image tokens come first
     predicted = generated_argmax(logits[0], decoding, [p + offset for p in forced.target.positions])

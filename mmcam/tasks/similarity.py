@@ -16,12 +16,10 @@ from typing import Any
 
 from torch import nn
 
-from ..adapters.hf_text import processor_inputs, vision_layers
-from ..engine import CAM
+from ..adapters.hf_text import processor_inputs, run_cam, vision_layers
 from ..errors import InputError
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
-from ..reshape import Auto
 from ..targets import ImageTextSimilarity
 
 __all__ = ["SimilarityExplanation", "explain_similarity"]
@@ -76,7 +74,7 @@ def explain_similarity(
         )
     inputs, shown = processor_inputs(processor, image, text=texts, padding=True)
     chosen = layers if layers is not None else vision_layers(model, inputs["pixel_values"])
-    exp = CAM(model, chosen, method=method, reshape=Auto(model))(inputs, [ImageTextSimilarity()])
+    exp = run_cam(model, model, chosen, method, inputs, [ImageTextSimilarity()])
     cosine = ImageTextSimilarity(scaled=False).similarities(exp.output)[0]
     probability = exp.scores[0].softmax(-1)
     return SimilarityExplanation(

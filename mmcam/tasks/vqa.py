@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.hf_text import ANSWER_GENERATORS, decoding_for, generated_argmax, processor_inputs, teacher_forced, text_ids, vision_layers
+from ..adapters.hf_text import ANSWER_GENERATORS, decoding_for, generated_argmax, processor_inputs, run_cam, teacher_forced, text_ids, vision_layers
 from ..adapters.layers import default_layers
 from ..engine import CAM
 from ..errors import InputError, TargetError, close_matches
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
-from ..reshape import Auto, ScatterTokens
+from ..reshape import ScatterTokens
 from ..targets import ClassLogit, TopClasses, logits_of
 
 __all__ = ["VQAExplanation", "explain_vqa", "SUPPORTED"]
@@ -105,7 +105,7 @@ def _explain_generative(model, processor, image, question, answer, method, layer
     forced = teacher_forced(decoding, tokenizer, ids, whole=True)
     chosen = layers if layers is not None else vision_layers(model, inputs["pixel_values"])
     forward_inputs = decoding.forward_inputs(question_inputs, forced.decoder_ids)
-    exp = CAM(decoding.module, chosen, method=method, reshape=Auto(model))(forward_inputs, [forced.target])
+    exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
     logits = exp.output["logits"][0]
     predicted = generated_argmax(logits, decoding, forced.target.positions)
     text = forced.words[0]
