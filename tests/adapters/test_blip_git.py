@@ -61,7 +61,7 @@ def _teacher_logits(model, processor, exp, **text):
 
 
 @pytest.mark.parametrize("family", ["blip", "git"])
-def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(family, blip_captioner, git_captioner):
+def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(family, blip_captioner, git_captioner, tmp_path):
     model, processor = blip_captioner if family == "blip" else git_captioner
     before = snapshot(model)
     exp = explain_caption(model, processor, IMAGE)
@@ -79,6 +79,11 @@ def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(fami
     torch.testing.assert_close(exp.scores, _logp(model, processor, exp), rtol=1e-4, atol=1e-5)
     assert exp.maps.shape == (len(exp.items), SIZE, SIZE) and torch.isfinite(exp.maps).all()
     assert (exp.maps.flatten(1).std(1) > 0).all()
+    paths = exp.save(tmp_path)  # the caption strip: one 96-px thumbnail per word
+    from PIL import Image
+
+    strip = Image.open(tmp_path / "explanation_strip.png")
+    assert tmp_path / "explanation_strip.png" in paths and strip.width == len(exp.items) * 100 + 4
     tower = "vision_model" if family == "blip" else "git.image_encoder.vision_model"
     assert exp.layers == [f"{tower}.encoder.layers.1.layer_norm1"]
     assert_same_state(before, snapshot(model))

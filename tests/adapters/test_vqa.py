@@ -57,7 +57,22 @@ def test_bad_input(vilt):
     model, processor = vilt
     with pytest.raises(TargetError, match="not one of the model's answers"):
         explain_vqa(model, processor, IMAGE, "what color is it ?", answer="purple-ish")
+    with pytest.raises(TargetError, match="close ones: 'red'"):
+        explain_vqa(model, processor, IMAGE, "what color is it ?", answer="rde")
     with pytest.raises(InputError, match="question is empty"):
         explain_vqa(model, processor, IMAGE, "  ")
-    with pytest.raises(InputError, match="ViltForQuestionAnswering"):
+    with pytest.raises(InputError, match="ViltForQuestionAnswering, BlipForQuestionAnswering.*layers="):
         explain_vqa(torch.nn.Linear(2, 2), processor, IMAGE, "what ?")
+
+
+def test_answer_grounding_panel(vilt, tmp_path):
+    model, processor = vilt
+    exp = explain_vqa(model, processor, IMAGE, "what color is the circle ?", answer="green")
+    paths = exp.save(tmp_path)
+    assert tmp_path / "explanation_panel.png" in paths
+    from PIL import Image
+
+    panel = np.asarray(Image.open(tmp_path / "explanation_panel.png"))
+    # image and heatmap side by side (160 px each), question and answer written below
+    assert panel.shape[1] == 2 * 160 + 3 * 6 and panel.shape[0] > 160 + 2 * 14
+    assert exp.meta["answer"] == "green" and exp.items == ["green"]
