@@ -8,12 +8,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 __all__ = ["pointing_game", "relevance_mass", "relevance_mass_ratio", "rank_accuracy", "pixel_auroc"]
 
 
 def _check(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if maps.shape != masks.shape or maps.ndim != 3:
-        raise ValueError(f"maps and masks must both be (N, H, W), got {tuple(maps.shape)} and {tuple(masks.shape)}")
+        raise InputError(f"maps and masks must both be (N, H, W), got {tuple(maps.shape)} and {tuple(masks.shape)}")
     return maps.float(), masks.bool()
 
 
@@ -48,38 +50,37 @@ def relevance_mass_ratio(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tenso
 
 
 def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Relevance rank accuracy (CLEVR-XAI): ``|top-K pixels ∩ mask| / K`` with K = mask area."""
+    """Relevance rank accuracy (CLEVR-XAI, Arras et al. 2022, https://arxiv.org/abs/2003.07258):
+    ``|top-K pixels ∩ mask| / K`` with K = the mask's area (ties: row-major order); 0 for an
+    empty mask."""
     maps, masks = _check(maps, masks)
     flat, m = maps.flatten(1), masks.flatten(1)
-    out = torch.zeros(maps.shape[0], device=maps.device)
-    for i in range(maps.shape[0]):
-        k = int(m[i].sum())
-        if k:
-            out[i] = m[i][flat[i].topk(k).indices].float().mean()
-    return out
+    order = flat.argsort(dim=1, descending=True, stable=True)
+    k = m.sum(1)
+    top = torch.arange(flat.shape[1], device=flat.device)[None] < k[:, None]  # in sorted order
+    hits = (m.gather(1, order) & top).sum(1)
+    return hits.float() / k.clamp_min(1).float()
 
 
 def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Area under the ROC curve of the map's values as a detector of mask pixels
-    (Mann–Whitney U with average ranks for ties; 0.5 = chance, 1 = perfect)."""
+    (Mann–Whitney U with average ranks for ties: ``(R⁺ − P(P+1)/2) / (P·N)``, R⁺ the rank sum
+    of the P mask pixels, N outside; 0.5 = chance, 1 = perfect, 0.5 for an empty or full mask)."""
     maps, masks = _check(maps, masks)
-    out = torch.full((maps.shape[0],), 0.5, device=maps.device)
-    for i in range(maps.shape[0]):
-        values, positive = maps[i].flatten(), masks[i].flatten()
-        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-        if n_pos == 0 or n_neg == 0:
-            continue
-        ranks = _average_ranks(values)
-        out[i] = (ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    return out
+    flat, positive = maps.flatten(1), masks.flatten(1)
+    ranks = average_ranks(flat)
+    n_pos = positive.sum(1).double()
+    n_neg = (~positive).sum(1).double()
+    u = (ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2
+    valid = (n_pos > 0) & (n_neg > 0)
+    return torch.where(valid, u / (n_pos * n_neg).clamp_min(1), torch.full_like(u, 0.5)).float()
 
 
-def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks, ties sharing their average rank."""
-    sorted_values, order = values.sort()
-    ranks = torch.empty_like(values, dtype=torch.float64)
-    _, inverse, counts = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    average = ends - (counts.double() - 1) / 2
-    ranks[order] = average[inverse]
-    return ranks
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks along the last dimension of ``(N, L)``, ties sharing their average rank
+    (batched: a tie group spans ``searchsorted`` left..right in the sorted row)."""
+    v = values.double()
+    ordered = v.sort(dim=-1).values.contiguous()
+    left = torch.searchsorted(ordered, v.contiguous(), right=False)
+    right = torch.searchsorted(ordered, v.contiguous(), right=True)
+    return (left + right + 1).double() / 2
