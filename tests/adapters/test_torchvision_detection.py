@@ -104,3 +104,21 @@ def test_empty_out_of_range_and_conf(detector):
     conf = float(scores[2:4].mean())  # between the 3rd and 4th kept scores: 3 detections pass
     some = explain_detections(model, IMAGE, conf=conf)
     assert some.meta["raw_indices"] == [0, 1, 2] and min(some.meta["confidences"]) > conf
+
+
+def test_later_forwards_score_the_same_detections():
+    """Perturbation methods re-run the model: each frozen box is scored by the same-label
+    detection overlapping it most (IoU >= 0.5), else 0."""
+    from mmcam.adapters.torchvision_detection import KeptDetections
+
+    boxes = torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 10, 10]])
+    first = [{"boxes": boxes, "labels": torch.tensor([1, 2, 3]), "scores": torch.tensor([0.9, 0.8, 0.7])}]
+    kept = KeptDetections(max_boxes=2)
+    torch.testing.assert_close(kept(first), torch.tensor([[0.9, 0.8]]))
+    later = [
+        first[0],
+        {"boxes": torch.tensor([[21.0, 21, 40, 40], [0, 0, 10, 10]]), "labels": torch.tensor([2, 3]), "scores": torch.tensor([0.5, 0.4])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)},
+    ]
+    # image 1: box 0 (label 1) has only a label-3 twin -> 0; box 1 matches at IoU 0.9; image 2 is empty
+    torch.testing.assert_close(kept(later), torch.tensor([[0.9, 0.8], [0.0, 0.5], [0.0, 0.0]]))
