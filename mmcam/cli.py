@@ -21,7 +21,7 @@ from typing import Any
 from .errors import InputError, MMCamError
 
 TASKS = ("classify", "caption", "vqa", "detect", "segment", "action")
-ZOO_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "captioner": "caption", "vqa": "vqa", "qnet": "action"}
+ZOO_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "detr": "detect", "captioner": "caption", "vqa": "vqa", "qnet": "action"}
 SCHEMA = Path(__file__).parent / "schemas" / "explain_summary.schema.json"
 
 
