@@ -155,3 +155,24 @@ def test_detect_engine_batch_equals_explain_detections_on_yolo():
         np.testing.assert_allclose(got.meta["boxes"], want.meta["boxes"], atol=0.02)
         torch.testing.assert_close(got.scores, want.scores, atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(got.maps, want.maps, atol=1e-4, rtol=0)
+
+
+def test_caption_runs_image_by_image_over_a_nested_folder(tmp_path):
+    from PIL import Image
+
+    from mmcam.tasks.caption import explain_caption
+
+    images = _scene_arrays(3, seed=21)
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    paths = [tmp_path / "data" / "a.png", tmp_path / "data" / "sub" / "b.png", tmp_path / "data" / "sub" / "c.png"]
+    for img, path in zip(images, paths):
+        Image.fromarray(img).save(path)
+    result = run_batch("caption", "zoo:captioner", tmp_path / "data", tmp_path / "out", batch_size=2, num_workers=1, progress=False)
+    assert (result.images, result.explained, result.failed) == (3, 3, 0)
+    rows, maps = load_run(tmp_path / "out")
+    model, processor = zoo.load("captioner")
+    for path, image_id in zip(paths, ["a.png", "sub/b.png", "sub/c.png"]):
+        want = explain_caption(model, processor, str(path))
+        mine = [r for r in rows if r["image_id"] == image_id]
+        assert [r["label"] for r in mine] == want.items and {r["prediction"] for r in mine} == {want.meta["caption"]}
+        assert maps[mine[0]["key"]].shape == (len(want.items), *want.maps.shape[-2:])
