@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -74,28 +75,34 @@ def shards_for_rank(num_shards: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, num_shards, world_size))
 
 
-def all_reduce_sums(sums: Mapping[str, Sequence[float]], device: "str | torch.device" = "cpu") -> dict[str, tuple[float, float]]:
+def all_reduce_sums(sums: Mapping[Any, Sequence[float]], device: "str | torch.device" = "cpu") -> dict[Any, tuple[float, float]]:
     """Sum ``{name: (sum, count)}`` over every rank; the same dict on every rank.
 
-    A name some ranks never saw counts as ``(0, 0)`` there (names are gathered first with
+    Names are strings or tuples of strings (e.g. ``(method, metric)``). A name some ranks
+    never saw counts as ``(0, 0)`` there (names are gathered first with
     ``all_gather_object``). Sums travel as float64, so totals of per-item metrics agree with a
     single process up to float64 rounding of the order of addition. In a single process the
-    input comes back unchanged (as tuples). ``device``: where the reduction tensor lives
-    (``cuda`` for ``nccl``).
+    input comes back unchanged (as float tuples). ``device``: where the reduction tensor
+    lives (``cuda`` for ``nccl``).
+
+    Example (per rank, after evaluating cases ``rank::world``)::
+
+        totals = all_reduce_sums({("gradcam", "pointing"): (hits, items)})
+        pointing = means(totals)[("gradcam", "pointing")]
     """
-    local = {str(k): (float(v[0]), float(v[1])) for k, v in sums.items()}
+    local = {k: (float(v[0]), float(v[1])) for k, v in sums.items()}
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return local
-    gathered: list[list[str] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(local))
-    names = sorted(set().union(*(g or [] for g in gathered)))
+    gathered: list[list[Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, list(local))
+    names = sorted(set().union(*(g or [] for g in gathered)), key=repr)  # the same order on every rank
     packed = torch.tensor([local.get(n, (0.0, 0.0)) for n in names], dtype=torch.float64, device=device).reshape(-1, 2)
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)
     return {n: (float(s), float(c)) for n, (s, c) in zip(names, packed.cpu().tolist())}
 
 
-def means(sums: Mapping[str, Sequence[float]]) -> dict[str, float]:
+def means(sums: Mapping[Any, Sequence[float]]) -> dict[Any, float]:
     """``sum / count`` per name (NaN where the count is 0)."""
     return {k: (float(v[0]) / float(v[1]) if v[1] else float("nan")) for k, v in sums.items()}

@@ -37,7 +37,7 @@ def _reduce_worker(rank: int, init_file: str, results) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        local = {"pointing": (3.0, 4.0), "mass": (0.25, 1.0)} if rank == 0 else {"pointing": (1.0, 2.0), "auroc": (0.5, 1.0)}
+        local = {"pointing": (3.0, 4.0), ("gradcam", "mass"): (0.25, 1.0)} if rank == 0 else {"pointing": (1.0, 2.0), "auroc": (0.5, 1.0)}
         results[rank] = all_reduce_sums(local)
     finally:
         dist.destroy_process_group()
@@ -46,7 +46,7 @@ def _reduce_worker(rank: int, init_file: str, results) -> None:
 def test_all_reduce_sums_over_two_gloo_processes_with_different_names(tmp_path):
     results = mp.Manager().dict()
     mp.spawn(_reduce_worker, args=(str(tmp_path / "init"), results), nprocs=2)
-    expected = {"auroc": (0.5, 1.0), "mass": (0.25, 1.0), "pointing": (4.0, 6.0)}
+    expected = {"auroc": (0.5, 1.0), ("gradcam", "mass"): (0.25, 1.0), "pointing": (4.0, 6.0)}
     assert results[0] == results[1] == expected
 
 
