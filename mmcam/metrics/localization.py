@@ -21,16 +21,18 @@ def _check(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 0) -> torch.Tensor:
     """Pointing game (Zhang et al., ECCV 2016, https://arxiv.org/abs/1608.00507): 1 where the
-    map's maximum lies in the mask dilated by ``tolerance`` pixels (a disc), else 0. Ties in
-    the maximum: the first position in row-major order."""
+    map's maximum lies in the mask dilated by ``tolerance`` pixels (a disc), else 0. A maximum
+    shared by several pixels scores the share of them that hit (the expected hit under random
+    tie-breaking), so a constant map scores the (dilated) mask's share of the image."""
     maps, masks = _check(maps, masks)
     if tolerance > 0:
         r = tolerance
         yy, xx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
         disc = ((yy**2 + xx**2) <= r * r).float()[None, None].to(maps.device)
         masks = F.conv2d(masks[:, None].float(), disc, padding=r)[:, 0] > 0
-    peak = maps.flatten(1).argmax(1)
-    return masks.flatten(1).gather(1, peak[:, None])[:, 0].float()
+    flat = maps.flatten(1)
+    peaks = flat == flat.max(1, keepdim=True).values
+    return (peaks & masks.flatten(1)).sum(1).float() / peaks.sum(1).float()
 
 
 def relevance_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -51,15 +53,18 @@ def relevance_mass_ratio(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tenso
 
 def rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Relevance rank accuracy (CLEVR-XAI, Arras et al. 2022, https://arxiv.org/abs/2003.07258):
-    ``|top-K pixels ∩ mask| / K`` with K = the mask's area (ties: row-major order); 0 for an
-    empty mask."""
+    ``|top-K pixels ∩ mask| / K`` with K = the mask's area; 0 for an empty mask. Pixels tied
+    with the K-th largest value fill the remaining top-K slots in proportion (the expected
+    value under random tie-breaking), so a constant map scores the mask's share of the image."""
     maps, masks = _check(maps, masks)
     flat, m = maps.flatten(1), masks.flatten(1)
-    order = flat.argsort(dim=1, descending=True, stable=True)
     k = m.sum(1)
-    top = torch.arange(flat.shape[1], device=flat.device)[None] < k[:, None]  # in sorted order
-    hits = (m.gather(1, order) & top).sum(1)
-    return hits.float() / k.clamp_min(1).float()
+    ordered = flat.sort(dim=1, descending=True).values
+    kth = ordered.gather(1, (k - 1).clamp_min(0)[:, None])  # the K-th largest value
+    above, tied = flat > kth, flat == kth
+    slots = (k - above.sum(1)).float()
+    hits = (above & m).sum(1).float() + slots * (tied & m).sum(1).float() / tied.sum(1).clamp_min(1).float()
+    return torch.where(k > 0, hits / k.clamp_min(1).float(), torch.zeros_like(hits))
 
 
 def pixel_auroc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

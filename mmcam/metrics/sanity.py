@@ -69,11 +69,12 @@ def _reinitialize(module: nn.Module) -> None:
 @dataclass
 class RandomizationResult:
     """``spearman[s]``: mean Spearman of |map| between the trained model and the model with
-    stages ``0..s`` randomized (``stages[s]`` names them); ``passes``: the last value is below
-    :data:`PASS_THRESHOLD`."""
+    stages ``0..s`` randomized (``stages[s]`` names them), ``per_map[s]`` the values of each
+    map; ``passes``: the last mean is below :data:`PASS_THRESHOLD`."""
 
     stages: list[list[str]]
     spearman: list[float]
+    per_map: list[list[float]]
 
     @property
     def final(self) -> float:
@@ -99,12 +100,12 @@ def cascading_randomization(
     reference = explain(work).detach().abs()
     stages = randomization_stages(work, n_stages)
     modules = dict(work.named_modules())
-    values = []
+    per_map = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for stage in stages:
             with torch.no_grad():
                 for name in stage:
                     _reinitialize(modules[name])
-            values.append(round(float(spearman(reference, explain(work).detach().abs()).mean()), 4))
-    return RandomizationResult(stages, values)
+            per_map.append(spearman(reference, explain(work).detach().abs()).tolist())
+    return RandomizationResult(stages, [round(sum(v) / len(v), 4) for v in per_map], per_map)

@@ -29,7 +29,29 @@ def test_constant_map_scores_chance():
     assert relevance_mass(flat, m).item() == pytest.approx(0.25)
     assert relevance_mass_ratio(flat, m).item() == pytest.approx(1.0)
     assert pixel_auroc(flat, m).item() == pytest.approx(0.5)
+    assert pointing_game(flat, m).item() == pytest.approx(0.25)  # expected hit over the tied maxima
+    assert rank_accuracy(flat, m).item() == pytest.approx(0.25)
     assert relevance_mass(torch.zeros(1, 4, 4), m).item() == pytest.approx(0.25)
+    # tolerance 1 (a disc of radius 1) grows the 2x2 mask to 12 pixels: the chance value follows
+    assert pointing_game(flat, m, tolerance=1).item() == pytest.approx(12 / 16)
+
+
+def test_ties_count_in_proportion():
+    m = _mask()
+    heat = torch.zeros(1, 4, 4)
+    heat[0, 0, 0] = heat[0, 1, 1] = 1.0  # two tied maxima, one inside
+    assert pointing_game(heat, m).item() == pytest.approx(0.5)
+    # top-4: both maxima (1 hit), then 2 slots among 14 tied zeros of which 3 are mask pixels
+    assert rank_accuracy(heat, m).item() == pytest.approx((1 + 2 * 3 / 14) / 4)
+
+
+def test_metrics_are_batched_per_sample():
+    m = _mask().expand(3, 4, 4).clone()
+    maps = torch.stack([m[0].float(), torch.ones(4, 4), torch.rand(4, 4)])
+    for fn in (pointing_game, relevance_mass, rank_accuracy, pixel_auroc):
+        batched = fn(maps, m)
+        single = torch.cat([fn(maps[i : i + 1], m[i : i + 1]) for i in range(3)])
+        torch.testing.assert_close(batched, single)
 
 
 def test_hand_values():
