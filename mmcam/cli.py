@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="a CAM method; default: the task's own")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
     p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
-    p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
+    p.add_argument("--conf", type=float, help="detect: confidence threshold (default: the detector's own, 0.25 for YOLO)")
     p.add_argument("--question", help="vqa: the question asked of every image")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward (classify, segment, action, detect on YOLO; caption/vqa go image by image)")

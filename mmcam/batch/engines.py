@@ -31,7 +31,8 @@ TASKS = ("classify", "segment", "detect", "caption", "vqa", "action")
 
 
 class Engine:
-    """``prepare(PIL image) -> data`` runs in a worker; ``explain(list of data)`` returns one
+    """``prepare(read(path))`` runs in a worker (``read``: an RGB PIL image, or an array for
+    ``.npy`` observations); ``explain(list of prepared data)`` returns one
     :class:`~mmcam.explain.TaskExplanation` per image or raises an ``MMCamError`` for the batch
     (the runner then retries image by image to find the culprit)."""
 
@@ -210,14 +211,14 @@ class DetectEngine(Engine):
 
     task, batched = "detect", True
 
-    def __init__(self, model: Any, method: str | None, layers: Any, conf: float = 0.25, iou: float = 0.45, size: int | None = None, device: str = "cpu"):
+    def __init__(self, model: Any, method: str | None, layers: Any, conf: float | None = None, iou: float = 0.45, size: int | None = None, device: str = "cpu"):
         from ..adapters import ultralytics as yolo
 
         self.inner = yolo.inner_model(model)
         self.side = size or yolo.input_size(model)
         if self.side % 32:
             raise InputError(f"the image size must be a multiple of 32 for YOLO, got {self.side}; pass size=")
-        self.conf, self.iou, self.device = conf, iou, device
+        self.conf, self.iou, self.device = 0.25 if conf is None else conf, iou, device
         self.names = yolo.class_names(model)
         self.cam = CAM(self.inner, layers if layers is not None else yolo.default_layers(self.inner), method=method or "layercam")
 
@@ -293,7 +294,7 @@ class PerImageEngine(Engine):
 
 
 def build_engine(
-    task: str, model: Any, processor: Any, *, method: str | None, layers: Any, topk: int = 1, conf: float = 0.25,
+    task: str, model: Any, processor: Any, *, method: str | None, layers: Any, topk: int = 1, conf: float | None = None,
     question: str | None = None, device: str = "cpu",
 ) -> Engine:
     """The engine of ``task`` (see the module docstring for which tasks batch). ``device``:

@@ -56,7 +56,7 @@ def run_batch(
     layers: Any = None,
     question: str | None = None,
     topk: int = 1,
-    conf: float = 0.25,
+    conf: float | None = None,
     weights: str | None = None,
     image_dir: "str | Path | None" = None,
     shard_size: int = 64,

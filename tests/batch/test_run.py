@@ -138,7 +138,7 @@ def test_action_engine_batch_equals_explain_action_and_runs_over_npy_folder(tmp_
     assert [r["prediction"] for r in rows if r["status"] == "ok"] == [e.meta["action_name"] for e in batched]
 
 
-def test_detect_engine_batch_equals_explain_detections_on_yolo():
+def test_detect_engine_batch_equals_explain_detections_on_yolo(tmp_path):
     from mmcam.batch.engines import DetectEngine
     from mmcam.tasks.detection import explain_detections
 
@@ -155,6 +155,13 @@ def test_detect_engine_batch_equals_explain_detections_on_yolo():
         np.testing.assert_allclose(got.meta["boxes"], want.meta["boxes"], atol=0.02)
         torch.testing.assert_close(got.scores, want.scores, atol=1e-4, rtol=1e-5)
         torch.testing.assert_close(got.maps, want.maps, atol=1e-4, rtol=0)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    run_batch("detect", "zoo:yolo", tmp_path, tmp_path / "out", batch_size=8, num_workers=0, progress=False)
+    rows, maps = load_run(tmp_path / "out")
+    assert [r["label"] for r in rows if r["status"] == "ok"] == [item for e in batched for item in e.items]
+    assert [r["index"] for r in rows if r["status"] == "empty"] == [4]  # the blank image: a row, no map
+    assert all(maps[r["key"]].shape[0] == len(batched[r["index"]].items) for r in rows if r["status"] == "ok")
 
 
 def test_caption_runs_image_by_image_over_a_nested_folder(tmp_path):
