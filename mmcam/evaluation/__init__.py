@@ -41,6 +41,10 @@ from .cases import TASKS, Case, prepare
 
 __all__ = ["evaluate", "Evaluation", "COLUMNS", "TASKS", "ZOO_MODEL"]
 
+#: Generated scenes and grid states use seeds from here on: the zoo's training draws use
+#: ``seed * 1_000_003 + step`` (step < 10^6), so evaluation never sees a training scene.
+FRESH_SEEDS = 10**9
+
 #: The zoo model each task is evaluated on by default.
 ZOO_MODEL = {"classify": "classifier", "detect": "yolo", "segment": "segmenter", "caption": "captioner", "vqa": "vqa", "action": "qnet"}
 
@@ -193,14 +197,14 @@ def _samples(task: str, dataset: "str | Path | None", image_dir: "str | Path | N
             raise InputError("the action task runs on generated gridworld states; leave out --dataset")
         from ..data import generate_grids
 
-        return generate_grids(n, seed)
+        return generate_grids(n, FRESH_SEEDS + seed)
     from ..data import load_coco
 
     if dataset is None:
         from ..data import SceneConfig, generate_scenes, write_coco
 
         backgrounds = ("plain", "textured", "cluttered")
-        scenes = [s for i, b in enumerate(backgrounds) for s in generate_scenes(n // 3 + (i < n % 3), seed * 3 + i, SceneConfig(background=b))]
+        scenes = [s for i, b in enumerate(backgrounds) for s in generate_scenes(n // 3 + (i < n % 3), FRESH_SEEDS + seed * 3 + i, SceneConfig(background=b))]
         dataset = write_coco(scenes, workdir, name=f"scenes-seed{seed}")
     return load_coco(dataset, image_dir)[:n]
 

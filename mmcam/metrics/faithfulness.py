@@ -3,8 +3,8 @@
 Every function takes
 
 - ``score_fn(images) -> (N, K)``: the model's K explained scalars, *as probabilities*, for a
-  batch of N versions of one image (model-input space, ``(N, C, H, W)``). Build one from a
-  task explanation with :func:`mmcam.evaluate.probability_fn` or write your own;
+  batch of N versions of one image (model-input space, ``(N, C, H, W)``); every task's
+  is built in :mod:`mmcam.evaluation.cases` (``Case.probabilities``), or write your own;
 - ``image`` ``(C, H, W)``: the model input (already normalised as the model expects);
 - ``maps`` ``(K, H, W)``: one map per explained item, at the input's size.
 

@@ -31,9 +31,10 @@ def _numbers(ev: Evaluation) -> dict:
 
 
 def test_table_has_methods_baselines_and_sanity(run, tmp_path):
-    assert {"gradcam", "baseline: centre", "baseline: uniform", "baseline: random", "guided-backprop"} <= set(run.rows)
+    assert {"gradcam", "baseline: centre", "baseline: uniform", "baseline: random", "guided-backprop", "guided-gradcam"} <= set(run.rows)
+    assert set(run.sanity) == {"gradcam", "guided-backprop", "guided-gradcam"}
     row = run.rows["gradcam"]
-    for column in ("pointing", "mass", "mass_ratio", "rank_acc", "auroc", "deletion", "insertion", "road_morf", "road_lerf", "avg_drop", "rho_randomized"):
+    for column in ("pointing", "pointing_tol", "mass", "mass_ratio", "rank_acc", "auroc", "deletion", "insertion", "road_morf", "road_lerf", "avg_drop", "rho_randomized"):
         assert column in row and not math.isnan(row[column]), column
     assert 0 <= row["pointing"] <= 1 and 0 <= row["auroc"] <= 1
     # constant map: chance values, exactly
