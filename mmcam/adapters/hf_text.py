@@ -114,7 +114,7 @@ class DecoderLogits(nn.Module):
         for name, child in model.named_children():
             self.add_module(name, child)
         self.config = getattr(model, "config", None)
-        self.train(model.training)
+        self.training = model.training  # the flag only: .train() would recurse into the model's modules
 
     def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
         seen: list[torch.Tensor] = []

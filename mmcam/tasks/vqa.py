@@ -58,7 +58,7 @@ def explain_vqa(
     processor: Any,
     image: Any,
     question: str,
-    answer: str | None = None,
+    answer: "str | int | None" = None,
     *,
     method: str = "gradcam",
     layers: Any = None,
@@ -66,7 +66,7 @@ def explain_vqa(
 ) -> VQAExplanation:
     """The map of the model's answer (or of ``answer``) to ``question`` about ``image``.
 
-    ``model``: ``ViltForQuestionAnswering`` (``answer`` must be one of its labels) or
+    ``model``: ``ViltForQuestionAnswering`` (``answer``: one of its labels, or a label index) or
     ``BlipForQuestionAnswering`` (any ``answer`` text is teacher-forced; by default the
     generated answer). ``layers`` overrides the default layer (found by structure).
 
@@ -93,6 +93,8 @@ def explain_vqa(
 def _explain_generative(model, processor, image, question, answer, method, layers, max_length) -> VQAExplanation:
     """BLIP-VQA: generate (or take) the answer, teacher-force it, explain log p(answer)."""
     decoding = decoding_for(model, ANSWER_GENERATORS)
+    if answer is not None and not isinstance(answer, str):
+        raise InputError(f"{decoding.family} generates its answer as text: pass answer= as a string, got {answer!r}")
     inputs, shown = processor_inputs(processor, image, text=question)
     tokenizer = getattr(processor, "tokenizer", processor)
     question_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values") if k in inputs}
@@ -143,6 +145,10 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     if answer is None:
         target: Any = TopClasses(1)
+    elif isinstance(answer, int):  # a label index
+        if not 0 <= answer < model.config.num_labels:
+            raise TargetError(f"answer index {answer} is out of range for {model.config.num_labels} labels; pass 0..{model.config.num_labels - 1} or a label")
+        target = ClassLogit(answer)
     else:
         label2id = {v: k for k, v in id2label.items()}
         if answer not in label2id:

@@ -51,6 +51,11 @@ def test_answer_scores_match_the_model(vilt):
     exp = explain_vqa(model, processor, IMAGE, "is there a red circle ?", answer="yes")
     logits = model(**processor(images=IMAGE, text="is there a red circle ?")).logits[0]
     assert exp.scores[0].item() == pytest.approx(logits[LABELS.index("yes")].item(), abs=1e-4)
+    by_index = explain_vqa(model, processor, IMAGE, "is there a red circle ?", answer=LABELS.index("yes"))
+    torch.testing.assert_close(by_index.maps, exp.maps)
+    assert by_index.items == ["yes"]
+    with pytest.raises(TargetError, match="answer index 9 is out of range for 5 labels"):
+        explain_vqa(model, processor, IMAGE, "is there a red circle ?", answer=9)
 
 
 def test_bad_input(vilt):
