@@ -1,6 +1,6 @@
 """Dataset throughput: the single-image path in a loop vs ``mmcam batch`` on 1 and 2 processes.
 
-    python -m bench.batch [--images 100] [--batch-size 32] [--rounds 1]
+    python -m bench.batch [--images 100] [--batch-size 32] [--rounds 1] [--threads N]
 
 On the same scenes (a COCO dataset written once), with the zoo classifier and Grad-CAM:
 
@@ -96,8 +96,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch threads per process for every variant (default: torch's; torchrun ranks use 1)")
     args = parser.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the mmcam batch commands
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -115,6 +120,7 @@ def main() -> None:
             results["batch2"].append(_batch_cli(coco, root / f"out2-{r}", args.batch_size, 2))
     med = {k: [statistics.median(v[i] for v in vals) for i in range(2)] for k, vals in results.items()}
     print(f"{args.images} scenes (64x64), zoo classifier, gradcam, batch size {args.batch_size}, 1 DataLoader worker per process, "
+          f"{torch.get_num_threads()} torch thread(s) per process, "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs, median of {args.rounds} round(s), "
           f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
     print("| variant | images/s | x loop | images/s incl. Python start |")

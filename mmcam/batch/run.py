@@ -125,7 +125,7 @@ def run_batch(
                 model, processor = _load(model_spec, weights, task, device)
                 engine = build_engine(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, device=device)
                 _explain_shards(engine, records, pending, shard_size, batch_size, num_workers, out, dist, progress)
-            sums = all_reduce_sums(_sums(out, mine))
+            sums = all_reduce_sums(_sums(out, mine))  # a collective: every rank has written its shards
             if dist.is_main:
                 rows = store.merge_index(out, range(num_shards))
                 _check_complete(rows, records)
@@ -214,8 +214,8 @@ def _rows(record: Record, shard: int, error: str | None, exp: TaskExplanation | 
     prediction = _prediction(exp)
     if len(exp.items) == 0:
         return [{**base, "status": "empty", "item": None, "prediction": prediction, "note": exp.meta.get("note", "")}], None
-    maps = exp.maps.detach().float().clamp(0, 1)
-    array = (maps * 255).round().to(torch.uint8).cpu().numpy()
+    maps = exp.maps.detach().float().cpu()
+    array = np.rint(maps.numpy().clip(0, 1) * 255).astype(np.uint8)  # numpy: tiny torch ops stall on a busy machine
     npz = store.shard_paths(out, shard)[0].name
     extras = _item_extras(exp)
     rows = [
