@@ -202,7 +202,9 @@ class CAM:
             return self._measure_modes(scores, leaves)
         if mode == "batched" and k > 1:
             try:
-                return self._check_grads(_batched_grads(scores, leaves), leaves)
+                # keep the graph when a failure falls back to the loop: a batched backward that
+                # fails midway has already freed the buffers of the nodes it ran
+                return self._check_grads(_batched_grads(scores, leaves, retain=self.grad_mode == "auto"), leaves)
             except RuntimeError as error:
                 if self.grad_mode == "batched":
                     raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error

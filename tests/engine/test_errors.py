@@ -153,3 +153,43 @@ def test_bad_inputs(resnet):
 def test_all_errors_are_mmcam_errors():
     for cls in (GradientError, InputError, LayerError, MethodError, TargetError):
         assert issubclass(cls, MMCamError)
+
+
+class _NoVmapBackward(torch.autograd.Function):
+    """Identity whose backward reads a Python number: fine in a plain backward, impossible
+    under the batched (vmapped) one."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (1.0 + 0.0 * float(grad.sum().item()))
+
+
+class _NoVmapModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = _NoVmapBackward.apply(torch.relu(self.conv(x)))
+        return self.head(y.mean((2, 3)))
+
+
+def test_batched_gradients_that_fail_midway_fall_back_to_the_loop():
+    """A batched backward that fails after freeing part of the graph must still leave the
+    graph for the loop (auto mode), and give the loop's gradients."""
+    torch.manual_seed(0)
+    model = _NoVmapModel().eval()
+    x = torch.rand(1, 3, 8, 8)
+    cam = mmcam.CAM(model, "conv")
+    cam._chosen_mode = "batched"  # as if measured faster on an earlier call
+    exp = cam(x, [0, 2])
+    assert cam._chosen_mode == "loop"
+    reference = mmcam.CAM(model, "conv", grad_mode="loop")(x, [0, 2])
+    torch.testing.assert_close(exp.raw, reference.raw)
+    with pytest.raises(GradientError, match="grad_mode='loop'"):
+        mmcam.CAM(model, "conv", grad_mode="batched")(x, [0, 2])
