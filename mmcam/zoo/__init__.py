@@ -49,11 +49,15 @@ def load(name: str) -> tuple[Any, Any]:
     load_model(model, str(WEIGHTS_DIR / f"{name}.safetensors"))
     model.eval()
     pre = cfg.get("preprocessing")
-    if cfg.get("vocab"):
+    if cfg["architecture"]["type"] == "hf_detr":
+        from .processing import detr_processor
+
+        processor: Any = detr_processor(cfg)
+    elif cfg.get("vocab"):
         from .text import CaptionProcessor, VQAProcessor
 
         kind = VQAProcessor if cfg.get("processor") == "vqa" else CaptionProcessor
-        processor: Any = kind(cfg["vocab"], **{k: v for k, v in pre.items() if k != "as_dict"})
+        processor = kind(cfg["vocab"], **{k: v for k, v in pre.items() if k != "as_dict"})
     else:
         processor = ImageProcessor(**pre, labels=cfg.get("labels")) if pre else None
     if hasattr(model, "config") and cfg.get("labels") and cfg["architecture"]["type"] != "hf_vilt_vqa":

@@ -16,6 +16,7 @@ _ARCH = {
     "ultralytics_yolo": "ultralytics YOLOv8n from `{yaml}` ({nc} classes, {imgsz} px), weights stored as {dtype}",
     "hf_vision_encoder_decoder": "HF `VisionEncoderDecoderModel`: ViT encoder ({encoder[hidden_size]} hidden, {encoder[num_hidden_layers]} layers, patch {encoder[patch_size]}) + GPT-2 decoder ({decoder[n_embd]} dims, {decoder[n_layer]} layers, cross-attention), word-level vocabulary built from `mmcam.data.VOCAB`, greedy `generate()`",
     "hf_vilt_vqa": "HF `ViltForQuestionAnswering` ({config[hidden_size]} hidden, {config[num_hidden_layers]} layers, patch {config[patch_size]}, all patches), word-level vocabulary, {config[num_labels]} answers",
+    "hf_detr": "HF `DetrForObjectDetection` (d_model {config[d_model]}, {config[encoder_layers]}+{config[decoder_layers]} encoder/decoder layers, {config[num_queries]} queries) on a basic HF `ResNetBackbone` (widths {backbone[hidden_sizes]}, output `{backbone[out_features][0]}`: a 4x4 map at 64 px), trained from scratch with ordinary BatchNorm; processor: HF `DetrImageProcessor`",
     "hf_segformer": "HF `SegformerForSemanticSegmentation` (hidden sizes {config[hidden_sizes]}, depths {config[depths]}, decoder {config[decoder_hidden_size]})",
 }
 
@@ -33,9 +34,13 @@ def card_text(name: str, cfg: dict[str, Any]) -> str:
         + (f"a fixed set of {cfg['data']['train_images']} generated training images." if "train_images" in cfg.get("data", {})
            else f"fresh scenes every step ({json.dumps({k: v for k, v in cfg.get('data', {}).items() if k != 'config'})})."),
         f"- **Preprocessing**: {json.dumps(cfg.get('preprocessing'))}",
-        f"- **Training**: seed {train.get('seed')}, {train.get('steps')} steps, {train.get('minutes')} min on a 2-core CPU; "
-        f"reproduce with `{train.get('command')}`.",
+        f"- **Training**: seed {train.get('seed')}, {train.get('steps')} steps, {train.get('minutes')} min on a 2-core CPU"
+        + (f" ({train['threads']} torch thread{'s' if train['threads'] > 1 else ''})" if train.get("threads") else "") + "; "
+        f"reproduce with `{train.get('command')}`." + (f" {train['note']}" if train.get("note") else ""),
         f"- **Quality** (scenes from an unseen seed): {json.dumps(cfg.get('metrics'))}",
+        *([f"- **Reliance** (`python -m mmcam.zoo.reliance`: share of correct predictions that change when the referred object / a distractor "
+           f"is deleted by exact re-rendering): referred {cfg['reliance']['referred_change']:.1%}, distractor {cfg['reliance']['distractor_change']:.1%} "
+           f"({cfg['reliance']['cases']} cases; {cfg['reliance']['definition']})"] if cfg.get("reliance") else []),
         "- **Limits**: trained only on synthetic scenes (flat-coloured shapes, 64 px); it says nothing about natural images.",
         "",
     ]

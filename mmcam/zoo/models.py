@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-__all__ = ["SmallResNet", "QNetwork", "build"]
+__all__ = ["SmallResNet", "QNetwork", "build", "trainable_detr_backbone"]
 
 
 class SmallResNet(torchvision.models.ResNet):
@@ -97,4 +97,33 @@ def build(config: dict[str, Any]) -> nn.Module:
         from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
         return SegformerForSemanticSegmentation(SegformerConfig(**arch["config"]))
+    if kind == "hf_detr":
+        from transformers import DetrConfig, DetrForObjectDetection, ResNetConfig
+
+        config = dict(arch["config"])
+        config["id2label"] = {int(k): v for k, v in config["id2label"].items()}
+        model = DetrForObjectDetection(DetrConfig(backbone_config=ResNetConfig(**arch["backbone"]), **config))
+        return trainable_detr_backbone(model)
     raise ValueError(f"unknown zoo architecture {kind!r}")
+
+
+def trainable_detr_backbone(model: nn.Module) -> nn.Module:
+    """Undo what ``DetrConvEncoder`` does for fine-tuning a pretrained backbone, so a DETR
+    can learn from scratch: swap every ``DetrFrozenBatchNorm2d`` back to ``nn.BatchNorm2d``
+    (same statistics) and re-enable gradients on every parameter (the stem and first stage
+    are frozen by the library). Returns ``model`` (changed in place)."""
+    from transformers.models.detr.modeling_detr import DetrFrozenBatchNorm2d
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, DetrFrozenBatchNorm2d):
+                bn = nn.BatchNorm2d(child.weight.shape[0])
+                with torch.no_grad():
+                    bn.weight.copy_(child.weight)
+                    bn.bias.copy_(child.bias)
+                    bn.running_mean.copy_(child.running_mean)
+                    bn.running_var.copy_(child.running_var)
+                setattr(parent, child_name, bn)
+    for param in model.parameters():
+        param.requires_grad_(True)
+    return model

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ..io import load_image
 
-__all__ = ["ImageProcessor", "to_pixel_tensor"]
+__all__ = ["ImageProcessor", "detr_processor", "to_pixel_tensor"]
 
 
 def to_pixel_tensor(images: Any, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -42,3 +42,17 @@ class ImageProcessor:
 
     def __repr__(self) -> str:
         return f"ImageProcessor(size={self.size}, as_dict={self.as_dict})"
+
+
+def detr_processor(cfg: dict[str, Any]) -> Any:
+    """The HF ``DetrImageProcessor`` for a zoo DETR config: resize to the training size and
+    normalise as in training, no padding. ``processor(images=..., return_tensors="pt")`` gives
+    ``pixel_values``; ``processor.post_process_object_detection(outputs, threshold,
+    target_sizes)`` gives per image ``{"scores", "labels" (0-based), "boxes" (xyxy px)}``."""
+    from transformers import DetrImageProcessor
+
+    pre = cfg["preprocessing"]
+    return DetrImageProcessor(
+        do_resize=True, size={"height": pre["size"], "width": pre["size"]}, do_normalize=True,
+        image_mean=list(pre["mean"]), image_std=list(pre["std"]), do_pad=False,
+    )

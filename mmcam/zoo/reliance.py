@@ -260,6 +260,18 @@ def _qnet(n: int, seed: int) -> Rates:
     return ([a != b for a, b, k in zip(orig, no_ref, ok) if k], [a != b for a, b, k in zip(orig, no_dis, ok) if k])
 
 
+#: What "referred" and "distractor" mean per model (written into the model cards).
+DEFINITIONS = {
+    "classifier": "referred = the only object (a 4-way classifier must still name some class, so ~25% stay the same by chance), distractor = a clutter blob",
+    "vit": "referred = the only object (a 4-way classifier must still name some class, so ~25% stay the same by chance), distractor = a clutter blob",
+    "segmenter": "prediction = majority class on the referred object's pixels; distractor = another object",
+    "yolo": "prediction = a box of the referred object's class at IoU >= 0.5, score >= 0.5; distractor = another object",
+    "detr": "prediction = a box of the referred object's class at IoU >= 0.5, score >= 0.5; distractor = another object",
+    "captioner": "prediction = the generated caption; referred = one object, distractor = a clutter blob",
+    "vqa": "prediction = the answer to a question about the referred object; distractor = an object the question does not involve",
+    "qnet": "referred = a wall whose removal makes the action non-optimal (BFS), distractor = a wall whose removal keeps it optimal",
+}
+
 MODELS: dict[str, Callable[[int, int], Rates]] = {
     "classifier": lambda n, seed: _classifier("classifier", n, seed),
     "vit": lambda n, seed: _classifier("vit", n, seed),
@@ -295,6 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=200, help="scenes (grid states) per model")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--models", nargs="*", default=None, help="default: every shipped model")
+    parser.add_argument("--write", action="store_true", help="store the rates in the shipped JSON configs and rewrite the model cards")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     names = args.models or [m for m in MODELS if m in available()]
@@ -303,6 +316,21 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         r = measure(name, args.n, args.seed)
         print(f"| {name} | {r['referred_change']:.1%} | {r['distractor_change']:.1%} | {r['cases']} |", flush=True)
+        if args.write:
+            _write(name, {**r, "seed": args.seed, "n": args.n, "definition": DEFINITIONS[name]})
+
+
+def _write(name: str, rates: dict[str, Any]) -> None:
+    import json
+
+    from . import WEIGHTS_DIR
+    from .cards import write_card
+
+    path = WEIGHTS_DIR / f"{name}.json"
+    cfg = json.loads(path.read_text())
+    cfg["reliance"] = rates
+    path.write_text(json.dumps(cfg, indent=2))
+    write_card(name, cfg)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..data import SHAPES, GridConfig, SceneConfig, classification_config, generate_grids, generate_scenes
 from . import WEIGHTS_DIR
 from .models import build
-from .processing import to_pixel_tensor
+from .processing import detr_processor, to_pixel_tensor
 
 EVAL_SEED = 987_654  # evaluation scenes never overlap training seeds (< 10^6 steps)
 MEAN = STD = (0.5, 0.5, 0.5)
@@ -67,6 +67,10 @@ def fit(model: torch.nn.Module, loss_for_step: Callable[[int], torch.Tensor], mi
 
 def save(name: str, model: torch.nn.Module, cfg: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    if "train" in cfg:
+        cfg["train"]["threads"] = torch.get_num_threads()
+        if cfg["train"]["threads"] != 2:
+            cfg["train"]["command"] += f" --threads {cfg['train']['threads']}"
     save_model(model, str(out / f"{name}.safetensors"))  # handles tied weights (e.g. GPT-2's lm_head)
     (out / f"{name}.json").write_text(json.dumps(cfg, indent=2))
     if out == WEIGHTS_DIR:
@@ -312,7 +316,10 @@ def captioner_quality(model: torch.nn.Module, processor: Any, n: int = 300, seed
     return {"exact_caption": round(exact / n, 4), "word_accuracy": round(words_ok / words, 4), "eval_images": n}
 
 
-def train_captioner(seed: int, minutes: float, out: Path) -> None:
+def train_captioner(seed: int, minutes: float, out: Path, steps: int = 10000) -> None:
+    """ViT encoder + GPT-2 decoder (``VisionEncoderDecoderModel``) with teacher forcing on
+    fresh scenes: 48 captions per step, AdamW 1e-3, 200 warm-up steps, cosine decay to
+    ``steps`` (or to ``minutes``, whichever ends first)."""
     from ..data import VOCAB
     from .text import SPECIAL, CaptionProcessor
 
@@ -338,13 +345,13 @@ def train_captioner(seed: int, minutes: float, out: Path) -> None:
         return model(pixel_values=_images(scenes), labels=labels).loss
 
     start = time.perf_counter()
-    steps = fit(model, loss, minutes, 20000, 1e-3, "captioner")
+    taken = fit(model, loss, minutes, steps, 1e-3, "captioner", warmup=200)
     cfg.update(
         preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": True},
         vocab=words,
         labels=[],
         data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 48},
-        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train captioner --seed {seed} --minutes {minutes}"},
+        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train captioner --seed {seed} --minutes {minutes}"},
         metrics=captioner_quality(model, processor),
     )
     save("captioner", model, cfg, out)
@@ -387,7 +394,11 @@ def vqa_quality(model: torch.nn.Module, processor: Any, n: int = 200, seed: int 
     return {"accuracy": round(total, 4), "per_type": per_type, "eval_images": n}
 
 
-def train_vqa(seed: int, minutes: float, out: Path) -> None:
+def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000) -> None:
+    """ViLT (Kim et al. 2021, https://arxiv.org/abs/2102.03334) answer classifier from
+    scratch: every question of 16 fresh scenes per step (so each image is seen with all its
+    questions at once), all 64 patches (``max_image_length=-1``), AdamW 1e-3, 200 warm-up
+    steps, cosine decay to ``steps`` (or to ``minutes``, whichever ends first)."""
     from transformers import ViltConfig, ViltForQuestionAnswering
 
     from ..data import VOCAB
@@ -415,20 +426,117 @@ def train_vqa(seed: int, minutes: float, out: Path) -> None:
         return model(**enc, labels=labels).loss
 
     start = time.perf_counter()
-    steps = fit(model, loss, minutes, 20000, 1e-3, "vqa", warmup=100)
+    taken = fit(model, loss, minutes, steps, 1e-3, "vqa", warmup=200)
     cfg.update(
         preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": True},
         vocab=words,
         processor="vqa",
         labels=answers,
         data={"config": "SceneConfig(background=plain|textured|cluttered); every question of 16 scenes per step"},
-        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train vqa --seed {seed} --minutes {minutes}"},
+        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train vqa --seed {seed} --minutes {minutes}"},
         metrics=vqa_quality(model, processor),
     )
     save("vqa", model, cfg, out)
 
 
 RECIPES["vqa"] = train_vqa
+
+
+# -- DETR (HF DetrForObjectDetection, basic ResNet backbone) -------------------------------
+
+
+def _detr_targets(scenes: list) -> list[dict[str, torch.Tensor]]:
+    """DETR training targets: 0-based class ids and normalised (cx, cy, w, h) boxes."""
+    targets = []
+    for scene in scenes:
+        size = scene.image.shape[0]
+        boxes = [[(x + w / 2) / size, (y + h / 2) / size, w / size, h / size] for x, y, w, h in (o.box for o in scene.objects)]
+        targets.append({
+            "class_labels": torch.tensor([o.category_id - 1 for o in scene.objects], dtype=torch.long),
+            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        })
+    return targets
+
+
+def coco_map(scenes: list, detections: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """mAP over IoU 0.50 and 0.50:0.95 with pycocotools' ``COCOeval`` (Lin et al. 2014,
+    https://arxiv.org/abs/1405.0312): ground truth = the scenes' visible-pixel boxes,
+    detections = per image ``{"boxes" (xyxy px), "scores", "labels" (0-based)}``."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": i, "width": s.image.shape[1], "height": s.image.shape[0]} for i, s in enumerate(scenes)],
+        "categories": [{"id": c + 1, "name": name} for c, name in enumerate(SHAPES)],
+        "annotations": [
+            {"id": len(scenes) * 10 + 10 * i + j, "image_id": i, "category_id": o.category_id, "bbox": list(o.box), "area": float(o.box[2] * o.box[3]), "iscrowd": 0}
+            for i, s in enumerate(scenes) for j, o in enumerate(s.objects)
+        ],
+    }
+    rows = [
+        {"image_id": i, "category_id": int(label) + 1, "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "score": float(score)}
+        for i, det in enumerate(detections)
+        for (x0, y0, x1, y1), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist())
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        evaluator = COCOeval(gt, gt.loadRes(rows) if rows else COCO(), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {"mAP50": round(float(evaluator.stats[1]), 4), "mAP50_95": round(float(evaluator.stats[0]), 4)}
+
+
+def detr_quality(model: torch.nn.Module, processor: Any, n: int = 300, seed: int = EVAL_SEED) -> dict[str, float]:
+    """COCO mAP of a zoo DETR on ``n`` fresh scenes (plain/textured/cluttered thirds), every
+    query kept (threshold 0) as COCO evaluation expects."""
+    scenes = [s for i in range(3) for s in generate_scenes(n // 3 + 1, seed + i, SceneConfig(background=BACKGROUNDS[i]))][:n]
+    detections: list[dict[str, torch.Tensor]] = []
+    for start in range(0, n, 100):
+        chunk = scenes[start : start + 100]
+        with torch.no_grad():
+            outputs = model(**processor(images=[s.image for s in chunk], return_tensors="pt"))
+        detections += processor.post_process_object_detection(outputs, threshold=0.0, target_sizes=[s.image.shape[:2] for s in chunk])
+    return {**coco_map(scenes, detections), "eval_images": n}
+
+
+def train_detr(seed: int, minutes: float, out: Path, steps: int = 8000) -> None:
+    """DETR (Carion et al. 2020, https://arxiv.org/abs/2005.12872) from scratch: HF's
+    Hungarian-matched loss (CE + L1 + GIoU) on fresh scenes every step."""
+    torch.manual_seed(seed)
+    arch = {
+        "type": "hf_detr",
+        "backbone": {"embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1], "layer_type": "basic", "out_features": ["stage3"]},
+        "config": {
+            "d_model": 64, "num_queries": 10, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "dropout": 0.0, "auxiliary_loss": True, "num_labels": len(SHAPES),
+            "id2label": dict(enumerate(SHAPES)), "label2id": {name: i for i, name in enumerate(SHAPES)},
+        },
+    }
+    cfg: dict[str, Any] = {"architecture": arch, "preprocessing": {"size": 64, "mean": MEAN, "std": STD}}
+    model = build(cfg)
+    processor = detr_processor(cfg)
+
+    def loss(step: int) -> torch.Tensor:
+        scenes = _scene_batch(step, seed, 32, lambda s: SceneConfig(background=BACKGROUNDS[s % 3]))
+        return model(pixel_values=_images(scenes), labels=_detr_targets(scenes)).loss
+
+    start = time.perf_counter()
+    taken = fit(model, loss, minutes, steps, 5e-4, "detr", warmup=100)
+    cfg.update(
+        labels=list(SHAPES),
+        data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 32},
+        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train detr --seed {seed} --minutes {minutes}"},
+        metrics=detr_quality(model, processor),
+    )
+    save("detr", model, cfg, out)
+
+
+RECIPES["detr"] = train_detr
 
 
 if __name__ == "__main__":
