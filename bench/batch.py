@@ -10,11 +10,11 @@ On the same scenes (a COCO dataset written once), with the zoo classifier and Gr
     fed one image per call — and (a3) fed ``--batch-size`` images per call, in-process with
     images decoded up front: what reusing the ``CAM`` gains (``layers=None`` probes the model
     for its layer on every single-image call) and what batching the forward gains, apart;
-(b) ``mmcam batch`` in one process (``run_batch``'s own time: model load, DataLoader
-    workers, batched forwards, shards written, index merged);
-(c) ``mmcam batch`` under ``torchrun --nproc-per-node 2`` (gloo, one thread per rank), the
-    same in-run time (rank 0, which waits at the final barrier for rank 1), and the wall
-    time including starting two Python processes.
+(b) ``mmcam batch`` in one process and (c) under ``torchrun --nproc-per-node 2`` (gloo,
+    one thread per rank): images/s of the explain phase (``explain_seconds``: first batch
+    request to every rank's shards written, with decoding in ``--workers`` DataLoader
+    workers), of the whole call (``seconds``: + process group, imports, model load) and of
+    the whole command (+ starting Python).
 
 Images/s side by side with ratios to (a); with ``--rounds`` > 1, the median per variant.
 On a shared machine the rates move with the other load (and a variant with two processes
@@ -74,9 +74,9 @@ def _engine_loop(coco: Path, per_call: int) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-def _batch_cli(coco: Path, out: Path, batch_size: int, processes: int) -> tuple[float, float]:
-    """(images/s in-run, images/s wall) of one ``mmcam batch`` command."""
-    args = [str(coco), "--task", "classify", "--model", "zoo:classifier", "--batch-size", str(batch_size), "--workers", "1", "--out", str(out)]
+def _batch_cli(coco: Path, out: Path, batch_size: int, workers: int, processes: int) -> tuple[float, float, float]:
+    """Images/s of one ``mmcam batch`` command: explain phase, whole call, whole command."""
+    args = [str(coco), "--task", "classify", "--model", "zoo:classifier", "--batch-size", str(batch_size), "--workers", str(workers), "--out", str(out)]
     if processes == 1:
         cmd = [sys.executable, "-m", "mmcam.cli", "batch", *args]
     else:
@@ -88,7 +88,8 @@ def _batch_cli(coco: Path, out: Path, batch_size: int, processes: int) -> tuple[
     subprocess.run(cmd, check=True, capture_output=True)
     wall = time.perf_counter() - start
     summary = json.loads((out / "summary.json").read_text())
-    return summary["images"] / summary["seconds"], summary["images"] / wall
+    n = summary["images"]
+    return n / summary["explain_seconds"], n / summary["seconds"], n / wall
 
 
 def main() -> None:
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per process for (b) and (c)")
     parser.add_argument("--threads", type=int, help="torch threads per process for every variant (default: torch's; torchrun ranks use 1)")
     args = parser.parse_args()
     import torch
@@ -107,24 +109,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         coco = _dataset(root / "data", args.images)
-        results: dict[str, list[tuple[float, float]]] = {"loop": [], "reused": [], "batched": [], "batch1": [], "batch2": []}
+        results: dict[str, list[tuple[float, ...]]] = {"loop": [], "reused": [], "batched": [], "batch1": [], "batch2": []}
         load_start = os.getloadavg()[0]
         for r in range(args.rounds):  # interleaved, so load changes hit every variant alike
-            loop = _loop(coco)
-            results["loop"].append((loop, loop))
-            reused = _engine_loop(coco, 1)
-            results["reused"].append((reused, reused))
-            batched = _engine_loop(coco, args.batch_size)
-            results["batched"].append((batched, batched))
-            results["batch1"].append(_batch_cli(coco, root / f"out1-{r}", args.batch_size, 1))
-            results["batch2"].append(_batch_cli(coco, root / f"out2-{r}", args.batch_size, 2))
-    med = {k: [statistics.median(v[i] for v in vals) for i in range(2)] for k, vals in results.items()}
-    print(f"{args.images} scenes (64x64), zoo classifier, gradcam, batch size {args.batch_size}, 1 DataLoader worker per process, "
-          f"{torch.get_num_threads()} torch thread(s) per process, "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs, median of {args.rounds} round(s), "
-          f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
-    print("| variant | images/s | x loop | images/s incl. Python start |")
-    print("|---|---|---|---|")
+            results["loop"].append((_loop(coco),))
+            results["reused"].append((_engine_loop(coco, 1),))
+            results["batched"].append((_engine_loop(coco, args.batch_size),))
+            results["batch1"].append(_batch_cli(coco, root / f"out1-{r}", args.batch_size, args.workers, 1))
+            results["batch2"].append(_batch_cli(coco, root / f"out2-{r}", args.batch_size, args.workers, 2))
+    med = {k: [statistics.median(v[i] for v in vals) for i in range(len(vals[0]))] for k, vals in results.items()}
+    base = med["loop"][0]
+    print(f"{args.images} scenes (64x64), zoo classifier, gradcam, batch size {args.batch_size}, {args.workers} DataLoader worker(s) "
+          f"per process, {torch.get_num_threads()} torch thread(s) per process (torchrun ranks: 1), torch {torch.__version__}, "
+          f"{os.cpu_count()} CPUs, median of {args.rounds} round(s), load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print("| variant | images/s | x loop | images/s, whole call | images/s, incl. Python start |")
+    print("|---|---|---|---|---|")
     rows = [
         ("(a) `explain_classification` in a loop", "loop"),
         ("(a2) one `CAM` reused, 1 image per call", "reused"),
@@ -133,8 +132,9 @@ def main() -> None:
         ("(c) `torchrun --nproc-per-node 2 ... mmcam batch`", "batch2"),
     ]
     for label, key in rows:
-        run, wall = med[key]
-        print(f"| {label} | {run:.1f} | {run / med['loop'][0]:.2f}x | {wall:.1f} |")
+        values = med[key]
+        rest = " | ".join(f"{v:.1f}" for v in values[1:]) if len(values) > 1 else "— | —"
+        print(f"| {label} | {values[0]:.1f} | {values[0] / base:.2f}x | {rest} |")
 
 if __name__ == "__main__":
     main()

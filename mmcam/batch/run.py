@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..errors import InputError, MMCamError
 from ..explain import TaskExplanation, _jsonable, map_stats
 from . import store
 from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
 from .engines import TASKS, Engine, build_engine
-from .source import ImageDataset, Record, collate, die_with_parent, list_records, records_digest
+from .source import ImageDataset, Record, collate, die_with_parent, list_records, records_digest, unpack
 
 __all__ = ["run_batch", "BatchResult"]
 
@@ -28,7 +30,10 @@ __all__ = ["run_batch", "BatchResult"]
 class BatchResult:
     """What a run did. ``explained``/``failed``/``images`` count the whole dataset (all ranks,
     including shards finished by an earlier run); ``written_shards``/``resumed_shards`` are
-    this rank's; ``stats``: dataset means of the items' score and map statistics."""
+    this rank's; ``stats``: dataset means of the items' score and map statistics.
+    ``seconds``: the whole call after the dataset check (process group, model load, imports
+    included); ``explain_seconds``: from this rank's first batch request until every rank has
+    written its shards (the throughput phase)."""
 
     out_dir: Path
     images: int
@@ -39,6 +44,7 @@ class BatchResult:
     written_shards: int
     resumed_shards: int
     seconds: float
+    explain_seconds: float = 0.0
     rank: int = 0
     world_size: int = 1
     stats: dict[str, float] = field(default_factory=dict)
@@ -124,8 +130,11 @@ def run_batch(
             if pending:
                 model, processor = _load(model_spec, weights, task, device)
                 engine = build_engine(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, device=device)
+            explain_start = time.perf_counter()
+            if pending:
                 _explain_shards(engine, records, pending, shard_size, batch_size, num_workers, out, dist, progress)
             sums = all_reduce_sums(_sums(out, mine))  # a collective: every rank has written its shards
+            explain_seconds = time.perf_counter() - explain_start
             if dist.is_main:
                 rows = store.merge_index(out, range(num_shards))
                 _check_complete(rows, records)
@@ -133,7 +142,7 @@ def run_batch(
             result = BatchResult(
                 out_dir=out, images=len(records), explained=counts.get("n_explained", 0), failed=counts.get("n_failed", 0),
                 items=counts.get("n_items", 0), shards=num_shards, written_shards=len(pending), resumed_shards=len(mine) - len(pending),
-                seconds=time.perf_counter() - start, rank=dist.rank, world_size=dist.world_size,
+                seconds=time.perf_counter() - start, explain_seconds=explain_seconds, rank=dist.rank, world_size=dist.world_size,
                 stats={k: round(v, 6) for k, v in means({k: v for k, v in sums.items() if not k.startswith("n_")}).items()},
             )
             if dist.is_main:
@@ -147,9 +156,6 @@ def run_batch(
 
 
 def _explain_shards(engine: Engine, records: list[Record], pending: list[int], shard_size: int, batch_size: int, num_workers: int, out: Path, dist: Distributed, progress: bool | None) -> None:
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
     members = {s: list(range(s * shard_size, min((s + 1) * shard_size, len(records)))) for s in pending}
     batches = [idx[i : i + batch_size] for s in pending for idx in [members[s]] for i in range(0, len(idx), batch_size)]
     loader = DataLoader(
@@ -183,11 +189,12 @@ def _explain_batch(engine: Engine, batch: list[dict[str, Any]]) -> list["TaskExp
     """One explanation per image; ``None`` where the worker could not read it, the error
     message where explaining it failed."""
     readable = [i for i, item in enumerate(batch) if item["error"] is None]
+    data = {i: unpack(batch[i]["data"]) for i in readable}
     results: list[TaskExplanation | str | None] = [None] * len(batch)
     explained: list[Any] | None = None
     if engine.batched and len(readable) > 1:
         try:
-            explained = engine.explain([batch[i]["data"] for i in readable])
+            explained = engine.explain([data[i] for i in readable])
         except MMCamError:
             explained = None  # find the image(s) at fault one by one
     for n, i in enumerate(readable):
@@ -195,7 +202,7 @@ def _explain_batch(engine: Engine, batch: list[dict[str, Any]]) -> list["TaskExp
             results[i] = explained[n]
             continue
         try:
-            results[i] = engine.explain([batch[i]["data"]])[0]
+            results[i] = engine.explain([data[i]])[0]
         except MMCamError as error:
             results[i] = str(error)
     return results
