@@ -60,6 +60,7 @@ def explain_detections(
     max_boxes: int | None = None,
     size: int | None = None,
     candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
+    labels: "Sequence[str] | dict[int, str] | None" = None,
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
@@ -91,12 +92,17 @@ def explain_detections(
     boxes (YOLO anchors / DETR queries with their classes; torchvision: positions in the kept
     list), e.g. ``(exp.meta["raw_indices"], exp.meta["class_ids"])`` of an earlier call on
     another model version (sanity checks) or a box the detector dropped.
+
+    ``labels`` names the class ids (a list or ``{id: name}``; torchvision models carry none,
+    e.g. pass ``weights.meta["categories"]``); else the model's own names (ultralytics
+    ``names``, HF ``config.id2label``) or the id.
     """
     from ..adapters import detr
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
 
-    common = dict(method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates)
+    names = None if labels is None else (dict(enumerate(labels)) if not isinstance(labels, dict) else dict(labels))
+    common = dict(method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates, names=names)
     if yolo.is_yolo(model):
         return _explain_yolo(model, image, conf=0.25 if conf is None else conf, iou=iou, **common)
     if detr.is_detr(model):
@@ -111,7 +117,7 @@ def explain_detections(
     )
 
 
-def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, candidates) -> DetectionExplanation:
+def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, candidates, names) -> DetectionExplanation:
     from ..adapters import ultralytics as yolo
 
     inner = yolo.inner_model(model)
@@ -126,12 +132,12 @@ def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, c
         kept = yolo.FixedBoxes(*candidates)
     with yolo.eval_mode(inner):
         exp = CAM(inner, layers if layers is not None else yolo.default_layers(inner), method=method)(x, [kept])
-    names = yolo.class_names(model)
+    names = names if names is not None else yolo.class_names(model)
     boxes = kept.boxes.clamp(0, side) if kept.boxes is not None else None
     return _explanation(shown, exp.maps[0], exp, boxes, kept.classes, names, kept.confidences, kept.indices, conf, side)
 
 
-def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, size, candidates) -> DetectionExplanation:
+def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, size, candidates, names) -> DetectionExplanation:
     from ..adapters import detr
     from ..adapters.ultralytics import eval_mode
     from ..explain import prepare_image
@@ -156,11 +162,11 @@ def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, s
     if boxes is not None:
         boxes = torch.minimum(boxes, boxes.new_tensor((width, height, width, height)))
     side = int(width) if width == height else [int(height), int(width)]
-    names = detr.class_names(model)
+    names = names if names is not None else detr.class_names(model)
     return _explanation(shown, exp.maps[0], exp, boxes, kept.classes, names, kept.confidences, kept.indices, conf, side)
 
 
-def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size, candidates) -> DetectionExplanation:
+def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size, candidates, names) -> DetectionExplanation:
     from ..adapters import torchvision_detection as tvd
     from ..adapters.ultralytics import eval_mode
     from ..engine.combine import normalize
@@ -185,7 +191,7 @@ def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size,
         maps = normalize(torch.nn.functional.interpolate(maps[None], size=shown.shape[:2], mode="bilinear", align_corners=False))[0]
     else:
         maps = maps.new_zeros((0, *shown.shape[:2]))
-    return _explanation(shown, maps, exp, kept.boxes, kept.labels, {}, kept.confidences, kept.positions, conf, list(shown.shape[:2]))
+    return _explanation(shown, maps, exp, kept.boxes, kept.labels, names or {}, kept.confidences, kept.positions, conf, list(shown.shape[:2]))
 
 
 def _explanation(shown, maps, exp, boxes, class_ids, names, confidences, raw_indices, conf, side) -> DetectionExplanation:

@@ -65,6 +65,7 @@ def test_one_map_per_kept_detection_with_the_model_scores(detector):
     torch.testing.assert_close(exp.scores, theirs["scores"], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(torch.tensor(exp.meta["boxes"]), theirs["boxes"], atol=0.01, rtol=0)
     assert exp.meta["class_ids"] == theirs["labels"].tolist() and exp.meta["raw_indices"] == list(range(6))
+    assert exp.meta["labels"] == [str(c) for c in exp.meta["class_ids"]]  # torchvision models carry no names
     assert_same_state(before, snapshot(model))
 
 
@@ -78,8 +79,10 @@ def test_box_maps_equal_single_box_runs(detector):
             alone = mmcam.CAM(model, exp.layers, method="layercam")(x, [lambda out, k=k: out[0]["scores"][k : k + 1]])
             torch.testing.assert_close(exp.maps[k], alone.maps[0, 0], rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(exp.scores[k], alone.scores[0, 0])
-    single = explain_detections(model, IMAGE, candidates=([1], [exp.meta["class_ids"][1]]))
+    names = ["bg", "cat", "dog", "cow"]
+    single = explain_detections(model, IMAGE, candidates=([1], [exp.meta["class_ids"][1]]), labels=names)
     torch.testing.assert_close(single.maps[0], exp.maps[1], rtol=1e-4, atol=1e-5)
+    assert single.meta["labels"] == [names[exp.meta["class_ids"][1]]] and single.items[0].startswith(names[exp.meta["class_ids"][1]])
 
 
 def test_padded_grid_is_cropped_to_the_image():
