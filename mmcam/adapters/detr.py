@@ -20,8 +20,9 @@ Default layer, by structure: the last module with parameters whose output is a s
 parallel branches (RT-DETR's per-level projections into the decoder) all branches are
 hooked and their maps fused. For DETR and Conditional DETR that is the 1x1 input projection
 feeding the transformer encoder (the backbone's last stage, projected to ``d_model``
-channels): a plain NCHW grid whose size comes from the forward itself, so no token reshape
-is needed.
+channels): a plain NCHW grid whose size comes from the forward itself. An encoder layer
+given as ``layers=`` outputs ``(B, h * w, d)`` tokens; :class:`EncoderGrid` folds them into
+the ``(h, w)`` of that feature map, read from the same probing forward (never a constant).
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ import torch
 from torch import nn
 
 from ..errors import InputError, TargetError
+from ..reshape import NCHW, Reshape, Tokens
 from ..targets.detection import DetectionBoxScore
 
-__all__ = ["FAMILIES", "family", "is_detr", "default_layers", "KeptQueries", "class_names", "pixel_values"]
+__all__ = ["FAMILIES", "family", "is_detr", "default_layers", "layers_and_grid", "EncoderGrid", "KeptQueries", "class_names", "pixel_values"]
 
 # class name -> how the image processor scores queries (see the module docstring)
 FAMILIES = {
@@ -75,37 +77,62 @@ def pixel_values(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
 def default_layers(model: nn.Module, inputs: Any) -> list[str]:
     """The last parametrised module with a spatial NCHW output (and its parallel siblings in a
     ``ModuleList``), from one probing forward (see the module docstring)."""
+    return layers_and_grid(model, inputs)[0]
+
+
+def layers_and_grid(model: nn.Module, inputs: Any) -> tuple[list[str], tuple[int, int]]:
+    """:func:`default_layers` and the ``(h, w)`` grid of the last of them (for DETR and
+    Conditional DETR: the feature map the encoder flattens into ``h * w`` tokens), from one
+    probing forward."""
     from ..engine.inputs import Inputs
+    from ..reshape import _consistent
     from .layers import probe
 
     batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
-    records = probe(model, batch)
     size = batch.spatial_size
     spatial = [
-        (name, module)
-        for name, module, shape, calls, plain in records
+        (name, shape)
+        for name, module, shape, calls, plain in probe(model, batch)
         if plain
         and calls == 1
         and len(shape) == 4
         and shape[2] * shape[3] > 1
         and any(True for _ in module.parameters())
-        and (size is None or _stride_consistent(shape[2:], size))
+        and (size is None or _consistent(shape[2], shape[3], size))
     ]
     if not spatial:
         raise InputError(f"found no spatial feature map in {type(model).__name__}; pass layers= (a name from model.named_modules())")
-    last = spatial[-1][0]
-    parent_name, _, _ = last.rpartition(".")
+    last, shape = spatial[-1]
+    grid = (int(shape[2]), int(shape[3]))
+    parent_name = last.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
     if isinstance(parent, nn.ModuleList):
         names = {name for name, _ in spatial}
-        siblings = [f"{parent_name}.{child}" for child, _ in parent.named_children() if f"{parent_name}.{child}" in names]
-        return siblings
-    return [last]
+        return [f"{parent_name}.{child}" for child, _ in parent.named_children() if f"{parent_name}.{child}" in names], grid
+    return [last], grid
 
 
-def _stride_consistent(grid: "torch.Size | tuple[int, int]", size: tuple[int, int]) -> bool:
-    h, w = int(grid[0]), int(grid[1])
-    return abs(size[0] / h - size[1] / w) <= max(size[0] / h, size[1] / w) / 2
+class EncoderGrid(Reshape):
+    """Maps as they are (``NCHW``) and the transformer encoder's tokens ``(B, h * w, d)`` folded
+    into the ``(h, w)`` grid of the feature map they were flattened from — a fact of this
+    forward (:func:`layers_and_grid`), so non-square images fold correctly."""
+
+    def __init__(self, grid: tuple[int, int]):
+        self.grid = grid
+
+    def for_tensor(self, t: torch.Tensor, input_size: "tuple[int, int] | None") -> Reshape:
+        if t.ndim == 4:
+            return NCHW()
+        if t.ndim == 3 and t.shape[1] == self.grid[0] * self.grid[1]:
+            return Tokens(prefix=0, grid=self.grid)
+        raise InputError(
+            f"a layer with output {tuple(t.shape)} is not spatial: the encoder's tokens are "
+            f"{self.grid[0]}x{self.grid[1]} = {self.grid[0] * self.grid[1]} per image (decoder layers hold "
+            "queries, not positions). Hook a backbone stage, the input projection or an encoder layer"
+        )
+
+    def __call__(self, t: torch.Tensor, input_size: "tuple[int, int] | None") -> torch.Tensor:
+        return self.for_tensor(t, input_size)(t, input_size)
 
 
 class KeptQueries(DetectionBoxScore):

@@ -156,8 +156,9 @@ def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, s
     height, width = inputs["pixel_values"].shape[-2:]
     kept = detr.KeptQueries(detr.family(model), conf, (int(height), int(width)), max_boxes, candidates)
     with eval_mode(model):
-        chosen = layers if layers is not None else detr.default_layers(model, inputs)
-        exp = CAM(model, chosen, method=method)(inputs, [kept])
+        chosen, grid = detr.layers_and_grid(model, inputs)
+        reshape = detr.EncoderGrid(grid) if detr.family(model) != "sigmoid-topq" else "auto"
+        exp = CAM(model, layers if layers is not None else chosen, method=method, reshape=reshape)(inputs, [kept])
     boxes = kept.boxes.clamp(min=0) if kept.boxes is not None else None
     if boxes is not None:
         boxes = torch.minimum(boxes, boxes.new_tensor((width, height, width, height)))

@@ -143,3 +143,23 @@ def test_unsupported_model_names_the_families():
 
     with pytest.raises(InputError, match="DetrForObjectDetection.*Faster R-CNN.*mmcam.CAM"):
         explain_detections(torchvision.models.resnet18(), IMAGE)
+
+
+def test_encoder_tokens_fold_into_the_feature_grid():
+    """A non-square image: DETR's encoder tokens fold into the backbone's 4x6 grid (from the
+    forward, not a constant), equal to folding them by hand; decoder layers are refused."""
+    model = build("detr")
+    wide = (np.random.default_rng(2).random((64, 96, 3)) * 255).astype(np.uint8)
+    exp = explain_detections(model, wide, conf=0.3, layers="model.encoder.layers.0", max_boxes=2)
+    assert exp.maps.shape == (2, 64, 96) and torch.isfinite(exp.maps).all()
+    from mmcam.adapters.detr import pixel_values
+
+    x = pixel_values(model, torch.from_numpy(wide.astype(np.float32) / 255).permute(2, 0, 1)[None])
+    by_hand = lambda t: t.transpose(1, 2).reshape(t.shape[0], t.shape[2], 4, 6)  # noqa: E731
+    with eval_mode(model):
+        targets = [DetectionBoxScore(exp.meta["raw_indices"], exp.meta["class_ids"])]
+        ref = mmcam.CAM(model, "model.encoder.layers.0", method="layercam", reshape=by_hand)({"pixel_values": x}, targets)
+    assert ref.raw.shape[-2:] == (4, 6)
+    torch.testing.assert_close(exp.maps, ref.maps[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="not spatial"):
+        explain_detections(model, wide, conf=0.3, layers="model.decoder.layers.0")
