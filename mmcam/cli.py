@@ -290,12 +290,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _ensure_writable(out)
     methods = [m for group in (args.method or ["gradcam"]) for m in group.split(",") if m]
     attributions = [a for group in (args.attribution or []) for a in group.split(",") if a]
-    result = evaluate(
-        args.task, model, methods=methods, dataset=args.dataset, image_dir=args.image_dir, images=args.images, seed=args.seed,
-        faithfulness_images=args.faithfulness_images, attributions=attributions, attribution_images=args.attribution_images,
-        sanity_images=args.sanity_images, steps=args.steps, tolerance=args.tolerance, threads=args.threads,
-        command=_evaluate_command(args, model, methods, attributions),
-    )
+    from .batch import Distributed, all_reduce_evaluation
+
+    dist = Distributed.from_env()  # under torchrun: each rank evaluates cases rank::world, then all_reduce
+    try:
+        result = all_reduce_evaluation(evaluate(
+            args.task, model, methods=methods, dataset=args.dataset, image_dir=args.image_dir, images=args.images, seed=args.seed,
+            faithfulness_images=args.faithfulness_images, attributions=attributions, attribution_images=args.attribution_images,
+            sanity_images=args.sanity_images, steps=args.steps, tolerance=args.tolerance, threads=args.threads,
+            command=_evaluate_command(args, model, methods, attributions), shard=(dist.rank, dist.world_size) if dist.world_size > 1 else None,
+        ))
+    finally:
+        dist.close()
+    if dist.rank:
+        return 0
     md, js = result.save(out, stem=args.stem)
     print(result.to_markdown())
     print(f"evaluated {result.items} item(s) of {result.cases} case(s) in {result.seconds:.0f} s -> {md}, {js}")

@@ -12,9 +12,9 @@ Same from the shell, on one process or N::
 :func:`all_reduce_sums` sums ``{name: (sum, count)}`` over ranks — what a metric
 aggregation (``mmcam evaluate``) needs to give a single process's numbers.
 """
-from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
+from .distributed import Distributed, all_reduce_evaluation, all_reduce_sums, means, shards_for_rank
 from .engines import BATCHED_TASKS, TASKS
 from .run import BatchResult, run_batch
 from .source import Record, list_records
 
-__all__ = ["run_batch", "BatchResult", "all_reduce_sums", "means", "Distributed", "shards_for_rank", "list_records", "Record", "TASKS", "BATCHED_TASKS"]
+__all__ = ["run_batch", "BatchResult", "all_reduce_sums", "all_reduce_evaluation", "means", "Distributed", "shards_for_rank", "list_records", "Record", "TASKS", "BATCHED_TASKS"]

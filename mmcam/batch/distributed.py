@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Distributed", "shards_for_rank", "all_reduce_sums", "means"]
+__all__ = ["Distributed", "shards_for_rank", "all_reduce_sums", "means", "all_reduce_evaluation"]
 
 
 @dataclass
@@ -106,3 +106,52 @@ def all_reduce_sums(sums: Mapping[Any, Sequence[float]], device: "str | torch.de
 def means(sums: Mapping[Any, Sequence[float]]) -> dict[Any, float]:
     """``sum / count`` per name (NaN where the count is 0)."""
     return {k: (float(v[0]) / float(v[1]) if v[1] else float("nan")) for k, v in sums.items()}
+
+
+def all_reduce_evaluation(evaluation: Any) -> Any:
+    """The whole ``mmcam evaluate`` table from each rank's ``evaluate(..., shard=(rank, world))``,
+    the same on every rank (the input unchanged in a single process).
+
+    The numbers are sums: the table's ``totals`` (sum, count per row and column), the sanity
+    curves' per-stage sums and counts, and the sample/case/item counts go through
+    :func:`all_reduce_sums`; what is not a sum — per-item records, the sanity stage names and
+    the slowest rank's time — is gathered with ``all_gather_object``. One
+    :meth:`mmcam.evaluation.Evaluation.merge` of the reduced result then recomputes every mean
+    from the global sums, never from per-rank means.
+    """
+    import dataclasses
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return evaluation
+    from ..evaluation import Evaluation
+
+    ev = evaluation
+    sums: dict[Any, tuple[float, float]] = {("total", n, c): (t, k) for n, cols in ev.totals.items() for c, (t, k) in cols.items()}
+    sums.update({("sanity", n, str(i)): (v, s["count"]) for n, s in ev.sanity.items() for i, v in enumerate(s["sums"])})
+    sums.update({("size", f): (getattr(ev, f), 1) for f in ("samples", "cases", "items")})
+    reduced = all_reduce_sums(sums)
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (ev.records, {n: s["stages"] for n, s in ev.sanity.items()}, ev.seconds))
+    totals: dict[str, dict[str, list[float]]] = {}
+    sanity: dict[str, dict[str, Any]] = {}
+    stages = {n: st for _, names, _ in gathered for n, st in names.items()}
+    for key, (total, count) in reduced.items():
+        if key[0] == "total":
+            totals.setdefault(key[1], {})[key[2]] = [total, int(count)]
+        elif key[0] == "sanity":
+            curve = sanity.setdefault(key[1], {"stages": stages[key[1]], "sums": [0.0] * len(stages[key[1]]), "count": 0})
+            curve["sums"][int(key[2])] = total
+            curve["count"] = int(count)
+    totals = {n: _ordered(cols, ev.totals.get(n, {})) for n, cols in _ordered(totals, ev.totals).items()}  # rank 0's table order
+    whole = dataclasses.replace(
+        ev, totals=totals, sanity=_ordered(sanity, ev.sanity), records=[r for records, _, _ in gathered for r in records],
+        seconds=max(seconds for _, _, seconds in gathered), **{f: int(reduced[("size", f)][0]) for f in ("samples", "cases", "items")},
+    )
+    return Evaluation.merge([whole])
+
+
+def _ordered(d: dict, like: Mapping) -> dict:
+    """``d`` with the keys of ``like`` first, in its order."""
+    return {**{k: d[k] for k in like if k in d}, **{k: v for k, v in d.items() if k not in like}}
