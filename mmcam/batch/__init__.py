@@ -9,8 +9,9 @@ Same from the shell, on one process or N::
     mmcam batch data/annotations/scenes.json --task classify --model zoo:classifier --out out/batch
     torchrun --nproc-per-node 2 -m mmcam batch data/images --task classify --model zoo:classifier --out out/batch
 
-:func:`all_reduce_sums` sums ``{name: (sum, count)}`` over ranks — what a metric
-aggregation (``mmcam evaluate``) needs to give a single process's numbers.
+:func:`all_reduce_sums` sums ``{name: (sum, count)}`` over ranks; :func:`all_reduce_evaluation`
+uses it to turn each rank's ``evaluate(..., shard=(rank, world))`` into the whole table
+(``torchrun ... -m mmcam.cli evaluate`` does this), equal to a single process's.
 """
 from .distributed import Distributed, all_reduce_evaluation, all_reduce_sums, means, shards_for_rank
 from .engines import BATCHED_TASKS, TASKS
