@@ -18,9 +18,9 @@ Box k's target is its class **logit** ``logits[0, query_k, class_k]``
 Default layer, by structure: the last module with parameters whose output is a spatial
 ``(B, C, h, w)`` map, found by one probing forward; if it is one branch of a list of
 parallel branches (RT-DETR's per-level projections into the decoder) all branches are
-hooked and their maps fused. For DETR and Conditional DETR that is the 1x1 input projection
-feeding the transformer encoder (the backbone's last stage, projected to ``d_model``
-channels): a plain NCHW grid whose size comes from the forward itself. An encoder layer
+hooked and their maps fused (RT-DETR). For DETR and Conditional DETR the default is the last
+stride-4 map (the backbone's first stage): measured on the zoo DETR it localizes far better
+than the input projection feeding the encoder (see :func:`layers_and_grid`). An encoder layer
 given as ``layers=`` outputs ``(B, h * w, d)`` tokens; :class:`EncoderGrid` folds them into
 the ``(h, w)`` of that feature map, read from the same probing forward (never a constant).
 """
@@ -104,6 +104,14 @@ def layers_and_grid(model: nn.Module, inputs: Any) -> tuple[list[str], tuple[int
         raise InputError(f"found no spatial feature map in {type(model).__name__}; pass layers= (a name from model.named_modules())")
     last, shape = spatial[-1]
     grid = (int(shape[2]), int(shape[3]))
+    if family(model) != "sigmoid-topq" and size is not None:
+        # DETR / Conditional DETR: the last stride-4 map (the backbone's first stage). Measured on
+        # the zoo DETR, 24 fresh textured scenes, 66 matched boxes, LayerCAM pointing game: 0.61
+        # here, 0.31 at the stride-8 stage, 0.04 at the input projection (4x4 at 64 px), 0.13 at
+        # the last encoder layer; centre baseline 0.02.
+        fine = [name for name, s in spatial if round(size[0] / s[2]) == 4 and round(size[1] / s[3]) == 4]
+        if fine:
+            return [fine[-1]], grid
     parent_name = last.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
     if isinstance(parent, nn.ModuleList):

@@ -110,8 +110,8 @@ def test_default_layers_by_structure(family):
     exp = explain_detections(model, IMAGE, processor=processor, conf=THRESHOLD[name], max_boxes=1)
     if name == "rtdetr":  # the three projections of the encoder's levels into the decoder, fused
         assert exp.layers == ["model.decoder_input_proj.0", "model.decoder_input_proj.1", "model.decoder_input_proj.2"]
-    else:  # the 1x1 projection of the backbone's last stage into the encoder
-        assert exp.layers == ["model.input_projection"]
+    else:  # the last stride-4 map: the backbone's first stage
+        assert exp.layers == ["model.backbone.model.encoder.stages.0"]
 
 
 def test_without_processor_and_gradcam(family):
