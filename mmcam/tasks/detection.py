@@ -80,8 +80,9 @@ def explain_detections(
     * DETR family: kept queries exactly as the image processor's
       ``post_process_object_detection`` keeps them (``conf`` = its ``threshold``, default
       0.5); target = the query's class logit; ``raw_indices`` are query indices. Default
-      layer: the backbone map projected into the transformer (see
-      :mod:`mmcam.adapters.detr`). ``processor``: the model's image processor (else the
+      layer: the backbone's stride-4 stage (DETR, Conditional DETR; on the zoo DETR LayerCAM
+      pointing 0.61 there vs 0.04 at the input projection) or RT-DETR's per-level projections
+      into the decoder (see :mod:`mmcam.adapters.detr`). ``processor``: the model's image processor (else the
       image is used at its size, or ``size``, normalised as that family's processor does).
     * torchvision: the model's own kept detections (its score threshold, NMS and
       ``detections_per_img``; ``conf`` drops lower ones); target = the final score of each,
