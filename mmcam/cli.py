@@ -338,6 +338,16 @@ def _versions() -> dict[str, str]:
     return {"mmcam": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
 
 
+def _model_arguments(p: argparse.ArgumentParser) -> None:
+    """What `explain` and `batch` share: the task, the model and how to explain it."""
+    p.add_argument("--task", choices=TASKS, default="classify")
+    p.add_argument("--model", required=True, help="zoo:NAME, a local HF model directory or cached hub id, an ultralytics .pt/.yaml, or a torchvision model name")
+    p.add_argument("--weights", help="weights file for a torchvision model (.safetensors or .pt state dict)")
+    p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect)")
+    p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
+    p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmcam", description="Explain what a vision model looked at.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -345,12 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("explain", help="explain an image or a folder of images")
     p.add_argument("input", help="an image file or a directory of images (action: .npy observations)")
-    p.add_argument("--task", choices=TASKS, default="classify")
-    p.add_argument("--model", required=True, help="zoo:NAME, a local HF model directory, an ultralytics .pt/.yaml, or a torchvision model name")
-    p.add_argument("--weights", help="weights file for a torchvision model (.safetensors or .pt state dict)")
-    p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect)")
-    p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
-    p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+    _model_arguments(p)
     p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
     p.add_argument("--question", help="vqa: the question to answer")
     p.add_argument("--out", default="out/explain")
@@ -361,12 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("batch", help="a whole dataset (COCO .json or image folder), batched, sharded under torchrun, resumable")
     p.add_argument("source", help="a COCO annotation .json (images in --image-dir) or a folder of images (action: of .npy observations)")
-    p.add_argument("--task", choices=TASKS, default="classify")
-    p.add_argument("--model", required=True, help="as for `mmcam explain`")
-    p.add_argument("--weights", help="weights file for a torchvision model")
-    p.add_argument("--method", help="a CAM method; default: the task's own")
-    p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
-    p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+    _model_arguments(p)
     p.add_argument("--conf", type=float, help="detect: confidence threshold (default: the detector's own, 0.25 for YOLO)")
     p.add_argument("--question", help="vqa: the question asked of every image")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")

@@ -11,16 +11,11 @@ import pytest
 import torch
 
 from mmcam import zoo
+from mmcam.evaluation.cases import _iou  # the matching rule the evaluation uses
 
 SEED = 616161
 
 
-def _iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def test_detr_boxes_point_at_their_objects():
