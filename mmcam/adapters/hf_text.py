@@ -19,7 +19,6 @@ picks the last block's pre-attention norm (``layer_norm1``, ``layernorm_before``
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,21 +63,12 @@ def processor_inputs(processor: Any, image: Any, **text: Any) -> tuple[dict[str,
     return inputs, shown
 
 
-_GRAD_MODES: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
 def run_cam(model: nn.Module, module: nn.Module, layers: Any, method: Any, inputs: Any, targets: list, **call: Any) -> Explanation:
-    """``CAM(module, layers, method)(inputs, targets)`` with the model's token layout, keeping the
-    faster gradient strategy (batched VJP or retained-graph loop) that the first call on
-    ``model`` measured, so later one-call explanations do not measure again (for the zoo
-    captioner the loop is ~5x faster than the batched VJP; for other models it is the reverse)."""
+    """``CAM(module, layers, method)(inputs, targets)`` with ``model``'s token layout (``module``
+    is ``model`` or a thin view of it that returns the text decoder's logits)."""
     from ..reshape import Auto
 
-    cam = CAM(module, layers, method=method, reshape=Auto(model), grad_mode=_GRAD_MODES.get(model, "auto"))
-    exp = cam(inputs, targets, **call)
-    if cam._chosen_mode is not None:
-        _GRAD_MODES[model] = cam._chosen_mode
-    return exp
+    return CAM(module, layers, method=method, reshape=Auto(model))(inputs, targets, **call)
 
 
 def vision_tower(model: nn.Module) -> tuple[str, nn.Module]:

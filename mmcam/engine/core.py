@@ -9,6 +9,7 @@ returns ReLU'd, fused, upsampled and normalised maps.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,10 @@ from .targets import TargetSet
 __all__ = ["CAM", "Explanation"]
 
 GRAD_MODES = ("auto", "batched", "loop")
+
+# model -> the gradient strategy "auto" measured faster on it, shared by every CAM on that model
+# (the one-call task functions build a new CAM per call and would otherwise measure each time)
+_MEASURED: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -94,7 +99,7 @@ class CAM:
             :class:`mmcam.reshape.Reshape` or a callable ``tensor -> (B, C, h, w)``.
         grad_mode: ``"batched"`` (one ``autograd.grad(is_grads_batched=True)``), ``"loop"``
             (one retained-graph ``autograd.grad`` per target) or ``"auto"`` (time both on
-            the first multi-target call and keep the faster for this instance).
+            the first multi-target call and keep the faster for this model).
         batch_size: rows per extra forward for perturbation methods (scorecam, ablationcam).
         progress: show progress bars on long work (``None``: only on a terminal).
 
@@ -197,6 +202,7 @@ class CAM:
         k = scores.shape[1]
         mode = self.grad_mode
         if mode == "auto":
+            self._chosen_mode = self._chosen_mode or _MEASURED.get(self.model)
             mode = self._chosen_mode or ("loop" if k == 1 else None)
         if mode is None:
             return self._measure_modes(scores, leaves)
@@ -208,22 +214,27 @@ class CAM:
             except RuntimeError as error:
                 if self.grad_mode == "batched":
                     raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error
-                self._chosen_mode = "loop"
+                self._choose("loop")
         return self._check_grads(_looped_grads(scores, leaves), leaves)
 
     def _measure_modes(self, scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Time both gradient strategies once and keep the faster for this instance."""
+        """Time both gradient strategies once and keep the faster for this model."""
         start = time.perf_counter()
         try:
             batched = _batched_grads(scores, leaves, retain=True)
         except RuntimeError:
-            self._chosen_mode = "loop"
+            self._choose("loop")
             return self._check_grads(_looped_grads(scores, leaves), leaves)
         middle = time.perf_counter()
         looped = _looped_grads(scores, leaves)
         end = time.perf_counter()
-        self._chosen_mode = "batched" if middle - start <= end - middle else "loop"
+        self._choose("batched" if middle - start <= end - middle else "loop")
         return self._check_grads(batched if self._chosen_mode == "batched" else looped, leaves)
+
+    def _choose(self, mode: str) -> None:
+        """Keep ``mode`` for this instance and for later ``CAM``s on the same model."""
+        self._chosen_mode = mode
+        _MEASURED[self.model] = mode
 
     def _check_grads(self, grads: list[torch.Tensor | None], leaves: list[torch.Tensor]) -> list[torch.Tensor]:
         for (name, _), grad in zip(self.layers, grads):

@@ -1,6 +1,7 @@
 """Targets: per-image lists, K-at-once, composition, gradient strategies."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 
@@ -33,6 +34,23 @@ def test_batched_and_loop_gradients_agree():
     assert auto._chosen_mode in ("batched", "loop")
     for other in (loop, first, second):
         torch.testing.assert_close(batched.raw, other.raw, rtol=1e-5, atol=1e-7)
+
+
+def test_measured_gradient_strategy_is_kept_for_the_model(monkeypatch):
+    """A new CAM on a model "auto" has already measured reuses that choice (the one-call task
+    functions build a CAM per call) instead of timing both strategies again."""
+    model = _model()
+    mmcam.CAM(model, "layer3")(X, [0, 1])
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("measured the gradient strategies again")
+
+    monkeypatch.setattr(mmcam.CAM, "_measure_modes", measure_again)
+    again = mmcam.CAM(model, "layer4")
+    again(X, [2, 3])
+    assert again._chosen_mode in ("batched", "loop")
+    with pytest.raises(AssertionError, match="again"):
+        mmcam.CAM(_model(), "layer3")(X, [0, 1])  # another model is measured
 
 
 def test_per_image_targets_match_shared():
