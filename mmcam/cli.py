@@ -67,7 +67,7 @@ def load_model(spec: str, weights: str | None = None, task: str = "classify") ->
 
         return YOLO(spec), None
     if not path.exists() and _looks_like_hub_id(spec):
-        return _load_hf(spec, task, f"HF hub id {spec!r}")
+        return _load_hf(spec, task, f"{spec!r} (no such local directory; read as an HF hub id)")
     if path.is_dir():
         if not (path / "config.json").exists():
             raise InputError(f"{spec!r} is a directory without config.json; pass a local HF model directory (save_pretrained)")
@@ -105,7 +105,7 @@ def _load_hf(spec: str, task: str, what: str) -> tuple[Any, Any]:
         model = getattr(transformers, HF_AUTO[task]).from_pretrained(spec, local_files_only=True).eval()
     except OSError:
         raise InputError(
-            f"{what} is not in the local HF cache and loading it would need the network; on a connected machine run "
+            f"{what} is not in the local HF cache, and loading it would need the network; on a connected machine run "
             f"`hf download {spec}` (or save_pretrained to a directory) and pass that, or pass zoo:NAME"
         ) from None
     except ValueError as error:
