@@ -8,6 +8,8 @@ Training never runs in tests or CI.
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import math
 import time
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import SHAPES, GridConfig, SceneConfig, classification_config, generate_grids, generate_scenes
 from . import WEIGHTS_DIR
-from .models import build
+from .models import build, init_patch_positions
 from .processing import detr_processor, to_pixel_tensor
 
 EVAL_SEED = 987_654  # evaluation scenes never overlap training seeds (< 10^6 steps)
@@ -226,9 +228,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="wall-time budget (training stops early at the step cap)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="override the recipe's step count (captioner, vqa, detr)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    RECIPES[args.name](args.seed, args.minutes, args.out)
+    recipe = RECIPES[args.name]
+    if args.steps is not None:
+        if "steps" not in inspect.signature(recipe).parameters:
+            parser.error(f"--steps: the {args.name} recipe has no step count to override (captioner, vqa and detr do)")
+        recipe = functools.partial(recipe, steps=args.steps)
+    recipe(args.seed, args.minutes, args.out)
 
 
 
@@ -316,7 +324,7 @@ def captioner_quality(model: torch.nn.Module, processor: Any, n: int = 300, seed
     return {"exact_caption": round(exact / n, 4), "word_accuracy": round(words_ok / words, 4), "eval_images": n}
 
 
-def train_captioner(seed: int, minutes: float, out: Path, steps: int = 10000) -> None:
+def train_captioner(seed: int, minutes: float, out: Path, steps: int = 5000) -> None:
     """ViT encoder + GPT-2 decoder (``VisionEncoderDecoderModel``) with teacher forcing on
     fresh scenes: 48 captions per step, AdamW 1e-3, 200 warm-up steps, cosine decay to
     ``steps`` (or to ``minutes``, whichever ends first)."""
@@ -336,6 +344,7 @@ def train_captioner(seed: int, minutes: float, out: Path, steps: int = 10000) ->
     }
     cfg = {"architecture": arch}
     model = build(cfg)
+    init_patch_positions(model.encoder.embeddings.position_embeddings)
     processor = CaptionProcessor(words)
 
     def loss(step: int) -> torch.Tensor:
@@ -351,7 +360,7 @@ def train_captioner(seed: int, minutes: float, out: Path, steps: int = 10000) ->
         vocab=words,
         labels=[],
         data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 48},
-        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train captioner --seed {seed} --minutes {minutes}"},
+        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train captioner --seed {seed} --steps {steps} --minutes {minutes}"},
         metrics=captioner_quality(model, processor),
     )
     save("captioner", model, cfg, out)
@@ -394,7 +403,7 @@ def vqa_quality(model: torch.nn.Module, processor: Any, n: int = 200, seed: int 
     return {"accuracy": round(total, 4), "per_type": per_type, "eval_images": n}
 
 
-def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000) -> None:
+def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000, layers: int = 4) -> None:
     """ViLT (Kim et al. 2021, https://arxiv.org/abs/2102.03334) answer classifier from
     scratch: every question of 16 fresh scenes per step (so each image is seen with all its
     questions at once), all 64 patches (``max_image_length=-1``), AdamW 1e-3, 200 warm-up
@@ -410,7 +419,7 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000) -> None:
     arch = {
         "type": "hf_vilt_vqa",
         "config": {
-            "vocab_size": len(SPECIAL) + len(words), "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "vocab_size": len(SPECIAL) + len(words), "hidden_size": 128, "num_hidden_layers": layers, "num_attention_heads": 4,
             "intermediate_size": 256, "image_size": 64, "patch_size": 8, "max_image_length": -1, "max_position_embeddings": 32,
             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "num_labels": len(answers),
             "id2label": dict(enumerate(answers)), "label2id": {a: i for i, a in enumerate(answers)},
@@ -418,12 +427,13 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000) -> None:
     }
     cfg = {"architecture": arch}
     model = ViltForQuestionAnswering(ViltConfig(**arch["config"]))
+    init_patch_positions(model.vilt.embeddings.position_embeddings)
     processor = VQAProcessor(words)
 
     def loss(step: int) -> torch.Tensor:
         scenes = _scene_batch(step, seed, 16, lambda s: SceneConfig(background=BACKGROUNDS[s % 3]))
         enc, labels, _ = _vqa_rows(scenes, processor, answers)
-        return model(**enc, labels=labels).loss
+        return F.cross_entropy(model(**enc).logits, labels.argmax(1))
 
     start = time.perf_counter()
     taken = fit(model, loss, minutes, steps, 1e-3, "vqa", warmup=200)
@@ -433,7 +443,7 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000) -> None:
         processor="vqa",
         labels=answers,
         data={"config": "SceneConfig(background=plain|textured|cluttered); every question of 16 scenes per step"},
-        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train vqa --seed {seed} --minutes {minutes}"},
+        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train vqa --seed {seed} --steps {steps} --minutes {minutes}"},
         metrics=vqa_quality(model, processor),
     )
     save("vqa", model, cfg, out)
@@ -530,7 +540,7 @@ def train_detr(seed: int, minutes: float, out: Path, steps: int = 8000) -> None:
     cfg.update(
         labels=list(SHAPES),
         data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 32},
-        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train detr --seed {seed} --minutes {minutes}"},
+        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train detr --seed {seed} --steps {steps} --minutes {minutes}"},
         metrics=detr_quality(model, processor),
     )
     save("detr", model, cfg, out)

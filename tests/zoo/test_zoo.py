@@ -130,6 +130,20 @@ def test_detr_meets_the_bar():
     assert detr_quality(model, processor, n=30, seed=SEED)["mAP50"] >= 0.8
 
 
+def test_captioner_meets_the_bar():
+    """Greedy ``generate()`` captions of 100 fresh scenes against the issue's bar (exact caption
+    >= 0.90, word accuracy >= 0.97)."""
+    _needs("captioner")
+    from transformers import VisionEncoderDecoderModel
+
+    from mmcam.zoo.train import captioner_quality
+
+    model, processor = zoo.load("captioner")
+    assert isinstance(model, VisionEncoderDecoderModel) and not model.training
+    quality = captioner_quality(model, processor, n=100, seed=SEED)
+    assert quality["exact_caption"] >= 0.90 and quality["word_accuracy"] >= 0.97, quality
+
+
 def _vqa_per_type():
     from mmcam.zoo.train import vqa_quality
 
@@ -175,3 +189,20 @@ def test_coco_map_is_one_for_the_truth_and_zero_for_wrong_classes():
     assert coco_map(scenes, dets(0))["mAP50"] == 1.0
     assert coco_map(scenes, dets(0))["mAP50_95"] == 1.0
     assert coco_map(scenes, dets(1))["mAP50"] == 0.0
+
+
+def test_sincos_position_codes_by_hand():
+    """2x2 grid, 4 channels: w = 1, so cell (r, c) -> [sin r, cos r, sin c, cos c]; the CLS
+    row of a ViT table is zeroed and the parameter stays trainable."""
+    import math
+
+    from mmcam.zoo.models import init_patch_positions, sincos_position_embeddings
+
+    s1, c1 = math.sin(1), math.cos(1)
+    want = torch.tensor([[0, 1, 0, 1], [0, 1, s1, c1], [s1, c1, 0, 1], [s1, c1, s1, c1]], dtype=torch.float32)
+    assert torch.allclose(sincos_position_embeddings(2, 4), want)
+    table = torch.nn.Parameter(torch.randn(1, 5, 4))
+    init_patch_positions(table)
+    assert torch.allclose(table[0, 1:], want) and not table[0, 0].any() and table.requires_grad
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sincos_position_embeddings(2, 6)
