@@ -14,6 +14,7 @@ The rule, from what actually ran:
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -72,11 +73,36 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
     return [(n, modules[n], shapes[n], calls[n], plain[n]) for n in finished]
 
 
+#: model -> {(module count, input signature): chosen layer names}; a model's default is
+#: probed once per input layout, not once per explain call
+_CHOSEN: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, list[str]]]" = weakref.WeakKeyDictionary()
+
+
 def default_layers(model: nn.Module, inputs: Any) -> list[str]:
-    """The default layer name(s) for ``model`` on ``inputs`` (see the module docstring)."""
+    """The default layer name(s) for ``model`` on ``inputs`` (see the module docstring).
+
+    The probing forward runs once per model and input layout (shapes after the batch
+    dimension, dtypes, non-tensor arguments); a change in the model's module count probes
+    again."""
     from ..engine.inputs import Inputs
 
     inputs = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+    key = (sum(1 for _ in model.modules()), _signature(inputs.value))
+    chosen = _CHOSEN.setdefault(model, {})
+    if key not in chosen:
+        chosen[key] = _probe_default(model, inputs)
+    return list(chosen[key])
+
+
+def _signature(value: Any) -> tuple:
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape[1:]), str(value.dtype))
+    if isinstance(value, dict):
+        return tuple((k, _signature(v)) for k, v in value.items())
+    return (type(value).__name__, repr(value) if isinstance(value, (bool, int, float, str, type(None))) else id(value))
+
+
+def _probe_default(model: nn.Module, inputs: Any) -> list[str]:
     size = inputs.spatial_size
     records = probe(model, inputs)
     batch = records[0][2][0] if records else None

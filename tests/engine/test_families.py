@@ -65,3 +65,22 @@ def test_auto_layer_on_hf_family(family):
         model = tf.ConvNextForImageClassification(tf.ConvNextConfig(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2, num_labels=5))
     exp = mmcam.CAM(model.eval())({"pixel_values": torch.randn(1, 3, 64, 64)}, [0, 1, 2, 3])
     _check(exp, 64, 4)
+
+
+def test_default_layer_is_probed_once_per_input_layout():
+    """The structural probe (one extra forward) runs once per model and input layout; another
+    image size or a changed model probes again, and the answer is the same as a fresh probe."""
+    from mmcam.adapters.layers import default_layers
+
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    forwards = []
+    model.register_forward_pre_hook(lambda module, args: forwards.append(args[0].shape))
+    x = torch.rand(1, 3, 64, 64)
+    assert default_layers(model, x) == ["layer4"] and len(forwards) == 1
+    assert default_layers(model, torch.rand(4, 3, 64, 64)) == ["layer4"] and len(forwards) == 1  # batch size is not layout
+    default_layers(model, torch.rand(1, 3, 96, 96))
+    assert len(forwards) == 2
+    model.layer4 = torch.nn.Sequential(model.layer4, torch.nn.Conv2d(512, 512, 1))
+    assert default_layers(model, x) == ["layer4"] and len(forwards) == 3
+    exp = mmcam.CAM(model, None)(x, [0])
+    assert exp.layers == ["layer4"] and len(forwards) == 4  # the explaining forward only
