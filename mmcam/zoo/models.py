@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-__all__ = ["SmallResNet", "QNetwork", "build", "sincos_position_embeddings", "init_patch_positions", "trainable_detr_backbone"]
+__all__ = ["SmallResNet", "QNetwork", "build", "sincos_position_embeddings", "init_patch_positions", "init_vilt_from_vit", "trainable_detr_backbone"]
 
 
 class SmallResNet(torchvision.models.ResNet):
@@ -90,6 +90,42 @@ def init_patch_positions(position_embeddings: nn.Parameter) -> None:
     with torch.no_grad():
         position_embeddings[0, 1:] = sincos_position_embeddings(grid, position_embeddings.shape[2])
         position_embeddings[0, 0] = 0.0
+
+
+_VIT_TO_VILT = {
+    "attention.q_proj": "attention.attention.query",
+    "attention.k_proj": "attention.attention.key",
+    "attention.v_proj": "attention.attention.value",
+    "attention.o_proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+    "layernorm_before": "layernorm_before",
+    "layernorm_after": "layernorm_after",
+}
+
+
+def init_vilt_from_vit(vilt: nn.Module, vit: nn.Module) -> int:
+    """Start a ViLT's patch embedding, position table, CLS token and its first transformer
+    layers from a trained HF ViT encoder of the same width (ViLT itself starts from an
+    ImageNet ViT, Kim et al. 2021, https://arxiv.org/abs/2102.03334 §3.1). ``vilt``: a
+    ``ViltModel`` (``model.vilt``); ``vit``: a ``ViTModel`` (e.g. a VisionEncoderDecoder's
+    ``encoder``). Returns the number of layers copied; the rest keep their init."""
+    source = vit.state_dict()
+    target = vilt.state_dict()
+    copied: dict[str, torch.Tensor] = {}
+    for key in ("cls_token", "position_embeddings", "patch_embeddings.projection.weight", "patch_embeddings.projection.bias"):
+        copied[f"embeddings.{key}"] = source[f"embeddings.{key}"]
+    layers = 0
+    while f"layers.{layers}.layernorm_before.weight" in source and f"encoder.layer.{layers}.layernorm_before.weight" in target:
+        for old, new in _VIT_TO_VILT.items():
+            for kind in ("weight", "bias"):
+                copied[f"encoder.layer.{layers}.{new}.{kind}"] = source[f"layers.{layers}.{old}.{kind}"]
+        layers += 1
+    for key, value in copied.items():
+        if target[key].shape != value.shape:
+            raise ValueError(f"{key}: ViLT {tuple(target[key].shape)} vs ViT {tuple(value.shape)}; the two need the same width and patch grid")
+    vilt.load_state_dict(copied, strict=False)
+    return layers
 
 
 def build(config: dict[str, Any]) -> nn.Module:

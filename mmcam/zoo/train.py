@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..data import SHAPES, GridConfig, SceneConfig, classification_config, generate_grids, generate_scenes
 from . import WEIGHTS_DIR
-from .models import build, init_patch_positions
+from .models import build, init_patch_positions, init_vilt_from_vit
 from .processing import detr_processor, to_pixel_tensor
 
 EVAL_SEED = 987_654  # evaluation scenes never overlap training seeds (< 10^6 steps)
@@ -403,11 +403,16 @@ def vqa_quality(model: torch.nn.Module, processor: Any, n: int = 200, seed: int 
     return {"accuracy": round(total, 4), "per_type": per_type, "eval_images": n}
 
 
-def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000, layers: int = 4) -> None:
-    """ViLT (Kim et al. 2021, https://arxiv.org/abs/2102.03334) answer classifier from
-    scratch: every question of 16 fresh scenes per step (so each image is seen with all its
-    questions at once), all 64 patches (``max_image_length=-1``), AdamW 1e-3, 200 warm-up
-    steps, cosine decay to ``steps`` (or to ``minutes``, whichever ends first)."""
+def train_vqa(seed: int, minutes: float, out: Path, steps: int = 2000, lr: float = 5e-4) -> None:
+    """ViLT (Kim et al. 2021, https://arxiv.org/abs/2102.03334) answer classifier: as ViLT
+    starts from an ImageNet ViT, this one starts its patch embedding, position table and
+    first 3 layers from the shipped zoo captioner's ViT encoder (same width and patch grid;
+    the 4th layer, text embeddings and answer head start fresh). Cross-entropy on the one
+    answer, every question of 16 fresh scenes per step (each image seen with all its
+    questions at once), all 64 patches (``max_image_length=-1``), AdamW ``lr``, 200 warm-up
+    steps, cosine decay to ``steps`` (or to ``minutes``, whichever ends first). Measured: from
+    scratch (positions at sine-cosine codes, 3000 steps) it stayed at 0.64 accuracy with
+    shape and position questions near chance."""
     from transformers import ViltConfig, ViltForQuestionAnswering
 
     from ..data import VOCAB
@@ -419,7 +424,7 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000, layers: i
     arch = {
         "type": "hf_vilt_vqa",
         "config": {
-            "vocab_size": len(SPECIAL) + len(words), "hidden_size": 128, "num_hidden_layers": layers, "num_attention_heads": 4,
+            "vocab_size": len(SPECIAL) + len(words), "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
             "intermediate_size": 256, "image_size": 64, "patch_size": 8, "max_image_length": -1, "max_position_embeddings": 32,
             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "num_labels": len(answers),
             "id2label": dict(enumerate(answers)), "label2id": {a: i for i, a in enumerate(answers)},
@@ -427,7 +432,12 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000, layers: i
     }
     cfg = {"architecture": arch}
     model = ViltForQuestionAnswering(ViltConfig(**arch["config"]))
-    init_patch_positions(model.vilt.embeddings.position_embeddings)
+    from . import config as zoo_config
+    from . import load as zoo_load
+
+    captioner, _ = zoo_load("captioner")
+    copied = init_vilt_from_vit(model.vilt, captioner.encoder)
+    captioner_train = zoo_config("captioner").get("train", {})
     processor = VQAProcessor(words)
 
     def loss(step: int) -> torch.Tensor:
@@ -436,13 +446,14 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 6000, layers: i
         return F.cross_entropy(model(**enc).logits, labels.argmax(1))
 
     start = time.perf_counter()
-    taken = fit(model, loss, minutes, steps, 1e-3, "vqa", warmup=200)
+    taken = fit(model, loss, minutes, steps, lr, "vqa", warmup=200)
     cfg.update(
         preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": True},
         vocab=words,
         processor="vqa",
         labels=answers,
-        data={"config": "SceneConfig(background=plain|textured|cluttered); every question of 16 scenes per step"},
+        data={"config": "SceneConfig(background=plain|textured|cluttered); every question of 16 scenes per step",
+              "init": f"patch embedding, positions and layers 0-{copied - 1} from the zoo captioner's ViT encoder (trained with `{captioner_train.get('command', '?')}`)"},
         train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train vqa --seed {seed} --steps {steps} --minutes {minutes}"},
         metrics=vqa_quality(model, processor),
     )
