@@ -232,3 +232,16 @@ def test_vilt_starts_from_a_vit_encoder():
     narrow = ViltModel(ViltConfig(num_hidden_layers=1, vocab_size=20, hidden_size=16, num_attention_heads=2, intermediate_size=32, image_size=32, patch_size=8))
     with pytest.raises(ValueError, match="same width"):
         init_vilt_from_vit(narrow, vit)
+
+
+def test_quality_script_measures_the_shipped_models(capsys):
+    """``python -m mmcam.zoo.quality`` re-measures shipped weights and judges them by the bars."""
+    from mmcam.zoo import quality
+
+    assert quality.main(["--scale", "0.1", "--models", "classifier", "yolo", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| classifier | 50 |" in out and "| yolo | 30 |" in out and "MISSED" not in out
+    assert quality.verdict("vqa", {"per_type": {"color": 0.9, "shape": 0.8}}) == ["per_type 0.800 < 0.85"]
+    assert quality.verdict("captioner", {"exact_caption": 0.95, "word_accuracy": 0.97}) == []
+    with pytest.raises(SystemExit):
+        quality.main(["--models", "nonesuch"])
