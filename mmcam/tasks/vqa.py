@@ -8,9 +8,11 @@ Supported:
   (BLIP-VQA's ``forward()`` returns no logits: mmcam reads the text decoder's.)
 * HF ``ViltForQuestionAnswering`` (answer classifier, score = the answer's logit). ViLT shuffles its image
 patches on every call (``visual_embed`` draws them with ``torch.multinomial``, even in eval
-and even when it keeps all of them). mmcam runs ``visual_embed`` once, passes the result as
-``image_embeds`` and keeps the drawn ``patch_index``, so the map is scattered back onto the
-right patches and repeated calls give the same map.
+and even when it keeps all of them). mmcam runs the model through :class:`SeededPatches`,
+which draws them from a fixed seed inside ``torch.random.fork_rng`` (the caller's random
+state is untouched): the explained forward and the ``patch_index`` used to scatter the map
+back onto the grid see the same draw, repeated calls give the same map, and methods that
+mask the image (Score-CAM) still get ``pixel_values`` to mask.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from ..render.overlay import save_png
 from ..reshape import ScatterTokens
 from ..targets import ClassLogit, TopClasses, logits_of
 
-__all__ = ["VQAExplanation", "explain_vqa", "SUPPORTED"]
+__all__ = ["VQAExplanation", "explain_vqa", "SeededPatches", "SUPPORTED"]
 
 SUPPORTED = ("ViltForQuestionAnswering", *ANSWER_GENERATORS)
 
@@ -132,16 +134,44 @@ def _explain_generative(model, processor, image, question, answer, method, layer
     )
 
 
+class SeededPatches(nn.Module):
+    """``ViltForQuestionAnswering`` with its image patches drawn from a fixed seed.
+
+    ``forward(pixel_values, pixel_mask, **text)`` runs ``model.vilt.embeddings.visual_embed``
+    (the library's own patch sampling) under ``torch.random.fork_rng`` seeded with ``seed``,
+    then ``model(**text, image_embeds=..., pixel_mask=...)``. Every call with the same image
+    layout therefore keeps the same patches in the same order; :meth:`patch_index` returns
+    that order for row 0. Hook layers as ``"model.<name>"``.
+    """
+
+    def __init__(self, model: nn.Module, seed: int = 0):
+        super().__init__()
+        self.model, self.seed = model, seed
+
+    def _embed(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.model.vilt.embeddings.visual_embed(pixel_values, pixel_mask, max_image_length=self.model.config.max_image_length)
+
+    def patch_index(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(patch_index (B, N, 2), (h, w))`` of the draw :meth:`forward` makes."""
+        with torch.no_grad():
+            _, _, (index, (h, w)) = self._embed(pixel_values, pixel_mask)
+        return index, (int(h), int(w))
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None, **text: Any) -> Any:
+        if pixel_mask is None:
+            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
+        image_embeds, image_masks, _ = self._embed(pixel_values, pixel_mask)
+        return self.model(**text, image_embeds=image_embeds, pixel_mask=image_masks)
+
+
 def _explain_vilt(model, processor, image, question, answer, method, layers) -> VQAExplanation:
     inputs, shown = processor_inputs(processor, image, text=question)
-    pixel_values = inputs.pop("pixel_values")
-    pixel_mask = inputs.pop("pixel_mask", torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long))
-    embeddings = model.vilt.embeddings
-    with torch.no_grad():
-        image_embeds, image_masks, (patch_index, (h, w)) = embeddings.visual_embed(
-            pixel_values, pixel_mask, max_image_length=model.config.max_image_length
-        )
-    inputs.update(image_embeds=image_embeds, pixel_mask=image_masks)
+    pixel_values = inputs["pixel_values"]
+    inputs.setdefault("pixel_mask", torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long))
+    seeded = SeededPatches(model)
+    patch_index, (h, w) = seeded.patch_index(pixel_values, inputs["pixel_mask"])
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     if answer is None:
         target: Any = TopClasses(1)
@@ -158,9 +188,9 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
             )
         target = ClassLogit(label2id[answer])
     text_len = inputs["input_ids"].shape[1]
-    reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(int(h), int(w)))
-    chosen = layers if layers is not None else default_layers(model, inputs)
-    exp = CAM(model, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
+    reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(h, w))
+    chosen = _prefixed(layers) if layers is not None else default_layers(seeded, inputs)
+    exp = CAM(seeded, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
     probs = logits_of(exp.output)[0].sigmoid()
     index = int(probs.argmax()) if answer is None else target.index
     top = probs.topk(min(3, probs.numel()))
@@ -170,7 +200,7 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
         items=[id2label.get(index, str(index))],
         scores=exp.scores[0],
         method=exp.method,
-        layers=exp.layers,
+        layers=[name.removeprefix("model.") for name in exp.layers],
         meta={
             "question": question,
             "answer": id2label.get(index, str(index)),
@@ -179,3 +209,12 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
             "top": [[id2label.get(int(i), str(int(i))), round(float(p), 5)] for p, i in zip(top.values, top.indices)],
         },
     )
+
+
+def _prefixed(layers: Any) -> Any:
+    """User layer names are relative to the ViLT model; :class:`SeededPatches` holds it as ``model``."""
+    if isinstance(layers, str):
+        return f"model.{layers}"
+    if isinstance(layers, (list, tuple)):
+        return [f"model.{x}" if isinstance(x, str) else x for x in layers]
+    return layers

@@ -81,3 +81,26 @@ def test_answer_grounding_panel(vilt, tmp_path):
     # image and heatmap side by side (160 px each), question and answer written below
     assert panel.shape[1] == 2 * 160 + 3 * 6 and panel.shape[0] > 160 + 2 * 14
     assert exp.meta["answer"] == "green" and exp.items == ["green"]
+
+
+def test_another_patch_draw_gives_the_same_map_and_scorecam_masks_the_image(vilt, monkeypatch):
+    """The map is scattered back through the draw the forward made: a different seed (another
+    patch order) gives the same map; Score-CAM can mask ``pixel_values``; the caller's random
+    state is not consumed."""
+    import mmcam.tasks.vqa as vqa_mod
+
+    model, processor = vilt
+    question = "what color is the circle ?"
+    pixel_values, mask = processor(images=IMAGE)["pixel_values"], torch.ones(1, 64, 64, dtype=torch.long)
+    a = explain_vqa(model, processor, IMAGE, question)
+    order_a = vqa_mod.SeededPatches(model).patch_index(pixel_values, mask)[0]
+    original = vqa_mod.SeededPatches.__init__
+    monkeypatch.setattr(vqa_mod.SeededPatches, "__init__", lambda self, m, seed=0: original(self, m, seed=123))
+    assert not torch.equal(order_a, vqa_mod.SeededPatches(model).patch_index(pixel_values, mask)[0])
+    b = explain_vqa(model, processor, IMAGE, question)
+    torch.testing.assert_close(a.maps, b.maps, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(9)
+    state = torch.random.get_rng_state()
+    s = explain_vqa(model, processor, IMAGE, question, method="scorecam")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert s.maps.shape == (1, 64, 64) and torch.isfinite(s.maps).all() and s.maps.std() > 0
