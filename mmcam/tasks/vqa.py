@@ -26,7 +26,7 @@ from torch import nn
 from ..adapters.hf_text import ANSWER_GENERATORS, decoding_for, generated_argmax, processor_inputs, run_cam, teacher_forced, text_ids, vision_layers
 from ..adapters.layers import default_layers
 from ..engine import CAM
-from ..errors import InputError, TargetError, close_matches
+from ..errors import InputError, MMCamError, TargetError, close_matches
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
 from ..reshape import ScatterTokens
@@ -190,7 +190,10 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
     text_len = inputs["input_ids"].shape[1]
     reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(h, w))
     chosen = _prefixed(layers) if layers is not None else default_layers(seeded, inputs)
-    exp = CAM(seeded, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
+    try:
+        exp = CAM(seeded, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
+    except MMCamError as error:  # name layers as the user does, relative to the ViLT model
+        raise type(error)(str(error).replace("'model.", "'")) from error
     probs = logits_of(exp.output)[0].sigmoid()
     index = int(probs.argmax()) if answer is None else target.index
     top = probs.topk(min(3, probs.numel()))

@@ -104,3 +104,13 @@ def test_another_patch_draw_gives_the_same_map_and_scorecam_masks_the_image(vilt
     s = explain_vqa(model, processor, IMAGE, question, method="scorecam")
     assert torch.equal(torch.random.get_rng_state(), state)
     assert s.maps.shape == (1, 64, 64) and torch.isfinite(s.maps).all() and s.maps.std() > 0
+
+
+def test_layer_errors_name_layers_as_the_user_does(vilt):
+    """Layers are given relative to the ViLT model; errors must not leak the wrapper's prefix."""
+    from mmcam.errors import GradientError
+
+    model, processor = vilt
+    with pytest.raises(GradientError) as info:
+        explain_vqa(model, processor, IMAGE, "what color is the circle ?", layers="vilt.encoder.layer.1.layernorm_after")
+    assert "'vilt.encoder.layer.1.layernorm_after'" in str(info.value) and "model.vilt" not in str(info.value)
