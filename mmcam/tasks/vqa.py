@@ -189,7 +189,10 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
         target = ClassLogit(label2id[answer])
     text_len = inputs["input_ids"].shape[1]
     reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(h, w))
-    chosen = _prefixed(layers) if layers is not None else default_layers(seeded, inputs)
+    if layers is None:
+        with torch.random.fork_rng(devices=[]):  # the probe (once per model and layout) draws patches too
+            layers = default_layers(model, inputs)
+    chosen = _prefixed(layers)
     try:
         exp = CAM(seeded, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
     except MMCamError as error:  # name layers as the user does, relative to the ViLT model
