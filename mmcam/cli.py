@@ -295,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     dist = Distributed.from_env()  # under torchrun: each rank evaluates cases rank::world, then all_reduce
     try:
         result = all_reduce_evaluation(evaluate(
-            args.task, model, methods=methods, dataset=args.dataset, image_dir=args.image_dir, images=args.images, seed=args.seed,
+            args.task, model, methods=methods, layers=_layer_arg(args.layer), dataset=args.dataset, image_dir=args.image_dir, images=args.images, seed=args.seed,
             faithfulness_images=args.faithfulness_images, attributions=attributions, attribution_images=args.attribution_images,
             sanity_images=args.sanity_images, steps=args.steps, tolerance=args.tolerance, threads=args.threads,
             command=_evaluate_command(args, model, methods, attributions), shard=(dist.rank, dist.world_size) if dist.world_size > 1 else None,
@@ -310,9 +310,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layer_arg(groups: "list[str] | None") -> "list[str] | None":
+    """``--layer`` values, repeated or comma-separated; ``None`` when none was given."""
+    names = [name for group in (groups or []) for name in group.split(",") if name]
+    return names or None
+
+
 def _evaluate_command(args: argparse.Namespace, model: str, methods: list[str], attributions: list[str]) -> str:
     """The command that reproduces this table, every setting spelled out."""
     parts = ["mmcam evaluate", f"--task {args.task}", f"--model {model}", f"--method {','.join(methods)}"]
+    parts += [f"--layer {','.join(_layer_arg(args.layer))}"] if args.layer else []
     parts += [f"--dataset {args.dataset}"] if args.dataset else []
     parts += [f"--images {args.images}", f"--seed {args.seed}", f"--faithfulness-images {args.faithfulness_images}"]
     parts += [f"--attribution {','.join(attributions)} --attribution-images {args.attribution_images}"] if attributions else []
@@ -383,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="a COCO annotation .json (default: scenes generated from --seed)")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
     p.add_argument("--images", type=int, default=200, help="images (or grid states) to evaluate")
+    p.add_argument("--layer", action="append", help="layer(s) every map comes from, repeated or comma-separated (default: the task's own)")
     p.add_argument("--seed", type=int, default=0, help="scenes, random baselines and ROAD noise all follow it")
     p.add_argument("--faithfulness-images", type=int, default=40, help="cases scored by deletion/insertion/ROAD/avg drop (0: off)")
     p.add_argument("--attribution", action="append", help="captum baselines: occlusion, saliency, smoothgrad, integrated-gradients, kernelshap")

@@ -302,6 +302,7 @@ def evaluate(
     processor: Any = None,
     *,
     methods: Sequence[str] = ("gradcam",),
+    layers: Any = None,
     dataset: "str | Path | None" = None,
     image_dir: "str | Path | None" = None,
     images: int = 200,
@@ -325,6 +326,8 @@ def evaluate(
     annotation file read with pycocotools (with this project's caption/VQA extension for those
     tasks, see ``mmcam.data.write_coco``); ``None`` generates ``images`` scenes from ``seed``
     (a third each on plain, textured and cluttered backgrounds) and writes them as COCO first.
+    ``layers``: the layer(s) every method's maps come from, as for the task's ``explain_*``
+    (``None``: each task's default layer).
 
     Localisation runs on every case; the costlier parts on the first cases only:
     ``faithfulness_images`` (deletion/insertion with ``steps`` steps, ROAD at
@@ -362,14 +365,14 @@ def evaluate(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return _evaluate(
-                task, model, processor, methods, dataset, image_dir, images, seed, faithfulness_images, attributions,
+                task, model, processor, methods, layers, dataset, image_dir, images, seed, faithfulness_images, attributions,
                 attribution_images, sanity_images, steps, tuple(road_percentages), tolerance, shard, disable, command, tqdm,
             )
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _evaluate(task, model, processor, methods, dataset, image_dir, images, seed, faithfulness_images, attributions,
+def _evaluate(task, model, processor, methods, layers, dataset, image_dir, images, seed, faithfulness_images, attributions,
               attribution_images, sanity_images, steps, road_percentages, tolerance, shard, disable, command, tqdm) -> Evaluation:
     start = time.perf_counter()
     model, processor, model_name = _load(task, model, processor)
@@ -380,7 +383,7 @@ def _evaluate(task, model, processor, methods, dataset, image_dir, images, seed,
         cases: list[Case] = []
         index: list[int] = []  # each case's sample position in the whole (unsharded) dataset
         for position, sample in zip(positions, tqdm(samples, desc=f"{task}: predictions", unit="image", disable=disable)):
-            prepared = prepare(task, model, processor, sample)
+            prepared = prepare(task, model, processor, sample, layers=layers)
             cases.extend(prepared)
             index.extend([position] * len(prepared))
     if not cases:
@@ -473,7 +476,7 @@ def _evaluate(task, model, processor, methods, dataset, image_dir, images, seed,
 
     totals = {name: row.finish() for name, row in rows.items()}
     settings = {
-        "task": task, "methods": list(methods), "dataset": str(dataset) if dataset else f"generated scenes (seed {seed})", "images": images,
+        "task": task, "methods": list(methods), "layers": _layer_names(layers), "dataset": str(dataset) if dataset else f"generated scenes (seed {seed})", "images": images,
         "seed": seed, "faithfulness_images": faithfulness_images, "attributions": list(attributions), "attribution_images": attribution_images,
         "sanity_images": sanity_images, "steps": steps, "road_percentages": list(road_percentages), "tolerance": tolerance if tolerance is not None else "torchray (15 px at 224, scaled)",
         "shard": list(shard) if shard else None, "threads": torch.get_num_threads(), "command": command,
@@ -483,6 +486,14 @@ def _evaluate(task, model, processor, methods, dataset, image_dir, images, seed,
         settings=settings, samples=len(samples), cases=len(cases), items=sum(len(c.items) for c in cases),
         seconds=round(time.perf_counter() - start, 1), notes=notes, totals=totals, records=records,
     )
+
+
+def _layer_names(layers: Any) -> "list[str] | None":
+    """Layers as JSON-safe names (modules by class name)."""
+    if layers is None:
+        return None
+    items = layers if isinstance(layers, (list, tuple)) else [layers]
+    return [x if isinstance(x, str) else type(x).__name__ for x in items]
 
 
 def _guided_gradcam(case: Case, model: torch.nn.Module) -> torch.Tensor:

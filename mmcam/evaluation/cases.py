@@ -73,7 +73,7 @@ def _pixels(inputs: Any) -> torch.Tensor:
     return x[0].detach()
 
 
-def _classify(model, processor, sample) -> list[Case]:
+def _classify(model, processor, sample, layers=None) -> list[Case]:
     from ..explain import _label_names, explain_classification, prepare_image
     from ..methods.guided import GuidedBackprop
     from ..targets import logits_of
@@ -99,7 +99,7 @@ def _classify(model, processor, sample) -> list[Case]:
     rest = _union(sample.masks, [i for i in range(len(sample.categories)) if i not in hits], size)
 
     def explain(m, method, cls=c):
-        return _fit(explain_classification(m, image, target=cls, processor=processor, method=method).maps, size)
+        return _fit(explain_classification(m, image, target=cls, processor=processor, method=method, layers=layers).maps, size)
 
     return [Case(
         sample_id=str(sample.image_id),
@@ -122,7 +122,7 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _detect(model, processor, sample) -> list[Case]:
+def _detect(model, processor, sample, layers=None) -> list[Case]:
     from ..adapters import ultralytics as yolo
     from ..tasks.detection import explain_detections
 
@@ -156,7 +156,7 @@ def _detect(model, processor, sample) -> list[Case]:
         return y[:, 4:][:, classes, indices]
 
     def explain(m, method):
-        return _fit(explain_detections(m, image, method=method, candidates=(indices, classes)).maps, size)
+        return _fit(explain_detections(m, image, method=method, layers=layers, candidates=(indices, classes)).maps, size)
 
     return [Case(
         sample_id=str(sample.image_id),
@@ -169,7 +169,7 @@ def _detect(model, processor, sample) -> list[Case]:
     )]
 
 
-def _segment(model, processor, sample) -> list[Case]:
+def _segment(model, processor, sample, layers=None) -> list[Case]:
     from ..explain import prepare_image
     from ..targets import segmentation_logits
     from ..tasks.segmentation import explain_segmentation
@@ -197,13 +197,13 @@ def _segment(model, processor, sample) -> list[Case]:
         return (probs * regions[None]).flatten(2).sum(2) / area
 
     def explain(m, method):
-        maps = [explain_segmentation(m, image, class_id=c, mask=regions[k].numpy(), processor=processor, method=method).maps[0] for k, c in enumerate(classes)]
+        maps = [explain_segmentation(m, image, class_id=c, mask=regions[k].numpy(), processor=processor, method=method, layers=layers).maps[0] for k, c in enumerate(classes)]
         return _fit(torch.stack(maps), size)
 
     return [Case(str(sample.image_id), [first.items[k] for k in keep], x, masks, others, probabilities, explain)]
 
 
-def _caption(model, processor, sample) -> list[Case]:
+def _caption(model, processor, sample, layers=None) -> list[Case]:
     from ..explain import prepare_image
     from ..targets import CaptionTokens
     from ..tasks.caption import explain_caption, merge_subwords
@@ -229,14 +229,14 @@ def _caption(model, processor, sample) -> list[Case]:
         return target(out).exp()[:, keep]
 
     def explain(m, method):
-        return _fit(explain_caption(m, processor, image, caption=first.meta["caption"], method=method).maps[keep], size)
+        return _fit(explain_caption(m, processor, image, caption=first.meta["caption"], method=method, layers=layers).maps[keep], size)
 
     masks = torch.stack([_union(sample.masks, sample.word_links[k], size) for k in keep])
     others = torch.stack([_union(sample.masks, [i for i in range(n) if i not in sample.word_links[k]], size) for k in keep])
     return [Case(str(sample.image_id), [first.items[k] for k in keep], x, masks, others, probabilities, explain)]
 
 
-def _vqa(model, processor, sample) -> list[Case]:
+def _vqa(model, processor, sample, layers=None) -> list[Case]:
     from ..tasks.vqa import explain_vqa
 
     image = sample.load_image()
@@ -261,7 +261,7 @@ def _vqa(model, processor, sample) -> list[Case]:
             return model(**batch, pixel_values=xs, pixel_mask=mask).logits.sigmoid()[:, [a]]
 
         def explain(m, method, q=qa.question, ans=answer):
-            return _fit(explain_vqa(m, processor, image, q, answer=ans, method=method).maps, size)
+            return _fit(explain_vqa(m, processor, image, q, answer=ans, method=method, layers=layers).maps, size)
 
         masks = _union(sample.masks, qa.object_ids, size)[None]
         others = _union(sample.masks, [i for i in range(n) if i not in qa.object_ids], size)[None]
@@ -272,7 +272,7 @@ def _vqa(model, processor, sample) -> list[Case]:
     return cases
 
 
-def _action(model, processor, state) -> list[Case]:
+def _action(model, processor, state, layers=None) -> list[Case]:
     from ..methods.guided import GuidedBackprop
     from ..tasks.action import explain_action
 
@@ -284,7 +284,7 @@ def _action(model, processor, state) -> list[Case]:
     size = tuple(obs.shape[-2:])
 
     def explain(m, method, action=a):
-        return torch.tensor(explain_action(m, obs, action=action, method=method).meta["cell_maps"]).float()
+        return torch.tensor(explain_action(m, obs, action=action, method=method, layers=layers).meta["cell_maps"]).float()
 
     mask = torch.from_numpy(state.decisive_mask())
     walls = torch.from_numpy(state.obs[2] > 0) & ~mask
@@ -300,9 +300,10 @@ def _action(model, processor, state) -> list[Case]:
 _PREPARE = {"classify": _classify, "detect": _detect, "segment": _segment, "caption": _caption, "vqa": _vqa, "action": _action}
 
 
-def prepare(task: str, model: Any, processor: Any, sample: Any) -> list[Case]:
+def prepare(task: str, model: Any, processor: Any, sample: Any, layers: Any = None) -> list[Case]:
     """The cases of one sample (a :class:`mmcam.data.CocoImage`, or a
-    :class:`mmcam.data.GridState` for ``action``); empty when nothing has ground truth."""
+    :class:`mmcam.data.GridState` for ``action``); empty when nothing has ground truth.
+    ``layers``: passed to every explanation (``None``: each task's default)."""
     if task not in _PREPARE:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return _PREPARE[task](model, processor, sample)
+    return _PREPARE[task](model, processor, sample, layers=layers)

@@ -100,3 +100,30 @@ def test_model_left_untouched_and_bad_arguments(classifier):
     with pytest.raises(InputError, match="rank, world_size"):
         evaluate("classify", model, processor, shard=(2, 2))
     assert torch.get_num_threads() >= 1
+
+
+def test_layers_reach_every_explanation(classifier):
+    """``layers=`` is what every map comes from: naming the default layer reproduces the default
+    run exactly, another layer changes the maps (and so the method's row), and the setting is
+    recorded; the CLI spells it in the reproducing command."""
+
+    model, processor = classifier
+    default = evaluate("classify", model, processor, methods=("gradcam",), seed=3, **SMALL)
+    same = evaluate("classify", model, processor, methods=("gradcam",), layers="layer4", seed=3, **SMALL)
+    other = evaluate("classify", model, processor, methods=("gradcam",), layers=["layer2"], seed=3, **SMALL)
+    assert _numbers(same) == _numbers(default) and same.settings["layers"] == ["layer4"] and default.settings["layers"] is None
+    assert other.rows["gradcam"] != default.rows["gradcam"] and other.settings["layers"] == ["layer2"]
+    assert other.rows["baseline: centre"] == default.rows["baseline: centre"]
+    from mmcam.errors import LayerError
+
+    with pytest.raises(LayerError, match="no layer 'nonesuch'"):
+        evaluate("classify", model, processor, layers="nonesuch", seed=3, **SMALL)
+
+
+def test_cli_evaluate_layer_flag(tmp_path, capsys):
+    from mmcam.cli import main
+
+    assert main(["evaluate", "--task", "action", "--images", "6", "--faithfulness-images", "0", "--sanity-images", "0",
+                 "--layer", "features.1", "--out", str(tmp_path), "--threads", "1"]) == 0
+    data = json.loads((tmp_path / "evaluate-action.json").read_text())
+    assert data["settings"]["layers"] == ["features.1"] and "--layer features.1" in data["settings"]["command"]
