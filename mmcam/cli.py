@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -330,9 +331,9 @@ def _evaluate_command(args: argparse.Namespace, model: str, methods: list[str], 
 def _ensure_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".mmcam-write-test"
-        probe.write_text("")
-        probe.unlink()
+        # one probe file per process: torchrun ranks check the same directory at once
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".mmcam-write-test-"):
+            pass
     except OSError as error:
         raise InputError(f"cannot write to output directory {str(out)!r} ({error.strerror}); pass a writable --out") from None
 

@@ -150,3 +150,15 @@ def test_ultralytics_yaml_spec(images, tmp_path):
     assert res.returncode == 0, res.stderr  # random weights: nothing above conf, still a clean run
     summary = json.loads((tmp_path / "y" / "summary.json").read_text())
     assert summary["explained"][0]["note"].startswith("nothing to explain")
+
+
+def test_output_check_is_safe_when_ranks_race(tmp_path):
+    """torchrun ranks check the same --out at once: per-process probe files, so none of them
+    deletes another's (a shared probe name failed CI with 'No such file or directory')."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mmcam.cli import _ensure_writable
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: _ensure_writable(tmp_path / "out"), range(200)))
+    assert list((tmp_path / "out").iterdir()) == []
