@@ -8,14 +8,16 @@ Supported:
   (BLIP-VQA's ``forward()`` returns no logits: mmcam reads the text decoder's.)
 * HF ``ViltForQuestionAnswering`` (answer classifier, score = the answer's logit). ViLT shuffles its image
 patches on every call (``visual_embed`` draws them with ``torch.multinomial``, even in eval
-and even when it keeps all of them). mmcam runs the model through :class:`SeededPatches`,
-which draws them from a fixed seed inside ``torch.random.fork_rng`` (the caller's random
-state is untouched): the explained forward and the ``patch_index`` used to scatter the map
-back onto the grid see the same draw, repeated calls give the same map, and methods that
-mask the image (Score-CAM) still get ``pixel_values`` to mask.
+and even when it keeps all of them). During an explanation mmcam seeds that draw with hooks
+on the model's embeddings (:func:`seeded_patches`; the caller's random state is put back):
+the explained forward, every re-scoring forward and the ``patch_index`` used to scatter the
+map back onto the grid (:func:`patch_order`) see the same draw, repeated calls give the same
+map, and methods that mask the image (Score-CAM) still get ``pixel_values`` to mask.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,13 @@ from torch import nn
 from ..adapters.hf_text import ANSWER_GENERATORS, decoding_for, generated_argmax, processor_inputs, run_cam, teacher_forced, text_ids, vision_layers
 from ..adapters.layers import default_layers
 from ..engine import CAM
-from ..errors import InputError, MMCamError, TargetError, close_matches
+from ..errors import InputError, TargetError, close_matches
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
 from ..reshape import ScatterTokens
 from ..targets import ClassLogit, TopClasses, logits_of
 
-__all__ = ["VQAExplanation", "explain_vqa", "SeededPatches", "SUPPORTED"]
+__all__ = ["VQAExplanation", "explain_vqa", "seeded_patches", "patch_order", "SUPPORTED"]
 
 SUPPORTED = ("ViltForQuestionAnswering", *ANSWER_GENERATORS)
 
@@ -134,44 +136,51 @@ def _explain_generative(model, processor, image, question, answer, method, layer
     )
 
 
-class SeededPatches(nn.Module):
-    """``ViltForQuestionAnswering`` with its image patches drawn from a fixed seed.
+PATCH_SEED = 0  # ViLT's patch draw during an explanation (see the module docstring)
 
-    ``forward(pixel_values, pixel_mask, **text)`` runs ``model.vilt.embeddings.visual_embed``
-    (the library's own patch sampling) under ``torch.random.fork_rng`` seeded with ``seed``,
-    then ``model(**text, image_embeds=..., pixel_mask=...)``. Every call with the same image
-    layout therefore keeps the same patches in the same order; :meth:`patch_index` returns
-    that order for row 0. Hook layers as ``"model.<name>"``.
-    """
 
-    def __init__(self, model: nn.Module, seed: int = 0):
-        super().__init__()
-        self.model, self.seed = model, seed
+@contextmanager
+def seeded_patches(model: nn.Module, seed: int | None = None) -> Iterator[None]:
+    """While active, every forward of ``model`` (a ``ViltForQuestionAnswering``) draws its
+    image patches from ``seed``: hooks around ``model.vilt.embeddings`` seed the CPU generator
+    before it runs and put the caller's generator state back after, so the draw is the same on
+    every call and nothing else sees the seed (default :data:`PATCH_SEED`). The hooks are
+    removed on exit."""
+    seed = PATCH_SEED if seed is None else seed
+    embeddings = model.vilt.embeddings
+    saved: list[torch.Tensor] = []
 
-    def _embed(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            return self.model.vilt.embeddings.visual_embed(pixel_values, pixel_mask, max_image_length=self.model.config.max_image_length)
+    def before(module: nn.Module, args: Any, kwargs: Any) -> None:
+        saved.append(torch.random.get_rng_state())
+        torch.manual_seed(seed)
 
-    def patch_index(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """``(patch_index (B, N, 2), (h, w))`` of the draw :meth:`forward` makes."""
-        with torch.no_grad():
-            _, _, (index, (h, w)) = self._embed(pixel_values, pixel_mask)
-        return index, (int(h), int(w))
+    def after(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        torch.random.set_rng_state(saved.pop())
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None, **text: Any) -> Any:
-        if pixel_mask is None:
-            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long, device=pixel_values.device)
-        image_embeds, image_masks, _ = self._embed(pixel_values, pixel_mask)
-        return self.model(**text, image_embeds=image_embeds, pixel_mask=image_masks)
+    handles = [embeddings.register_forward_pre_hook(before, with_kwargs=True), embeddings.register_forward_hook(after, with_kwargs=True)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        if saved:  # a forward that failed inside the embeddings
+            torch.random.set_rng_state(saved[0])
+
+
+def patch_order(model: nn.Module, pixel_values: torch.Tensor, pixel_mask: torch.Tensor, seed: int | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(patch_index (B, N, 2), (h, w))`` of the draw :func:`seeded_patches` makes (ViLT's own
+    ``visual_embed``, same seed, caller's generator untouched)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(PATCH_SEED if seed is None else seed)
+        _, _, (index, (h, w)) = model.vilt.embeddings.visual_embed(pixel_values, pixel_mask, max_image_length=model.config.max_image_length)
+    return index, (int(h), int(w))
 
 
 def _explain_vilt(model, processor, image, question, answer, method, layers) -> VQAExplanation:
     inputs, shown = processor_inputs(processor, image, text=question)
     pixel_values = inputs["pixel_values"]
     inputs.setdefault("pixel_mask", torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long))
-    seeded = SeededPatches(model)
-    patch_index, (h, w) = seeded.patch_index(pixel_values, inputs["pixel_mask"])
+    patch_index, (h, w) = patch_order(model, pixel_values, inputs["pixel_mask"])
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     if answer is None:
         target: Any = TopClasses(1)
@@ -189,14 +198,9 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
         target = ClassLogit(label2id[answer])
     text_len = inputs["input_ids"].shape[1]
     reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(h, w))
-    if layers is None:
-        with torch.random.fork_rng(devices=[]):  # the probe (once per model and layout) draws patches too
-            layers = default_layers(model, inputs)
-    chosen = _prefixed(layers)
-    try:
-        exp = CAM(seeded, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
-    except MMCamError as error:  # name layers as the user does, relative to the ViLT model
-        raise type(error)(str(error).replace("'model.", "'")) from error
+    with seeded_patches(model):
+        chosen = layers if layers is not None else default_layers(model, inputs)
+        exp = CAM(model, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
     probs = logits_of(exp.output)[0].sigmoid()
     index = int(probs.argmax()) if answer is None else target.index
     top = probs.topk(min(3, probs.numel()))
@@ -206,7 +210,7 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
         items=[id2label.get(index, str(index))],
         scores=exp.scores[0],
         method=exp.method,
-        layers=[name.removeprefix("model.") for name in exp.layers],
+        layers=exp.layers,
         meta={
             "question": question,
             "answer": id2label.get(index, str(index)),
@@ -216,11 +220,3 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
         },
     )
 
-
-def _prefixed(layers: Any) -> Any:
-    """User layer names are relative to the ViLT model; :class:`SeededPatches` holds it as ``model``."""
-    if isinstance(layers, str):
-        return f"model.{layers}"
-    if isinstance(layers, (list, tuple)):
-        return [f"model.{x}" if isinstance(x, str) else x for x in layers]
-    return layers
