@@ -83,12 +83,16 @@ def default_layers(model: nn.Module, inputs: Any) -> list[str]:
 def layers_and_grid(model: nn.Module, inputs: Any) -> tuple[list[str], tuple[int, int]]:
     """:func:`default_layers` and the ``(h, w)`` grid of the last of them (for DETR and
     Conditional DETR: the feature map the encoder flattens into ``h * w`` tokens), from one
-    probing forward."""
-    from ..engine.inputs import Inputs
+    probing forward per model and input layout."""
+    from .layers import per_layout
+
+    return per_layout(model, inputs, _probe_layers_and_grid)
+
+
+def _probe_layers_and_grid(model: nn.Module, batch: Any) -> tuple[list[str], tuple[int, int]]:
     from ..reshape import _consistent
     from .layers import probe
 
-    batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
     size = batch.spatial_size
     spatial = [
         (name, shape)

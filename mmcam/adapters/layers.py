@@ -14,7 +14,9 @@ The rule, from what actually ran:
 """
 from __future__ import annotations
 
+import copy
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,7 +25,7 @@ from torch import nn
 from ..engine.hooks import first_tensor
 from ..errors import LayerError
 
-__all__ = ["default_layers", "probe"]
+__all__ = ["default_layers", "per_layout", "probe"]
 
 _SKIP = (
     nn.modules.pooling._AdaptiveAvgPoolNd,
@@ -73,25 +75,29 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
     return [(n, modules[n], shapes[n], calls[n], plain[n]) for n in finished]
 
 
-#: model -> {(module count, input signature): chosen layer names}; a model's default is
-#: probed once per input layout, not once per explain call
-_CHOSEN: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, list[str]]]" = weakref.WeakKeyDictionary()
+#: model -> {(what, module count, input signature): result}: structural choices made from a
+#: probing forward are made once per model and input layout, not once per explain call
+_PER_LAYOUT: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]]" = weakref.WeakKeyDictionary()
 
 
-def default_layers(model: nn.Module, inputs: Any) -> list[str]:
-    """The default layer name(s) for ``model`` on ``inputs`` (see the module docstring).
-
-    The probing forward runs once per model and input layout (shapes after the batch
-    dimension, dtypes, non-tensor arguments); a change in the model's module count probes
-    again."""
+def per_layout(model: nn.Module, inputs: Any, choose: Callable[[nn.Module, Any], Any]) -> Any:
+    """``choose(model, inputs)`` — a choice read from a probing forward — computed once per
+    model and input layout (shapes after the batch dimension, dtypes, non-tensor arguments)
+    and reused; a change in the model's module count computes it again."""
     from ..engine.inputs import Inputs
 
     inputs = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
-    key = (sum(1 for _ in model.modules()), _signature(inputs.value))
-    chosen = _CHOSEN.setdefault(model, {})
-    if key not in chosen:
-        chosen[key] = _probe_default(model, inputs)
-    return list(chosen[key])
+    key = (choose.__qualname__, sum(1 for _ in model.modules()), _signature(inputs.value))
+    cache = _PER_LAYOUT.setdefault(model, {})
+    if key not in cache:
+        cache[key] = choose(model, inputs)
+    return copy.deepcopy(cache[key])
+
+
+def default_layers(model: nn.Module, inputs: Any) -> list[str]:
+    """The default layer name(s) for ``model`` on ``inputs`` (see the module docstring); the
+    probing forward runs once per model and input layout (:func:`per_layout`)."""
+    return per_layout(model, inputs, _probe_default)
 
 
 def _signature(value: Any) -> tuple:

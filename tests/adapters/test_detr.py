@@ -163,3 +163,21 @@ def test_encoder_tokens_fold_into_the_feature_grid():
     torch.testing.assert_close(exp.maps, ref.maps[0], rtol=1e-4, atol=1e-5)
     with pytest.raises(InputError, match="not spatial"):
         explain_detections(model, wide, conf=0.3, layers="model.decoder.layers.0")
+
+
+def test_layer_and_grid_probe_runs_once_per_layout():
+    """Explaining twice runs the probing forward once: the second call is the explaining
+    forward alone (the default layer and the encoder grid come from the per-layout cache)."""
+    from mmcam import zoo
+
+    model, processor = zoo.load("detr")
+    image = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    forwards = []
+    handle = model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    try:
+        explain_detections(model, image, processor=processor, conf=0.0)
+        first = len(forwards)
+        explain_detections(model, image, processor=processor, conf=0.0)
+    finally:
+        handle.remove()
+    assert len(forwards) - first == 1 and first >= 2
