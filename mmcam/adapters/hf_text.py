@@ -19,6 +19,7 @@ picks the last block's pre-attention norm (``layer_norm1``, ``layernorm_before``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..errors import InputError, TargetError
 from ..targets import CaptionTokens
 from .layers import default_layers
 
-__all__ = ["processor_inputs", "run_cam", "CAPTIONERS", "ANSWER_GENERATORS", "DecoderLogits", "TextDecoding", "decoding_for", "vision_tower", "vision_layers", "merge_subwords", "TeacherForced", "teacher_forced"]
+__all__ = ["processor_inputs", "run_cam", "chosen_layers", "require_attention_family", "CAPTIONERS", "ANSWER_GENERATORS", "DecoderLogits", "TextDecoding", "decoding_for", "vision_tower", "vision_layers", "merge_subwords", "TeacherForced", "teacher_forced"]
 
 CAPTIONERS = ("VisionEncoderDecoderModel", "BlipForConditionalGeneration", "GitForCausalLM")
 ANSWER_GENERATORS = ("BlipForQuestionAnswering",)
@@ -69,6 +70,29 @@ def run_cam(model: nn.Module, module: nn.Module, layers: Any, method: Any, input
     from ..reshape import Auto
 
     return CAM(module, layers, method=method, reshape=Auto(model))(inputs, targets, **call)
+
+
+def chosen_layers(layers: Any, method: Any, default: Callable[[], Any]) -> Any:
+    """``layers`` when given; ``None`` for an attention method (``"gae"`` reads every attention
+    layer); else ``default()`` (the structural choice, computed only when needed)."""
+    from .. import methods
+
+    if layers is not None or getattr(methods.get(method), "attention", False):
+        return layers
+    return default()
+
+
+def require_attention_family(method: Any, family: str, supported: tuple[str, ...]) -> None:
+    """An attention method (``"gae"``) on a family whose outputs don't carry the attention
+    maps it needs fails here, naming the families that do."""
+    from .. import methods
+    from ..errors import MethodError
+
+    if getattr(methods.get(method), "attention", False) and family not in supported:
+        raise MethodError(
+            f"method 'gae' needs the model's attention maps in its own outputs, which {family} does not give "
+            f"here; it supports {', '.join(supported)}. Use a CAM method (gradcam, layercam, scorecam, ...) for {family}"
+        )
 
 
 def vision_tower(model: nn.Module) -> tuple[str, nn.Module]:

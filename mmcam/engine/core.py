@@ -93,7 +93,8 @@ class CAM:
         layers: a module, a dotted name (``"layer4"``), a list of them (maps are summed at
             the finest grid, in the score's units),
             or ``None``/``"auto"`` to pick the last spatial layer by structure (for token
-            models, the last block's pre-attention norm).
+            models, the last block's pre-attention norm). Attention methods (``"gae"``) read
+            every attention layer and take ``None``.
         method: a registered name (``mmcam.methods.available()``) or a ``Method``.
         reshape: ``"auto"``, ``"nchw"``, ``"nhwc"``, ``"tokens"``, a
             :class:`mmcam.reshape.Reshape` or a callable ``tensor -> (B, C, h, w)``.
@@ -128,6 +129,11 @@ class CAM:
         self.method = methods_mod.get(method)
         self.reshape = reshape_mod.resolve(reshape, model)
         self.layers = None if layers is None or layers == "auto" else resolve_layers(model, layers)
+        if getattr(self.method, "attention", False) and self.layers is not None:
+            raise InputError(
+                f"method {self.method.name!r} builds its maps from every attention layer of the model; "
+                "leave layers=None (or pick a CAM method to explain one layer)"
+            )
         self.grad_mode = grad_mode
         self.batch_size = batch_size
         self.progress = progress
@@ -138,6 +144,10 @@ class CAM:
             raise InputError("mmcam needs autograd: call it outside torch.inference_mode()")
         batch = Inputs(inputs)
         size = tuple(input_size) if input_size is not None else batch.spatial_size
+        if getattr(self.method, "attention", False):
+            from .attention import explain_with_attention
+
+            return explain_with_attention(self, batch, TargetSet(targets, batch.batch_size), size)
         if self.layers is None:
             from ..adapters.layers import default_layers
 

@@ -59,17 +59,19 @@ def resolve_layers(model: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]
 
 
 @contextmanager
-def frozen_parameters(model: nn.Module) -> Iterator[None]:
-    """For the call: ``requires_grad=False`` on every parameter, restored exactly after; and,
-    when any module is in training mode (BatchNorm updating running statistics), the
-    buffers are restored to their values before the call."""
+def frozen_parameters(model: nn.Module, requires_grad: bool = False) -> Iterator[None]:
+    """For the call: ``requires_grad=False`` on every parameter (``requires_grad=True``: on
+    every floating-point one, for methods that differentiate intermediate tensors of the
+    whole model), restored exactly after; and, when any module is in training mode
+    (BatchNorm updating running statistics), the buffers are restored to their values
+    before the call."""
     params = list(model.parameters())
     saved = [p.requires_grad for p in params]
     training = any(m.training for m in model.modules())
     buffers = [(b, b.detach().clone()) for b in model.buffers()] if training else []
     try:
         for p in params:
-            p.requires_grad_(False)
+            p.requires_grad_(requires_grad and (p.is_floating_point() or p.is_complex()))
         yield
     finally:
         for p, flag in zip(params, saved):

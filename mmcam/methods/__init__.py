@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import MethodError, close_matches
+from .attention import GenericAttention
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
@@ -39,6 +40,7 @@ __all__ = [
     "ScoreCAM",
     "AblationCAM",
     "ClassActivationMap",
+    "GenericAttention",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -76,5 +78,5 @@ def get(spec: "str | Method") -> Method:
     return _REGISTRY[key]()
 
 
-for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap):
+for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention):
     register(_cls.name, _cls)

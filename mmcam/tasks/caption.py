@@ -20,10 +20,12 @@ from torch import nn
 
 from ..adapters.hf_text import (
     CAPTIONERS,
+    chosen_layers,
     decoding_for,
     generated_argmax,
     merge_subwords,
     processor_inputs,
+    require_attention_family,
     run_cam,
     teacher_forced,
     text_ids,
@@ -83,6 +85,7 @@ def explain_caption(
         exp.save("out/")   # one overlay per word + a strip
     """
     decoding = decoding_for(model, CAPTIONERS)
+    require_attention_family(method, decoding.family, ("VisionEncoderDecoderModel",))
     inputs, shown = processor_inputs(processor, image)
     pixel_values = inputs["pixel_values"]
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -94,7 +97,7 @@ def explain_caption(
             raise InputError("the caption is empty; pass some words or caption=None to generate one")
         ids = text_ids(decoding, tokenizer, caption)
     forced = teacher_forced(decoding, tokenizer, ids)
-    chosen = layers if layers is not None else vision_layers(model, pixel_values)
+    chosen = chosen_layers(layers, method, lambda: vision_layers(model, pixel_values))
     forward_inputs = decoding.forward_inputs({"pixel_values": pixel_values}, forced.decoder_ids)
     exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
     logits = exp.output["logits"] if isinstance(exp.output, dict) else exp.output.logits

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.hf_text import ANSWER_GENERATORS, decoding_for, generated_argmax, processor_inputs, run_cam, teacher_forced, text_ids, vision_layers
+from ..adapters.hf_text import ANSWER_GENERATORS, chosen_layers, decoding_for, generated_argmax, processor_inputs, require_attention_family, run_cam, teacher_forced, text_ids, vision_layers
 from ..adapters.layers import default_layers
 from ..engine import CAM
 from ..errors import InputError, TargetError, close_matches
@@ -97,6 +97,7 @@ def explain_vqa(
 def _explain_generative(model, processor, image, question, answer, method, layers, max_length) -> VQAExplanation:
     """BLIP-VQA: generate (or take) the answer, teacher-force it, explain log p(answer)."""
     decoding = decoding_for(model, ANSWER_GENERATORS)
+    require_attention_family(method, decoding.family, ("ViltForQuestionAnswering",))
     if answer is not None and not isinstance(answer, str):
         raise InputError(f"{decoding.family} generates its answer as text: pass answer= as a string, got {answer!r}")
     inputs, shown = processor_inputs(processor, image, text=question)
@@ -109,7 +110,7 @@ def _explain_generative(model, processor, image, question, answer, method, layer
             raise InputError("the answer is empty; pass the answer text to explain, or None to generate it")
         ids = text_ids(decoding, tokenizer, answer)
     forced = teacher_forced(decoding, tokenizer, ids, whole=True)
-    chosen = layers if layers is not None else vision_layers(model, inputs["pixel_values"])
+    chosen = chosen_layers(layers, method, lambda: vision_layers(model, inputs["pixel_values"]))
     forward_inputs = decoding.forward_inputs(question_inputs, forced.decoder_ids)
     exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
     logits = exp.output["logits"][0]
@@ -199,7 +200,7 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
     text_len = inputs["input_ids"].shape[1]
     reshape = ScatterTokens(start=text_len + 1, index=patch_index[..., 0] * w + patch_index[..., 1], grid=(h, w))
     with seeded_patches(model):
-        chosen = layers if layers is not None else default_layers(model, inputs)
+        chosen = chosen_layers(layers, method, lambda: default_layers(model, inputs))
         exp = CAM(model, chosen, method=method, reshape=reshape)(inputs, [target], input_size=tuple(pixel_values.shape[-2:]))
     probs = logits_of(exp.output)[0].sigmoid()
     index = int(probs.argmax()) if answer is None else target.index

@@ -8,7 +8,7 @@ import torch
 
 import mmcam
 from mmcam.adapters.hf_text import decoding_for, teacher_forced
-from mmcam.errors import InputError, TargetError
+from mmcam.errors import InputError, MethodError, TargetError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_vqa
 from modelstate import assert_same_state, snapshot
@@ -168,7 +168,11 @@ def test_bad_input(blip_captioner, blip_vqa):
         explain_caption(model, processor, np.zeros((2, 8, 8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="supports ViltForQuestionAnswering, BlipForQuestionAnswering"):
         explain_vqa(model, processor, IMAGE, QUESTION)  # a captioner is not a VQA model
+    with pytest.raises(MethodError, match="supports VisionEncoderDecoderModel. Use a CAM method"):
+        explain_caption(model, processor, IMAGE, method="gae")  # attention relevance: BLIP's outputs lack them
     vqa, vqa_processor = blip_vqa
+    with pytest.raises(MethodError, match="supports ViltForQuestionAnswering"):
+        explain_vqa(vqa, vqa_processor, IMAGE, QUESTION, method="gae")
     with pytest.raises(InputError, match="answer is empty"):
         explain_vqa(vqa, vqa_processor, IMAGE, QUESTION, answer=" ")
     # word index out of range: a target position past the teacher-forced text

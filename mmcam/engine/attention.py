@@ -1,0 +1,203 @@
+"""The engine side of attention methods (``method="gae"``): one forward with the attention
+probabilities kept, the K scores' gradients w.r.t. every attention map from one batched
+vector-Jacobian product, relevance propagation (:mod:`mmcam.methods.attention`), then the
+same upsampling and normalisation as every CAM.
+
+For the call the model's attention implementation is ``"eager"`` (SDPA and flash kernels
+return no probabilities) and every floating-point parameter requires grad (the attention
+maps of a text-only decoder layer depend on no image pixel, yet their gradients are part
+of the relevance); both are put back exactly after, even when the call fails.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..errors import GradientError, MethodError, TargetError
+from ..methods.attention import encoder_decoder_relevance, self_relevance
+from .combine import normalize, upsample
+from .hooks import frozen_parameters
+from .inputs import Inputs
+from .targets import TargetSet, _columns
+
+if TYPE_CHECKING:
+    from .core import CAM, Explanation
+
+__all__ = ["eager_attention", "explain_with_attention"]
+
+SUPPORTED = (
+    "Hugging Face transformers models that return attention probabilities with "
+    "output_attentions=True: VisionEncoderDecoderModel captioners, ViltForQuestionAnswering, "
+    "ViT/DeiT/BEiT-style image classifiers"
+)
+
+
+_TITLES = {"self": "self-attention", "encoder": "encoder self-attention", "decoder": "decoder self-attention", "cross": "cross-attention"}
+
+
+def _configs(model: nn.Module) -> list[Any]:
+    """Every transformers config the model and its submodels read (sub-configs included)."""
+    seen: dict[int, Any] = {}
+    stack = [getattr(m, "config", None) for m in model.modules()]
+    while stack:
+        config = stack.pop()
+        if config is None or id(config) in seen or not hasattr(config, "_attn_implementation_internal"):
+            continue
+        seen[id(config)] = config
+        stack.extend(getattr(config, key, None) for key in getattr(config, "sub_configs", {}) or {})
+    return list(seen.values())
+
+
+@contextmanager
+def eager_attention(model: nn.Module) -> Iterator[None]:
+    """For the call: ``model.set_attn_implementation("eager")``; every config's attention
+    implementation is put back exactly after."""
+    setter = getattr(model, "set_attn_implementation", None)
+    if setter is None:
+        raise MethodError(
+            f"method 'gae' reads attention probabilities, and {type(model).__name__} is not a Hugging Face "
+            f"transformers model that can return them; it supports {SUPPORTED}. Use a CAM method "
+            "(gradcam, layercam, scorecam, ...) for other models"
+        )
+    saved = [(config, config._attn_implementation_internal) for config in _configs(model)]
+    try:
+        setter("eager")
+        yield
+    finally:
+        for config, value in saved:
+            config._attn_implementation_internal = value
+
+
+def _field(output: Any, name: str) -> Any:
+    return output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
+
+
+def _streams(model: nn.Module, output: Any) -> tuple[str, dict[str, list[torch.Tensor]]]:
+    cross = _field(output, "cross_attentions")
+    if cross:
+        parts = {"encoder": _field(output, "encoder_attentions"), "decoder": _field(output, "decoder_attentions"), "cross": cross}
+        missing = [k for k, v in parts.items() if not v]
+        if missing:
+            raise MethodError(f"{type(model).__name__} returned cross-attentions but no {missing} attentions; method 'gae' needs all three")
+        return "encoder-decoder", {k: list(v) for k, v in parts.items()}
+    attentions = _field(output, "attentions")
+    if attentions and all(isinstance(a, torch.Tensor) for a in attentions):
+        return "self", {"self": list(attentions)}
+    raise MethodError(
+        f"{type(model).__name__} returned no attention probabilities with output_attentions=True "
+        f"(output: {type(output).__name__}); method 'gae' supports {SUPPORTED}. Use a CAM method for this model"
+    )
+
+
+def _run(model: nn.Module, batch: Inputs) -> Any:
+    if isinstance(batch.value, dict):
+        return model(**batch.value, output_attentions=True)
+    return model(batch.value, output_attentions=True)
+
+
+def _gradients(scores: torch.Tensor, tensors: list[torch.Tensor], grad_mode: str) -> list[torch.Tensor]:
+    """``(K, *t.shape)`` gradients of every score column w.r.t. each tensor (zeros where unused)."""
+    from .core import _batched_grads, _looped_grads
+
+    if not scores.requires_grad:
+        raise GradientError("the explained scores do not depend on the model's attention maps; pass a target computed from the model output")
+    usable = [t for t in tensors if t.requires_grad]
+    if not usable:
+        raise GradientError("no attention map of the model is on the autograd graph; is it running under torch.no_grad()?")
+    if grad_mode != "loop" and scores.shape[1] > 1:
+        try:
+            grads = _batched_grads(scores, usable, retain=grad_mode == "auto")
+        except RuntimeError as error:  # e.g. an op without a batching rule: the loop always works
+            if grad_mode == "batched":
+                raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error
+            grads = _looped_grads(scores, usable)
+    else:
+        grads = _looped_grads(scores, usable)
+    by_id = {id(t): g for t, g in zip(usable, grads)}
+    k = scores.shape[1]
+    out = [by_id.get(id(t)) for t in tensors]
+    out = [g if g is not None else t.new_zeros((k, *t.shape)) for t, g in zip(tensors, out)]
+    if not any(bool(torch.count_nonzero(g)) for g in out):
+        raise GradientError("the gradients of the targets w.r.t. every attention map are all zero; the target may be constant or saturated")
+    return out
+
+
+def _rows(targets: TargetSet, output: Any, image: int, default: list[int], stream: str) -> list[list[int]]:
+    """The query rows of each score column of ``image``: a caption word's token positions,
+    else the method's default rows (the CLS / pooler token)."""
+    rows: list[list[int]] = []
+    for target in targets.items(image):
+        positions = getattr(target, "positions", None)
+        if positions is not None:
+            if stream != "encoder-decoder":
+                raise TargetError(
+                    f"target {target!r} explains text positions, but this model has one token stream "
+                    "(no cross-attention); method 'gae' explains token positions of encoder-decoder captioners"
+                )
+            groups = getattr(target, "groups", None) or [[i] for i in range(len(positions))]
+            rows.extend([positions[i] for i in group] for group in groups)
+            continue
+        if stream == "encoder-decoder":
+            raise TargetError(
+                f"method 'gae' on an encoder-decoder model needs targets that name their decoder positions "
+                f"(mmcam.targets.CaptionTokens); got {target!r}"
+            )
+        with torch.no_grad():
+            columns = _columns([target], output).shape[1]
+        rows.extend([list(default)] * columns)
+    return rows
+
+
+def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: tuple[int, int] | None) -> "Explanation":
+    """``cam(inputs, targets)`` for an attention method (``cam.method.attention``)."""
+    from .core import Explanation, _detached
+
+    model, method = cam.model, cam.method
+    with eager_attention(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
+        output = _run(model, batch)
+        stream, maps = _streams(model, output)
+        if not targets.resolved:
+            targets.resolve_default(output)
+        scores = targets.scores(output)
+        k, b = scores.shape[1], scores.shape[0]
+        names = [f"{_TITLES[name]} x{len(v)}" for name, v in maps.items()]
+        if k == 0:
+            zeros = scores.new_zeros((b, 0, *(size or (1, 1))))
+            return Explanation(zeros, zeros, scores.detach(), method.name, names, [[] for _ in range(b)], _detached(output))
+        tensors = [t for v in maps.values() for t in v]
+        grads = _gradients(scores, tensors, cam.grad_mode)
+    with torch.no_grad():
+        attns = [t.detach() for t in tensors]
+        if stream == "self":
+            relevance = self_relevance(attns, grads)  # (K, B, N, N)
+        else:
+            n_enc, n_dec = len(maps["encoder"]), len(maps["decoder"])
+            relevance = encoder_decoder_relevance(
+                attns[:n_enc], grads[:n_enc], attns[n_enc : n_enc + n_dec], grads[n_enc : n_enc + n_dec], attns[n_enc + n_dec :], grads[n_enc + n_dec :]
+            )  # (K, B, T, N)
+        vectors = relevance.new_zeros(k, b, relevance.shape[-1])
+        for image in range(b):
+            rows = _rows(targets, output, image, method.query_rows, stream)
+            for column, positions in enumerate(rows):
+                if max(positions) >= relevance.shape[2] or min(positions) < -relevance.shape[2]:
+                    raise TargetError(f"query row {max(positions)} is out of range for {relevance.shape[2]} tokens")
+                vectors[column, image] = relevance[column, image, positions].sum(0)
+        tokens = vectors.flatten(0, 1)[..., None]  # (K * B, N, 1), k-major like the CAM gradients
+        grid = cam.reshape.for_tensor(tokens, size)(tokens, size)  # (K * B, 1, h, w)
+        raw = torch.relu(grid[:, 0].unflatten(0, (k, b)).transpose(0, 1))
+        out_maps = normalize(upsample(raw, size) if size is not None else raw)
+    return Explanation(
+        maps=out_maps,
+        raw=raw,
+        scores=scores.detach(),
+        method=method.name,
+        layers=names,
+        targets=[[repr(t) for t in targets.items(i)] for i in range(b)],
+        output=_detached(output),
+        layer_raw=[raw],
+        resolved_targets=[list(targets.items(i)) for i in range(b)],
+    )
