@@ -101,6 +101,7 @@ def _vqa(scenes, method):
     return maps, masks
 
 
+DEFAULTS = {"yolo": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults for these models
 TASKS = {"classifier": _classify, "segmenter": _segment, "yolo": _detect, "captioner": _caption, "vqa": _vqa}
 
 
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=31337)
-    parser.add_argument("--method", default=None, help="default: each task call's own default (layercam for YOLO, gradcam otherwise)")
+    parser.add_argument("--method", default=None, help="default: each task call's own default (layercam for YOLO, gae for the captioner and VQA, gradcam otherwise)")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     args = parser.parse_args(argv)
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n### {name}: not shipped in this build")
             continue
         start = time.perf_counter()
-        method = args.method or ("layercam" if name == "yolo" else "gradcam")
+        method = args.method or DEFAULTS.get(name, "gradcam")
         print(f"\n### {name} ({method}, {args.images} textured scenes, seed {args.seed})")
         maps, masks = TASKS[name](scenes, method)
         if not maps:

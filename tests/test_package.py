@@ -19,7 +19,7 @@ def test_public_names():
     import mmcam
 
     assert mmcam.methods.available() == sorted(
-        ["ablationcam", "cam", "eigencam", "eigengradcam", "gradcam", "gradcam++", "gradcam-elementwise", "hirescam", "layercam", "scorecam", "xgradcam"]
+        ["ablationcam", "cam", "eigencam", "eigengradcam", "gae", "gradcam", "gradcam++", "gradcam-elementwise", "hirescam", "layercam", "scorecam", "xgradcam"]
     )
     for name in ("explain_caption", "explain_detections", "explain_segmentation", "explain_action"):
         assert callable(getattr(mmcam.tasks, name)) and getattr(mmcam, name) is getattr(mmcam.tasks, name)

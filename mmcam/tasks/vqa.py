@@ -64,7 +64,7 @@ def explain_vqa(
     question: str,
     answer: "str | int | None" = None,
     *,
-    method: str = "gradcam",
+    method: str | None = None,
     layers: Any = None,
     max_length: int | None = None,
 ) -> VQAExplanation:
@@ -72,7 +72,10 @@ def explain_vqa(
 
     ``model``: ``ViltForQuestionAnswering`` (``answer``: one of its labels, or a label index) or
     ``BlipForQuestionAnswering`` (any ``answer`` text is teacher-forced; by default the
-    generated answer). ``layers`` overrides the default layer (found by structure).
+    generated answer). ``method``: default ``"gae"`` for ViLT (gradient-weighted attention
+    relevance of the pooler token: on the zoo it points at the answer's object 0.76 of the
+    time, Grad-CAM 0.33), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
+    overrides the default layer of a CAM method (found by structure).
 
     Example::
 
@@ -90,8 +93,9 @@ def explain_vqa(
     if not question or not question.strip():
         raise InputError("the question is empty; pass a question about the image")
     if family == "ViltForQuestionAnswering":
+        method = method or ("gae" if layers is None else "gradcam")
         return _explain_vilt(model, processor, image, question, answer, method, layers)
-    return _explain_generative(model, processor, image, question, answer, method, layers, max_length)
+    return _explain_generative(model, processor, image, question, answer, method or "gradcam", layers, max_length)
 
 
 def _explain_generative(model, processor, image, question, answer, method, layers, max_length) -> VQAExplanation:

@@ -32,6 +32,7 @@ def captioner():
     model.generation_config.suppress_tokens = [0, 1, 3]  # a random model would emit [BOS] forever
     processor = CaptionProcessor(list(VOCAB))
     model(pixel_values=torch.rand(1, 3, 64, 64), decoder_input_ids=torch.tensor([[1]]))  # transformers adds its own hooks on call 1
+    explain_caption(model, processor, IMAGE, caption="a red circle")  # ... and on its first output_attentions call (gae)
     return model, processor
 
 
@@ -50,13 +51,16 @@ def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(capt
     assert logits.argmax(-1).tolist() == exp.meta["token_ids"]
     assert exp.maps.shape == (len(words), 64, 64) and torch.isfinite(exp.maps).all()
     assert (exp.maps.flatten(1).std(1) > 0).sum() >= len(words) - 1
-    assert exp.layers == ["encoder.layers.1.layernorm_before"]
+    assert exp.method == "gae" and exp.layers == ["encoder self-attention x2", "decoder self-attention x1", "cross-attention x1"]
+    assert explain_caption(model, processor, IMAGE, method="gradcam").layers == ["encoder.layers.1.layernorm_before"]
+    assert explain_caption(model, processor, IMAGE, layers="encoder.layers.0.layernorm_before").method == "gradcam"
     assert_same_state(before, snapshot(model))
 
 
-def test_all_words_at_once_equal_one_word_at_a_time(captioner):
+@pytest.mark.parametrize("method", ["gradcam", "gae"])
+def test_all_words_at_once_equal_one_word_at_a_time(captioner, method):
     model, processor = captioner
-    exp = explain_caption(model, processor, IMAGE, caption="a red circle left of a blue square")
+    exp = explain_caption(model, processor, IMAGE, caption="a red circle left of a blue square", method=method)
     assert exp.items == "a red circle left of a blue square".split()
     pixel_values = processor(images=IMAGE)["pixel_values"]
     ids = [1] + exp.meta["token_ids"]
@@ -64,7 +68,7 @@ def test_all_words_at_once_equal_one_word_at_a_time(captioner):
     logp = model(**inputs).logits.log_softmax(-1)[0]
     for k, token in enumerate(exp.meta["token_ids"]):
         assert exp.scores[k].item() == pytest.approx(logp[k, token].item(), abs=1e-5)
-        alone = mmcam.CAM(model, exp.layers)(inputs, [CaptionTokens([k], [token])])
+        alone = mmcam.CAM(model, None if method == "gae" else exp.layers, method=method)(inputs, [CaptionTokens([k], [token])])
         torch.testing.assert_close(exp.maps[k], alone.maps[0, 0], rtol=1e-4, atol=1e-5)
 
 

@@ -28,6 +28,7 @@ def vilt():
     model = ViltForQuestionAnswering(config).eval()
     processor = VQAProcessor(list(VOCAB))
     model(**processor(images=IMAGE, text="is there a red circle ?"))  # transformers adds its own hooks on call 1
+    explain_vqa(model, processor, IMAGE, "is there a red circle ?")  # ... and on its first output_attentions call (gae)
     return model, processor
 
 
@@ -42,7 +43,8 @@ def test_map_is_independent_of_vilts_patch_shuffling(vilt):
     torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
     assert a.maps.shape == (1, 64, 64) and a.maps.std() > 0
     assert a.items == [a.meta["answer"]] and a.meta["answer"] in LABELS
-    assert a.layers == ["vilt.encoder.layer.1.layernorm_before"]
+    assert a.method == "gae" and a.layers == ["self-attention x2"]
+    assert explain_vqa(model, processor, IMAGE, "what color is the circle ?", method="gradcam").layers == ["vilt.encoder.layer.1.layernorm_before"]
     assert_same_state(before, snapshot(model))
 
 

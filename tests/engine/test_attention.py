@@ -132,6 +132,26 @@ def test_vit_maps_equal_hand_rollout_and_model_is_untouched(vit):
     vit.vit.embeddings.patch_embeddings.projection.weight.requires_grad_(True)
 
 
+def test_the_first_call_adds_only_the_hooks_transformers_adds_for_output_attentions():
+    """transformers installs its output-recording hooks on a model's first output_attentions
+    call and keeps them; gae adds nothing else (compared with a twin the user called)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from mmcam.engine.attention import eager_attention
+
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=4)
+    ours = ViTForImageClassification(config).eval()
+    theirs = copy.deepcopy(ours)
+    x = torch.rand(1, 3, 32, 32)
+    with eager_attention(theirs):
+        theirs(x, output_attentions=True)
+    mmcam.CAM(ours, method="gae")(x, [0])
+    mine, users = snapshot(ours), snapshot(theirs)
+    assert mine["hooks"] == users["hooks"] and any(sum(v) for v in mine["hooks"].values())
+    mmcam.CAM(ours, method="gae")(x, [1, 2])  # later calls change nothing at all
+    assert_same_state(mine, snapshot(ours))
+
+
 def test_k_at_once_equals_one_at_a_time_for_every_grad_mode(vit):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     together = mmcam.CAM(vit, method="gae", grad_mode="batched")(x, [0, 2, 3])

@@ -15,7 +15,7 @@ def _run(task):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from bench.localization import TASKS  # the same ground-truth matching as the benchmark
+    from bench.localization import DEFAULTS, TASKS  # the same ground-truth matching and methods as the benchmark
 
     from mmcam.data import SceneConfig, generate_scenes
     from mmcam.metrics import pointing_game
@@ -23,11 +23,12 @@ def _run(task):
     if task not in zoo.available():
         pytest.fail(f"zoo model {task!r} is expected in this build")
     scenes = generate_scenes(24, SEED, SceneConfig(background="textured"))
-    maps, masks = TASKS[task](scenes, "layercam" if task == "yolo" else "gradcam")
+    maps, masks = TASKS[task](scenes, DEFAULTS.get(task, "gradcam"))
     assert len(maps) >= 20
     return float(pointing_game(torch.stack(maps), torch.stack(masks)).mean())
 
 
-@pytest.mark.parametrize("task, bar", [("yolo", 0.9), ("segmenter", 0.9), ("classifier", 0.8)])
+# captioner / vqa: gae (Chefer et al.'s attention relevance) measured 0.80 / 0.76 on larger samples
+@pytest.mark.parametrize("task, bar", [("yolo", 0.9), ("segmenter", 0.9), ("classifier", 0.8), ("captioner", 0.65), ("vqa", 0.6)])
 def test_pointing(task, bar):
     assert _run(task) >= bar
