@@ -84,7 +84,7 @@ def _caption_cases(image: np.ndarray):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     model, proc = zoo.load("captioner")
-    exp = mmcam.explain_caption(model, proc, image)
+    exp = mmcam.explain_caption(model, proc, image, method="gradcam")  # the caption and the Grad-CAM default layer
     ids = [model.config.decoder_start_token_id] + exp.meta["token_ids"]
     pixel_values = proc(images=image)["pixel_values"]
     decoder = torch.tensor([ids[:-1]])
@@ -92,6 +92,7 @@ def _caption_cases(image: np.ndarray):
     layer = exp.layers[0]
     cam = mmcam.CAM(model, layer, grad_mode="batched")
     looped = mmcam.CAM(model, layer, grad_mode="loop")
+    attention = mmcam.CAM(model, method="gae")
     positions, tokens = list(range(len(ids) - 1)), ids[1:]
     vocab = model.config.decoder.vocab_size
     theirs = copy.deepcopy(model)  # pytorch-grad-cam's hooks stay on its own copy
@@ -108,6 +109,7 @@ def _caption_cases(image: np.ndarray):
         "mmcam, all words at once": lambda: cam(inputs, [CaptionTokens(positions, tokens)]),
         "mmcam, all words, retained-graph loop": lambda: looped(inputs, [CaptionTokens(positions, tokens)]),
         "mmcam, one word per call": lambda: [cam(inputs, [CaptionTokens([p], [t])]) for p, t in zip(positions, tokens)],
+        "mmcam gae (the default), all words": lambda: attention(inputs, [CaptionTokens(positions, tokens)]),
         "pytorch-grad-cam, per word": lambda: [
             pgc(input_tensor=pixel_values, targets=[ClassifierOutputTarget(p * vocab + t)]) for p, t in zip(positions, tokens)
         ],
