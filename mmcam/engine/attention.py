@@ -10,6 +10,7 @@ of the relevance); both are put back exactly after, even when the call fails.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -31,8 +32,8 @@ __all__ = ["eager_attention", "explain_with_attention"]
 
 SUPPORTED = (
     "Hugging Face transformers models that return attention probabilities with "
-    "output_attentions=True: VisionEncoderDecoderModel captioners, ViltForQuestionAnswering, "
-    "ViT/DeiT/BEiT-style image classifiers"
+    "output_attentions=True: VisionEncoderDecoderModel and BlipForConditionalGeneration "
+    "captioners, ViltForQuestionAnswering, ViT/DeiT/BEiT-style image classifiers"
 )
 
 
@@ -64,8 +65,14 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
             "(gradcam, layercam, scorecam, ...) for other models"
         )
     saved = [(config, config._attn_implementation_internal) for config in _configs(model)]
+    quiet = logging.getLogger("transformers.modeling_utils")  # sub-models that compute their own
+    level = quiet.level  # probabilities (BLIP) log "cannot set" on every call: not news here
     try:
-        setter("eager")
+        quiet.setLevel(logging.ERROR)
+        try:
+            setter("eager")
+        finally:
+            quiet.setLevel(level)
         yield
     finally:
         for config, value in saved:
@@ -76,14 +83,24 @@ def _field(output: Any, name: str) -> Any:
     return output.get(name) if isinstance(output, Mapping) else getattr(output, name, None)
 
 
-def _streams(model: nn.Module, output: Any) -> tuple[str, dict[str, list[torch.Tensor]]]:
+def _streams(model: nn.Module, output: Any, parts: dict[str, Any]) -> tuple[str, dict[str, list[torch.Tensor]]]:
+    """The attention maps by role. ``parts``: the outputs of the model's sub-models (a
+    model such as BLIP returns only its vision tower's attentions and drops the text
+    decoder's; the decoder's own output still has them)."""
     cross = _field(output, "cross_attentions")
     if cross:
-        parts = {"encoder": _field(output, "encoder_attentions"), "decoder": _field(output, "decoder_attentions"), "cross": cross}
-        missing = [k for k, v in parts.items() if not v]
+        found = {"encoder": _field(output, "encoder_attentions"), "decoder": _field(output, "decoder_attentions"), "cross": cross}
+    else:
+        decoder = next((out for name, out in parts.items() if _field(out, "cross_attentions")), None)
+        vision = next((out for name, out in parts.items() if name.startswith("vision:") and _field(out, "attentions")), None)
+        found = {}
+        if decoder is not None and vision is not None:
+            found = {"encoder": _field(vision, "attentions"), "decoder": _field(decoder, "attentions"), "cross": _field(decoder, "cross_attentions")}
+    if found:
+        missing = [k for k, v in found.items() if not v]
         if missing:
             raise MethodError(f"{type(model).__name__} returned cross-attentions but no {missing} attentions; method 'gae' needs all three")
-        return "encoder-decoder", {k: list(v) for k, v in parts.items()}
+        return "encoder-decoder", {k: list(v) for k, v in found.items()}
     attentions = _field(output, "attentions")
     if attentions and all(isinstance(a, torch.Tensor) for a in attentions):
         return "self", {"self": list(attentions)}
@@ -93,10 +110,29 @@ def _streams(model: nn.Module, output: Any) -> tuple[str, dict[str, list[torch.T
     )
 
 
-def _run(model: nn.Module, batch: Inputs) -> Any:
-    if isinstance(batch.value, dict):
-        return model(**batch.value, output_attentions=True)
-    return model(batch.value, output_attentions=True)
+def _run(model: nn.Module, batch: Inputs) -> tuple[Any, dict[str, Any]]:
+    """The output of ``model(..., output_attentions=True)`` and, caught by hooks that live for
+    this call, the outputs of its sub-models (keyed ``"vision:NAME"`` for an image tower)."""
+    parts: dict[str, Any] = {}
+
+    def keep(key: str):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            parts[key] = output
+
+        return hook
+
+    handles = [
+        module.register_forward_hook(keep(("vision:" if getattr(module, "main_input_name", None) == "pixel_values" else "") + name))
+        for name, module in model.named_modules()
+        if name and hasattr(module, "config") and hasattr(module, "main_input_name")  # transformers sub-models
+    ]
+    try:
+        if isinstance(batch.value, dict):
+            return model(**batch.value, output_attentions=True), parts
+        return model(batch.value, output_attentions=True), parts
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _gradients(scores: torch.Tensor, tensors: list[torch.Tensor], grad_mode: str) -> list[torch.Tensor]:
@@ -158,8 +194,8 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
 
     model, method = cam.model, cam.method
     with eager_attention(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
-        output = _run(model, batch)
-        stream, maps = _streams(model, output)
+        output, parts = _run(model, batch)
+        stream, maps = _streams(model, output, parts)
         if not targets.resolved:
             targets.resolve_default(output)
         scores = targets.scores(output)

@@ -31,7 +31,7 @@ The explained item's map is its query row: the CLS row of ``R`` (single stream: 
 pooler token, a ViT's class token), or the rows of the word's tokens in ``R^{ti}``
 (captions), restricted to the image tokens and folded onto the patch grid.
 
-Use it as ``method="gae"`` in :func:`mmcam.explain_caption` (VisionEncoderDecoder),
+Use it as ``method="gae"`` in :func:`mmcam.explain_caption` (VisionEncoderDecoder, BLIP),
 :func:`mmcam.explain_vqa` (ViLT), :func:`mmcam.explain_classification` (HF ViT-style
 classifiers) or ``mmcam.CAM(model, method="gae")`` on a Hugging Face transformers model; it
 needs no layer. The attention implementation is switched to ``"eager"`` for the call (the

@@ -78,8 +78,10 @@ def explain_caption(
     ``BlipForConditionalGeneration`` or ``GitForCausalLM`` with its processor. ``method``:
     default ``"gae"`` for VisionEncoderDecoder (gradient-weighted attention relevance through
     the cross-attention: on the zoo it points at the word's object 0.78 of the time, Grad-CAM
-    0.24), ``"gradcam"`` for BLIP and GIT or when ``layers`` are given; ``layers`` overrides a
-    CAM method's default layer (the vision encoder's last pre-attention norm).
+    0.24), ``"gradcam"`` for BLIP and GIT or when ``layers`` are given (BLIP also takes
+    ``"gae"``: its text decoder's self- and cross-attentions; no trained BLIP was measured
+    here, so it is not BLIP's default); ``layers`` overrides a CAM method's default layer (the
+    vision encoder's last pre-attention norm).
 
     Example::
 
@@ -89,7 +91,7 @@ def explain_caption(
     """
     decoding = decoding_for(model, CAPTIONERS)
     method = method or ("gae" if layers is None and decoding.family == "VisionEncoderDecoderModel" else "gradcam")
-    require_attention_family(method, decoding.family, ("VisionEncoderDecoderModel",))
+    require_attention_family(method, decoding.family, ("VisionEncoderDecoderModel", "BlipForConditionalGeneration"))
     inputs, shown = processor_inputs(processor, image)
     pixel_values = inputs["pixel_values"]
     tokenizer = getattr(processor, "tokenizer", processor)

@@ -12,7 +12,7 @@ from mmcam.errors import InputError, MethodError, TargetError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_vqa
 from modelstate import assert_same_state, snapshot
-from vl_models import IMAGE, SIZE, blip, git
+from vl_models import DEC, IMAGE, SIZE, blip, git
 
 QUESTION = "what color is the circle"
 
@@ -168,8 +168,6 @@ def test_bad_input(blip_captioner, blip_vqa):
         explain_caption(model, processor, np.zeros((2, 8, 8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="supports ViltForQuestionAnswering, BlipForQuestionAnswering"):
         explain_vqa(model, processor, IMAGE, QUESTION)  # a captioner is not a VQA model
-    with pytest.raises(MethodError, match="supports VisionEncoderDecoderModel. Use a CAM method"):
-        explain_caption(model, processor, IMAGE, method="gae")  # attention relevance: BLIP's outputs lack them
     vqa, vqa_processor = blip_vqa
     with pytest.raises(MethodError, match="supports ViltForQuestionAnswering"):
         explain_vqa(vqa, vqa_processor, IMAGE, QUESTION, method="gae")
@@ -179,3 +177,34 @@ def test_bad_input(blip_captioner, blip_vqa):
     inputs = {"pixel_values": processor(images=IMAGE, return_tensors="pt")["pixel_values"], "input_ids": torch.tensor([[5, 8, 9]])}
     with pytest.raises(TargetError, match="out of range"):
         mmcam.CAM(model, "vision_model.encoder.layers.1.layer_norm1")(inputs, [CaptionTokens([3], [8])])
+
+
+def test_gae_on_blip_reads_the_text_decoders_attentions(blip_captioner):
+    """BLIP returns only its vision tower's attentions; gae takes the text decoder's self- and
+    cross-attentions from the decoder's own output. Checked against the equations applied by
+    hand to the two sub-models' attentions, one word at a time."""
+    from mmcam.methods.attention import encoder_decoder_relevance
+
+    model, processor = blip_captioner
+    explain_caption(model, processor, IMAGE, method="gae")  # transformers adds its own hooks on the first output_attentions call
+    before = snapshot(model)
+    exp = explain_caption(model, processor, IMAGE, caption="a red circle left of a blue square", method="gae")
+    assert exp.method == "gae" and exp.layers == ["encoder self-attention x2", "decoder self-attention x2", "cross-attention x2"]
+    assert_same_state(before, snapshot(model))
+    pixel_values = processor(images=IMAGE, return_tensors="pt")["pixel_values"]
+    ids = torch.tensor([[DEC] + exp.meta["token_ids"][:-1]])  # the teacher-forced text, [DEC] first
+    direct = mmcam.CAM(model, method="gae")({"pixel_values": pixel_values, "input_ids": ids}, [CaptionTokens([1, 4], [exp.meta["token_ids"][1], exp.meta["token_ids"][4]])])
+    for column, position in enumerate([1, 4]):  # "red", "of"
+        vision = model.vision_model(pixel_values=pixel_values, output_attentions=True)
+        text = model.text_decoder(input_ids=ids, encoder_hidden_states=vision.last_hidden_state, output_attentions=True)
+        score = text.logits.log_softmax(-1)[0, position, exp.meta["token_ids"][position]]
+        maps = [*vision.attentions, *text.attentions, *text.cross_attentions]
+        grads = [g[None] for g in torch.autograd.grad(score, maps)]
+        r = encoder_decoder_relevance(maps[:2], grads[:2], maps[2:4], grads[2:4], maps[4:], grads[4:])
+        torch.testing.assert_close(direct.raw[0, column].flatten(), r[0, 0, position, 1:].clamp(min=0).detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_gae_is_refused_for_git(git_captioner):
+    model, processor = git_captioner
+    with pytest.raises(MethodError, match="supports VisionEncoderDecoderModel, BlipForConditionalGeneration"):
+        explain_caption(model, processor, IMAGE, method="gae")
