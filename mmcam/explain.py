@@ -23,7 +23,7 @@ from .errors import InputError
 from .io import load_image
 from .render.overlay import data_uri, overlay, resize_map, save_png, to_uint8_image
 
-__all__ = ["TaskExplanation", "ClassificationExplanation", "explain_classification", "default_classification_method", "prepare_image", "map_stats"]
+__all__ = ["TaskExplanation", "ClassificationExplanation", "explain_classification", "prepare_image", "map_stats"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,16 +145,6 @@ def prepare_image(image: Any, processor: Any = None, size: int | tuple[int, int]
     return inputs, shown
 
 
-def default_classification_method(model: nn.Module, layers: Any = None) -> str:
-    """``"gae"`` (attention relevance of the CLS token, :mod:`mmcam.methods.attention`) for a
-    Hugging Face ViT classifier when no ``layers`` are given — on the zoo ViT it points at the
-    predicted class's object 0.71 of the time, Grad-CAM 0.27; else ``"gradcam"``."""
-    config = getattr(model, "config", None)
-    if layers is None and getattr(config, "model_type", None) == "vit" and hasattr(model, "set_attn_implementation"):
-        return "gae"
-    return "gradcam"
-
-
 def explain_classification(
     model: nn.Module,
     image: Any,
@@ -163,7 +153,7 @@ def explain_classification(
     processor: Any = None,
     labels: "list[str] | dict[int, str] | None" = None,
     topk: int = 1,
-    method: str | None = None,
+    method: str = "gradcam",
     layers: Any = None,
     size: int | None = None,
 ) -> ClassificationExplanation:
@@ -171,14 +161,11 @@ def explain_classification(
 
     ``target``: a class index or list of them; by default the ``topk`` highest classes,
     all explained from one forward. ``labels`` names classes (else HF ``config.id2label``).
-    ``method``: by default :func:`default_classification_method` (``"gae"`` for a Hugging
-    Face ViT when no ``layers`` are given, ``"gradcam"`` otherwise).
     """
     from .targets import TopClasses
 
     inputs, shown = prepare_image(image, processor, size)
     explicit = None if target is None else ([target] if isinstance(target, int) else list(target))
-    method = method or default_classification_method(model, layers)
     exp = CAM(model, layers, method=method)(inputs, explicit if explicit is not None else [TopClasses(topk)])
     logits = _logits(exp.output)
     classes = explicit if explicit is not None else logits[0].topk(min(topk, logits.shape[1])).indices.tolist()

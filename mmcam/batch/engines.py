@@ -300,9 +300,7 @@ def build_engine(
     """The engine of ``task`` (see the module docstring for which tasks batch). ``device``:
     where batched tasks send their stacked inputs (the per-image tasks run on the CPU)."""
     if task == "classify":
-        from ..explain import default_classification_method
-
-        return ClassifyEngine(model, processor, method or default_classification_method(model, layers), layers, topk, device=device)
+        return ClassifyEngine(model, processor, method or "gradcam", layers, topk, device=device)
     if task == "segment":
         return SegmentEngine(model, processor, method or "gradcam", layers, device=device)
     extra = {} if method is None else {"method": method}

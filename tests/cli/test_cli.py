@@ -142,10 +142,6 @@ def test_local_hf_directory_offline(images, tmp_path):
     out = tmp_path / "out"
     res = run("explain", str(images), "--model", str(directory), "--out", str(out))
     assert res.returncode == 0, res.stderr
-    explained = json.loads((out / "summary.json").read_text())["explained"][0]
-    assert explained["layers"] == ["self-attention x2"]  # an HF ViT's default: gae, every attention layer
-    res = run("explain", str(images), "--model", str(directory), "--method", "gradcam", "--out", str(out))
-    assert res.returncode == 0, res.stderr
     assert json.loads((out / "summary.json").read_text())["explained"][0]["layers"] == ["vit.layers.1.layernorm_before"]
 
 
