@@ -103,6 +103,12 @@ def _streams(model: nn.Module, output: Any, parts: dict[str, Any]) -> tuple[str,
         return "encoder-decoder", {k: list(v) for k, v in found.items()}
     attentions = _field(output, "attentions")
     if attentions and all(isinstance(a, torch.Tensor) for a in attentions):
+        shapes = {tuple(a.shape[-2:]) for a in attentions}
+        if len(shapes) != 1 or any(q != n for q, n in shapes):
+            raise MethodError(
+                f"{type(model).__name__}'s attention maps have shapes {sorted(shapes)}: not one full self-attention "
+                "over a fixed token sequence (e.g. reduced keys or windows), which gae's rollout needs. Use a CAM method"
+            )
         return "self", {"self": list(attentions)}
     raise MethodError(
         f"{type(model).__name__} returned no attention probabilities with output_attentions=True "

@@ -101,6 +101,9 @@ def explain_detections(
     from ..adapters import detr
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
+    from ..adapters.hf_text import require_attention_family
+
+    require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
 
     names = None if labels is None else (dict(enumerate(labels)) if not isinstance(labels, dict) else dict(labels))
     common = dict(method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates, names=names)

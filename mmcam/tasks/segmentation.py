@@ -75,6 +75,9 @@ def explain_segmentation(
     ``mask`` (H, W bool) restricts the region to the user's pixels (then ``class_id`` is
     required). Maps are Seg-Grad-CAM: the gradient of the class logits summed over the region.
     """
+    from ..adapters.hf_text import require_attention_family
+
+    require_attention_family(method, type(model).__name__, ())
     inputs, shown = prepare_image(image, processor)
     if mask is not None and class_id is None:
         raise InputError("a mask needs a class_id: pass class_id= for the class to explain over the mask")

@@ -178,6 +178,21 @@ def test_explain_classification_takes_gae_but_keeps_gradcam_by_default(vit):
     assert mmcam.explain_classification(vit, image).method == "gradcam"  # gae's class maps barely differ (README)
 
 
+def test_tasks_without_attention_relevance_refuse_gae_by_name(vit):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    image = (np.random.default_rng(2).random((32, 32, 3)) * 255).astype(np.uint8)
+    with pytest.raises(MethodError, match="explains captions .* ViLT answers and ViT classes. Use a CAM method"):
+        mmcam.explain_detections(vit, image, method="gae")
+    with pytest.raises(MethodError, match="Use a CAM method .* for ViTForImageClassification"):
+        mmcam.explain_segmentation(vit, image, method="gae")
+    # a Segformer's efficient attention (reduced keys) is not one full self-attention: refused by shape
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[3, 3], strides=[2, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3)
+    segformer = SegformerForSemanticSegmentation(config).eval()
+    with pytest.raises(MethodError, match="not one full self-attention"):
+        mmcam.CAM(segformer, method="gae")(torch.rand(1, 3, 32, 32), [lambda out: out.logits[:, 1].sum((1, 2))])
+
+
 def test_errors_say_what_to_pass(vit):
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(InputError, match="leave layers=None"):
