@@ -6,31 +6,19 @@ import pytest
 import torch
 
 import mmcam
-from mmcam.data import VOCAB
 from mmcam.errors import InputError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption
 from mmcam.tasks.caption import merge_subwords
-from mmcam.zoo.models import build
-from mmcam.zoo.text import CaptionProcessor
 from modelstate import assert_same_state, snapshot
+from vl_models import tiny_ved
 
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
 def captioner():
-    torch.manual_seed(0)
-    arch = {
-        "type": "hf_vision_encoder_decoder",
-        "encoder": {"image_size": 64, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-        "decoder": {"vocab_size": 4 + len(VOCAB), "n_embd": 32, "n_layer": 1, "n_head": 2, "n_positions": 32},
-        "special_ids": {"pad": 0, "bos": 1, "eos": 2},
-        "max_length": 7,
-    }
-    model = build({"architecture": arch}).eval()
-    model.generation_config.suppress_tokens = [0, 1, 3]  # a random model would emit [BOS] forever
-    processor = CaptionProcessor(list(VOCAB))
+    model, processor = tiny_ved(decoder_layers=1)
     model(pixel_values=torch.rand(1, 3, 64, 64), decoder_input_ids=torch.tensor([[1]]))  # transformers adds its own hooks on call 1
     explain_caption(model, processor, IMAGE, caption="a red circle")  # ... and on its first output_attentions call (gae)
     return model, processor

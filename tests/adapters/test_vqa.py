@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from mmcam.data import VOCAB
 from mmcam.errors import InputError, TargetError
 from mmcam.tasks import explain_vqa
-from mmcam.zoo.text import VQAProcessor
 from modelstate import assert_same_state, snapshot
+from vl_models import tiny_vilt
 
 LABELS = ["red", "green", "blue", "yes", "no"]
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
@@ -17,16 +16,7 @@ IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 
 @pytest.fixture(scope="module")
 def vilt():
-    from transformers import ViltConfig, ViltForQuestionAnswering
-
-    torch.manual_seed(0)
-    config = ViltConfig(
-        vocab_size=4 + len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=64, patch_size=8, max_image_length=-1, num_labels=len(LABELS), max_position_embeddings=32,
-        id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)},
-    )
-    model = ViltForQuestionAnswering(config).eval()
-    processor = VQAProcessor(list(VOCAB))
+    model, processor = tiny_vilt(LABELS)
     model(**processor(images=IMAGE, text="is there a red circle ?"))  # transformers adds its own hooks on call 1
     explain_vqa(model, processor, IMAGE, "is there a red circle ?")  # ... and on its first output_attentions call (gae)
     return model, processor

@@ -9,15 +9,13 @@ import pytest
 import torch
 
 import mmcam
-from mmcam.data import VOCAB
 from mmcam.engine.attention import _configs
 from mmcam.errors import InputError, MethodError, TargetError
 from mmcam.methods.attention import encoder_decoder_relevance, normalized, self_relevance, weighted_attention
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_vqa
-from mmcam.zoo.models import build
-from mmcam.zoo.text import CaptionProcessor, VQAProcessor
 from modelstate import assert_same_state, snapshot
+from vl_models import tiny_ved, tiny_vilt
 
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 
@@ -206,17 +204,7 @@ def test_errors_say_what_to_pass(vit):
 
 @pytest.fixture(scope="module")
 def captioner():
-    torch.manual_seed(0)
-    arch = {
-        "type": "hf_vision_encoder_decoder",
-        "encoder": {"image_size": 64, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
-        "decoder": {"vocab_size": 4 + len(VOCAB), "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 32},
-        "special_ids": {"pad": 0, "bos": 1, "eos": 2},
-        "max_length": 7,
-    }
-    model = build({"architecture": arch}).eval()
-    model.generation_config.suppress_tokens = [0, 1, 3]
-    processor = CaptionProcessor(list(VOCAB))
+    model, processor = tiny_ved(decoder_layers=2)
     explain_caption(model, processor, IMAGE, caption="a red circle", method="gae")  # transformers adds its own hooks on the first output_attentions call
     return model, processor
 
@@ -268,17 +256,7 @@ def test_caption_gae_needs_positions_and_rejects_other_targets(captioner):
 
 
 def test_vqa_gae_is_independent_of_patch_shuffling_and_leaves_vilt_as_found():
-    from transformers import ViltConfig, ViltForQuestionAnswering
-
-    labels = ["red", "green", "blue", "yes", "no"]
-    torch.manual_seed(0)
-    config = ViltConfig(
-        vocab_size=4 + len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=64, patch_size=8, max_image_length=-1, num_labels=len(labels), max_position_embeddings=32,
-        id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)},
-    )
-    model = ViltForQuestionAnswering(config).eval()
-    processor = VQAProcessor(list(VOCAB))
+    model, processor = tiny_vilt(["red", "green", "blue", "yes", "no"])
     explain_vqa(model, processor, IMAGE, "is there a red circle ?", method="gae")  # transformers adds its own hooks on the first output_attentions call
     before = snapshot(model)
     torch.manual_seed(1)
