@@ -5,9 +5,10 @@ with baselines beside every number.
 
 Ground truth comes from the generator (exact masks): the object(s) of the predicted class
 (classification), the predicted class region (segmentation), the object matched to each kept
-box at IoU >= 0.5 (detection), the object each colour/shape word refers to when the
-generated caption is exactly right (captions), the object a colour/shape question is about
-(VQA). Prints a Markdown table per task.
+box at IoU >= 0.5 (detection: YOLO and DETR), the object each colour/shape word refers to
+when the generated caption is exactly right (captions), the object a colour/shape question is
+about (VQA). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
+the input). Prints a Markdown table per task.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import mmcam  # noqa: E402
 from mmcam import zoo  # noqa: E402
 from mmcam.data import COLORS, SHAPES, SceneConfig, generate_scenes  # noqa: E402
+from mmcam.evaluation import torchray_tolerance  # noqa: E402
 from mmcam.metrics import localization_table  # noqa: E402
 
 
@@ -59,11 +61,11 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def _detect(scenes, method):
-    model, _ = zoo.load("yolo")
+def _detect(scenes, method, name="yolo"):
+    model, proc = zoo.load(name)
     maps, masks = [], []
     for s in scenes:
-        exp = mmcam.explain_detections(model, s.image, method=method)
+        exp = mmcam.explain_detections(model, s.image, method=method, processor=proc)
         for k, box in enumerate(exp.meta["boxes"]):
             gt = [(o.box[0], o.box[1], o.box[0] + o.box[2], o.box[1] + o.box[3]) for o in s.objects]
             best = max(range(len(gt)), key=lambda i: _iou(box, gt[i]))
@@ -101,8 +103,11 @@ def _vqa(scenes, method):
     return maps, masks
 
 
-DEFAULTS = {"yolo": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults for these models
-TASKS = {"classifier": _classify, "segmenter": _segment, "yolo": _detect, "captioner": _caption, "vqa": _vqa}
+DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults
+TASKS = {
+    "classifier": _classify, "segmenter": _segment, "yolo": _detect, "detr": lambda scenes, method: _detect(scenes, method, "detr"),
+    "captioner": _caption, "vqa": _vqa,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,12 +129,16 @@ def main(argv: list[str] | None = None) -> None:
         if not maps:
             print("  nothing to score")
             continue
-        table = localization_table({method: torch.stack(maps)}, torch.stack(masks))
+        r = torchray_tolerance(*maps[0].shape[-2:])
+        table = localization_table({method: torch.stack(maps)}, torch.stack(masks), tolerance=r)
         print(f"  {len(maps)} explained items, {time.perf_counter() - start:.1f} s\n")
-        print("| maps | pointing | mass | mass / chance | rank acc | AUROC |")
-        print("|---|---|---|---|---|---|")
+        print(f"| maps | pointing | pointing ±{r} px | mass | mass / chance | rank acc | AUROC |")
+        print("|---|---|---|---|---|---|---|")
         for row, values in table.items():
-            print(f"| {row} | {values['pointing']:.3f} | {values['mass']:.3f} | {values['mass_ratio']:.2f} | {values['rank_acc']:.3f} | {values['auroc']:.3f} |")
+            print(
+                f"| {row} | {values['pointing']:.3f} | {values['pointing_tol']:.3f} | {values['mass']:.3f} | {values['mass_ratio']:.2f} "
+                f"| {values['rank_acc']:.3f} | {values['auroc']:.3f} |"
+            )
 
 
 if __name__ == "__main__":

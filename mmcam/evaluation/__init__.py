@@ -39,7 +39,7 @@ from ..metrics.localization import pixel_auroc, pointing_game, rank_accuracy, re
 from ..metrics.sanity import PASS_THRESHOLD, cascading_randomization, spearman
 from .cases import TASKS, Case, prepare
 
-__all__ = ["evaluate", "Evaluation", "COLUMNS", "TASKS", "ZOO_MODEL"]
+__all__ = ["evaluate", "Evaluation", "COLUMNS", "TASKS", "ZOO_MODEL", "torchray_tolerance"]
 
 #: Generated scenes and grid states use seeds from here on: the zoo's training draws use
 #: ``seed * 1_000_003 + step`` (step < 10^6), so evaluation never sees a training scene.

@@ -37,9 +37,14 @@ METRICS = {
 }
 
 
-def localization_table(maps: dict[str, torch.Tensor], masks: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Mean of every metric for each named set of maps *and* for each baseline on the same masks."""
+def localization_table(maps: dict[str, torch.Tensor], masks: torch.Tensor, tolerance: int = 0) -> dict[str, dict[str, float]]:
+    """Mean of every metric for each named set of maps *and* for each baseline on the same
+    masks; with ``tolerance`` > 0 also ``pointing_tol``, the pointing game with that many
+    pixels of tolerance (TorchRay's protocol)."""
     n, h, w = masks.shape
     rows = dict(maps)
     rows.update({f"baseline:{name}": make(n, h, w) for name, make in BASELINES.items()})
-    return {name: {metric: round(float(fn(m, masks).mean()), 4) for metric, fn in METRICS.items()} for name, m in rows.items()}
+    metrics = dict(METRICS)
+    if tolerance > 0:
+        metrics["pointing_tol"] = lambda m, k: pointing_game(m, k, tolerance)
+    return {name: {metric: round(float(fn(m, masks).mean()), 4) for metric, fn in metrics.items()} for name, m in rows.items()}
