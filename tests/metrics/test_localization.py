@@ -79,3 +79,14 @@ def test_table_has_baselines_beside_the_method():
     table = localization_table({"gradcam": m.float()}, m)
     assert set(table) == {"gradcam", "baseline:centre", "baseline:uniform", "baseline:random"}
     assert table["gradcam"]["pointing"] == 1 and table["baseline:uniform"]["mass_ratio"] == pytest.approx(1.0)
+
+
+def test_table_scores_the_tolerant_pointing_game_when_asked():
+    mask = torch.zeros(1, 9, 9, dtype=torch.bool)
+    mask[0, 4, 4] = True
+    off = torch.zeros(1, 9, 9)
+    off[0, 4, 6] = 1.0  # the peak 2 px right of the object
+    assert "pointing_tol" not in localization_table({"m": off}, mask)["m"]
+    row = localization_table({"m": off}, mask, tolerance=2)["m"]
+    assert row["pointing"] == 0 and row["pointing_tol"] == 1
+    assert localization_table({"m": off}, mask, tolerance=1)["m"]["pointing_tol"] == 0
