@@ -205,7 +205,7 @@ def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Pat
     if args.task == "detect":
         from .tasks.detection import explain_detections
 
-        return explain_detections(model, path, processor=processor, conf=args.conf, **kw)
+        return explain_detections(model, path, processor=processor, conf=args.conf, box_weight=args.box_weight, **kw)
     if args.task == "segment":
         from .tasks.segmentation import explain_segmentation
 
@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="an image file or a directory of images (action: .npy observations)")
     _model_arguments(p)
     p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
+    p.add_argument("--box-weight", type=float, default=0.0, help="detect: add box-weight x IoU with the kept box to each box's score (for scorecam/ablationcam)")
     p.add_argument("--question", help="vqa: the question to answer")
     p.add_argument("--out", default="out/explain")
     p.set_defaults(fn=cmd_explain)

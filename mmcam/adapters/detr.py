@@ -165,8 +165,9 @@ class KeptQueries(DetectionBoxScore):
         image_size: tuple[int, int],
         max_boxes: int | None = None,
         candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
+        box_weight: float = 0.0,
     ):
-        super().__init__(*(candidates if candidates is not None else ([], [])))
+        super().__init__(*(candidates if candidates is not None else ([], [])), box_weight=box_weight)
         self.fixed = candidates is not None
         if family not in FAMILIES.values():
             raise InputError(f"unknown DETR scoring {family!r}; one of {sorted(set(FAMILIES.values()))}")

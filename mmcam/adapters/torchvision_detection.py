@@ -69,11 +69,17 @@ class KeptDetections(Target):
 
     ``select``: explain only these kept positions (default: those scoring above ``conf``, all
     if ``None``; at most ``max_boxes``). The first call freezes ``boxes``, ``labels``, ``confidences`` and
-    ``positions`` (indices into the model's kept list).
+    ``positions`` (indices into the model's kept list). ``box_weight`` adds ``box_weight · IoU``
+    of the matched detection with the frozen box (``box_weight`` on the explained forward, as
+    in :class:`mmcam.targets.DetectionBoxScore`).
     """
 
-    def __init__(self, max_boxes: int | None = None, select: "list[int] | None" = None, conf: float | None = None, iou: float = 0.5):
-        self.max_boxes, self.select, self.conf, self.iou = max_boxes, select, conf, iou
+    def __init__(
+        self, max_boxes: int | None = None, select: "list[int] | None" = None, conf: float | None = None, iou: float = 0.5, box_weight: float = 0.0
+    ):
+        if box_weight < 0:
+            raise TargetError(f"box_weight must be >= 0, got {box_weight}")
+        self.max_boxes, self.select, self.conf, self.iou, self.box_weight = max_boxes, select, conf, iou, float(box_weight)
         self.boxes: torch.Tensor | None = None
         self.labels: list[int] = []
         self.confidences: torch.Tensor | None = None
@@ -103,7 +109,7 @@ class KeptDetections(Target):
         self.boxes = det["boxes"].detach()[self.positions]
         self.labels = [int(c) for c in det["labels"][self.positions].tolist()]
         self.confidences = scores.detach()[self.positions]
-        return scores[self.positions][None]
+        return scores[self.positions][None] + self.box_weight  # each box is its own reference: IoU 1
 
     def _rescore(self, det: dict) -> torch.Tensor:
         """On another forward: the score of the same-label detection overlapping each frozen box
@@ -113,10 +119,10 @@ class KeptDetections(Target):
         scores = det["scores"]
         if not self.positions or scores.shape[0] == 0:
             return scores.new_zeros(len(self.positions))
-        overlap = box_iou(self.boxes.to(scores.device), det["boxes"].detach())
+        overlap = box_iou(self.boxes.to(scores.device), det["boxes"])
         same = torch.tensor(self.labels, device=scores.device)[:, None] == det["labels"][None]
         best, where = torch.where(same, overlap, torch.zeros_like(overlap)).max(1)
-        return torch.where(best >= self.iou, scores[where], torch.zeros_like(best))
+        return torch.where(best >= self.iou, scores[where] + self.box_weight * best, torch.zeros_like(best))
 
     def __repr__(self) -> str:
         return f"KeptDetections(kept={len(self.positions)})"

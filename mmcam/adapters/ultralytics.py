@@ -120,8 +120,8 @@ class KeptBoxes(DetectionBoxScore):
     masked inputs in Score-CAM) score the same boxes.
     """
 
-    def __init__(self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0):
-        super().__init__([], [])
+    def __init__(self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0, box_weight: float = 0.0):
+        super().__init__([], [], box_weight)
         self.conf, self.iou, self.max_det, self.nc = conf, iou, max_det, nc
         self.boxes: torch.Tensor | None = None
         self.confidences: torch.Tensor | None = None
@@ -152,8 +152,8 @@ class FixedBoxes(DetectionBoxScore):
     """Given raw candidates ``indices`` with ``classes``, as ``(B, K)`` class logits; ``boxes`` and
     ``confidences`` are read from the first output scored (same attributes as :class:`KeptBoxes`)."""
 
-    def __init__(self, indices: "list[int]", classes: "list[int]"):
-        super().__init__(indices, classes)
+    def __init__(self, indices: "list[int]", classes: "list[int]", box_weight: float = 0.0):
+        super().__init__(indices, classes, box_weight)
         self.boxes: torch.Tensor | None = None
         self.confidences: torch.Tensor | None = None
 

@@ -14,7 +14,7 @@ import torch
 from ..errors import TargetError
 from .base import Target
 
-__all__ = ["DetectionBoxScore", "detection_logits"]
+__all__ = ["DetectionBoxScore", "detection_logits", "candidate_boxes", "paired_iou"]
 
 
 def detection_logits(output: Any) -> torch.Tensor:
@@ -36,14 +36,59 @@ def detection_logits(output: Any) -> torch.Tensor:
     )
 
 
-class DetectionBoxScore(Target):
-    """``(B, K)``: the logit of class ``classes[k]`` at raw candidate ``indices[k]``."""
+def candidate_boxes(output: Any) -> torch.Tensor:
+    """Every candidate's box as ``(B, num_candidates, 4)`` corners ``(x0, y0, x1, y1)`` in the
+    output's own frame, differentiable: ultralytics' decoded ``y[:, :4]`` (centre, size in
+    input pixels), HF DETR-family ``pred_boxes`` (centre, size, normalised to [0, 1])."""
+    if isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], Mapping):
+        y = output[0][0] if isinstance(output[0], (tuple, list)) else output[0]  # a Segment head: (y, proto)
+        centre_size = y[:, :4].transpose(1, 2)
+    else:
+        centre_size = getattr(output, "pred_boxes", None)
+        if centre_size is None and isinstance(output, Mapping):
+            centre_size = output.get("pred_boxes")
+        if not isinstance(centre_size, torch.Tensor):
+            raise TargetError(
+                f"cannot find candidate boxes in a {type(output).__name__} output for the box term; supported: "
+                "ultralytics YOLO (eval output), HF DETR-family (.pred_boxes). Pass box_weight=0"
+            )
+    cx, cy, w, h = centre_size.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
 
-    def __init__(self, indices: Sequence[int], classes: Sequence[int]):
+
+def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of corresponding boxes ``(..., 4)`` (corners), elementwise."""
+    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area = lambda t: (t[..., 2] - t[..., 0]).clamp(min=0) * (t[..., 3] - t[..., 1]).clamp(min=0)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+
+
+class DetectionBoxScore(Target):
+    """``(B, K)``: the logit of class ``classes[k]`` at raw candidate ``indices[k]``, plus
+    optionally a box term.
+
+    ``box_weight`` > 0 adds ``box_weight · IoU(box_k, reference_k)``, where ``reference_k`` is
+    candidate k's box in the first output this target scores (the explained forward) — the
+    score of D-RISE / pytorch-grad-cam's box targets: on a later forward (Score-CAM's and
+    Ablation-CAM's masked inputs, deletion / insertion) a box that moves or shrinks scores
+    lower. On the explained forward itself the term is ``box_weight`` exactly and its
+    gradient is 0 (IoU is at its maximum), so gradient maps are unchanged. One target
+    instance per image: the reference is fixed by the first call. (YOLOv8 / YOLO11 are
+    anchor-free and the DETR family has no objectness output; the class logit is the whole
+    confidence of both.)
+    """
+
+    def __init__(self, indices: Sequence[int], classes: Sequence[int], box_weight: float = 0.0):
         if len(indices) != len(classes):
             raise TargetError("DetectionBoxScore needs one class per index")
+        if box_weight < 0:
+            raise TargetError(f"box_weight must be >= 0, got {box_weight}")
         self.indices = [int(i) for i in indices]
         self.classes = [int(c) for c in classes]
+        self.box_weight = float(box_weight)
+        self.reference: torch.Tensor | None = None  # (B, K, 4): the boxes at the first call
 
     def __call__(self, output: Any) -> torch.Tensor:
         logits = detection_logits(output)
@@ -51,7 +96,22 @@ class DetectionBoxScore(Target):
             raise TargetError(f"box index {max(self.indices)} is out of range for {logits.shape[2]} candidates")
         if self.classes and max(self.classes) >= logits.shape[1]:
             raise TargetError(f"class {max(self.classes)} is out of range for {logits.shape[1]} classes")
-        return logits[:, self.classes, self.indices]
+        scores = logits[:, self.classes, self.indices]
+        if self.box_weight and self.indices:
+            boxes = candidate_boxes(output)[:, self.indices]
+            if self.reference is None:
+                self.reference = boxes.detach()
+            reference = self.reference.to(boxes.device)
+            if reference.shape[0] != boxes.shape[0]:
+                if reference.shape[0] != 1:
+                    raise TargetError(
+                        f"the box term's reference holds {reference.shape[0]} images, this output {boxes.shape[0]}; "
+                        "use one DetectionBoxScore per image"
+                    )
+                reference = reference.expand_as(boxes)
+            scores = scores + self.box_weight * paired_iou(boxes, reference)
+        return scores
 
     def __repr__(self) -> str:
-        return f"DetectionBoxScore(indices={self.indices}, classes={self.classes})"
+        box = f", box_weight={self.box_weight:g}" if self.box_weight else ""
+        return f"DetectionBoxScore(indices={self.indices}, classes={self.classes}{box})"

@@ -61,6 +61,7 @@ def explain_detections(
     size: int | None = None,
     candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
     labels: "Sequence[str] | dict[int, str] | None" = None,
+    box_weight: float = 0.0,
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
@@ -97,6 +98,12 @@ def explain_detections(
     ``labels`` names the class ids (a list or ``{id: name}``; torchvision models carry none,
     e.g. pass ``weights.meta["categories"]``); else the model's own names (ultralytics
     ``names``, HF ``config.id2label``) or the id.
+
+    ``box_weight`` > 0 adds a box term to every box's score: ``box_weight · IoU`` of the box the
+    same candidate predicts on a later forward with the kept box (see
+    :class:`mmcam.targets.DetectionBoxScore`) — for perturbation methods (``scorecam``,
+    ``ablationcam``), a masked image that moves or shrinks the box scores lower; gradient maps
+    are unchanged (the term's gradient is 0 on the explained forward).
     """
     from ..adapters import detr
     from ..adapters import torchvision_detection as tvd
@@ -106,7 +113,7 @@ def explain_detections(
     require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
 
     names = None if labels is None else (dict(enumerate(labels)) if not isinstance(labels, dict) else dict(labels))
-    common = dict(method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates, names=names)
+    common = dict(method=method, layers=layers, max_boxes=max_boxes, size=size, candidates=candidates, names=names, box_weight=box_weight)
     if yolo.is_yolo(model):
         return _explain_yolo(model, image, conf=0.25 if conf is None else conf, iou=iou, **common)
     if detr.is_detr(model):
@@ -121,7 +128,7 @@ def explain_detections(
     )
 
 
-def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, candidates, names) -> DetectionExplanation:
+def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, candidates, names, box_weight) -> DetectionExplanation:
     from ..adapters import ultralytics as yolo
 
     inner = yolo.inner_model(model)
@@ -131,9 +138,9 @@ def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, c
     pil = load_image(image).resize((side, side), Image.BILINEAR)
     shown = np.asarray(pil)
     x = torch.from_numpy(shown.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    kept = yolo.KeptBoxes(conf=conf, iou=iou, max_det=max_boxes or 300, nc=yolo.num_classes(inner))
+    kept = yolo.KeptBoxes(conf=conf, iou=iou, max_det=max_boxes or 300, nc=yolo.num_classes(inner), box_weight=box_weight)
     if candidates is not None:
-        kept = yolo.FixedBoxes(*candidates)
+        kept = yolo.FixedBoxes(*candidates, box_weight=box_weight)
     with yolo.eval_mode(inner):
         exp = CAM(inner, layers if layers is not None else yolo.default_layers(inner), method=method)(x, [kept])
     names = names if names is not None else yolo.class_names(model)
@@ -141,7 +148,7 @@ def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, c
     return _explanation(shown, exp.maps[0], exp, boxes, kept.classes, names, kept.confidences, kept.indices, conf, side)
 
 
-def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, size, candidates, names) -> DetectionExplanation:
+def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, size, candidates, names, box_weight) -> DetectionExplanation:
     from ..adapters import detr
     from ..adapters.ultralytics import eval_mode
     from ..explain import prepare_image
@@ -158,7 +165,7 @@ def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, s
     if not isinstance(inputs, dict) or "pixel_values" not in inputs:
         raise InputError("the processor must return a dict with pixel_values (an HF image processor)")
     height, width = inputs["pixel_values"].shape[-2:]
-    kept = detr.KeptQueries(detr.family(model), conf, (int(height), int(width)), max_boxes, candidates)
+    kept = detr.KeptQueries(detr.family(model), conf, (int(height), int(width)), max_boxes, candidates, box_weight=box_weight)
     with eval_mode(model):
         chosen, grid = detr.layers_and_grid(model, inputs)
         reshape = detr.EncoderGrid(grid) if detr.family(model) != "sigmoid-topq" else "auto"
@@ -171,7 +178,7 @@ def _explain_detr(model, image, *, processor, conf, method, layers, max_boxes, s
     return _explanation(shown, exp.maps[0], exp, boxes, kept.classes, names, kept.confidences, kept.indices, conf, side)
 
 
-def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size, candidates, names) -> DetectionExplanation:
+def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size, candidates, names, box_weight) -> DetectionExplanation:
     from ..adapters import torchvision_detection as tvd
     from ..adapters.ultralytics import eval_mode
     from ..engine.combine import normalize
@@ -184,7 +191,7 @@ def _explain_torchvision(model, image, *, conf, method, layers, max_boxes, size,
     device = next(model.parameters()).device
     x = x.to(device)
     select = None if candidates is None else list(candidates[0])
-    kept = tvd.KeptDetections(max_boxes=max_boxes, select=select, conf=conf)
+    kept = tvd.KeptDetections(max_boxes=max_boxes, select=select, conf=conf, box_weight=box_weight)
     with eval_mode(model):
         with torch.no_grad():  # the model resizes and pads inside: map the padded grid back to the image
             batch = model.transform(x)[0]

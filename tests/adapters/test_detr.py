@@ -181,3 +181,12 @@ def test_layer_and_grid_probe_runs_once_per_layout():
     finally:
         handle.remove()
     assert len(forwards) - first == 1 and first >= 2
+
+
+def test_box_term_on_kept_queries(family):
+    name, model, processor = family
+    plain = explain_detections(model, IMAGE, processor=processor, conf=THRESHOLD[name], max_boxes=2)
+    boxed = explain_detections(model, IMAGE, processor=processor, conf=THRESHOLD[name], max_boxes=2, box_weight=0.5)
+    assert boxed.meta["raw_indices"] == plain.meta["raw_indices"]
+    torch.testing.assert_close(boxed.scores, plain.scores + 0.5)  # pred_boxes IoU 1 with themselves
+    torch.testing.assert_close(boxed.maps, plain.maps)

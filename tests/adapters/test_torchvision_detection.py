@@ -125,3 +125,14 @@ def test_later_forwards_score_the_same_detections():
     ]
     # image 1: box 0 (label 1) has only a label-3 twin -> 0; box 1 matches at IoU 0.9; image 2 is empty
     torch.testing.assert_close(kept(later), torch.tensor([[0.9, 0.8], [0.0, 0.5], [0.0, 0.0]]))
+
+
+def test_box_term_adds_the_matched_iou():
+    from mmcam.adapters.torchvision_detection import KeptDetections
+
+    first = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 40, 40]]), "labels": torch.tensor([1, 2]), "scores": torch.tensor([0.9, 0.8])}]
+    kept = KeptDetections(box_weight=2.0)
+    torch.testing.assert_close(kept(first), torch.tensor([[0.9 + 2, 0.8 + 2]]))  # each box is its own reference
+    later = [{"boxes": torch.tensor([[21.0, 21, 40, 40]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.5])}]
+    iou = (19 * 19) / (20 * 20)  # [21, 40]^2 inside [20, 40]^2
+    torch.testing.assert_close(kept(later), torch.tensor([[0.0, 0.5 + 2 * iou]]))

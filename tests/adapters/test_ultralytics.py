@@ -74,3 +74,48 @@ def test_unsupported_model_says_what_to_do():
 
     with pytest.raises(InputError, match="ultralytics YOLO.*DetectionBoxScore"):
         explain_detections(torchvision.models.resnet18(), IMAGE)
+
+
+def test_box_term_by_hand_on_yolo_and_detr_outputs():
+    from types import SimpleNamespace
+
+    from mmcam.targets.detection import candidate_boxes, paired_iou
+
+    a, b = torch.tensor([0.0, 0, 2, 2]), torch.tensor([1.0, 1, 3, 3])
+    assert paired_iou(a, b).item() == pytest.approx(1 / 7)
+    assert paired_iou(a, a).item() == 1 and paired_iou(a, torch.tensor([5.0, 5, 6, 6])).item() == 0
+    # ultralytics eval output: y (B, 4 + nc, A) with centre/size boxes, raw["scores"] the class logits
+    logits = torch.tensor([[[0.5, 1.0, -2.0], [3.0, 0.0, 1.5]]])  # (1, nc=2, A=3)
+    boxes = torch.tensor([[[1.0, 5.0, 9.0], [1.0, 5.0, 9.0], [2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]])  # cx, cy, w, h rows
+    y = torch.cat([boxes, logits.sigmoid()], 1)
+    target = DetectionBoxScore([0, 2], [1, 0], box_weight=2.0)
+    torch.testing.assert_close(target((y, {"scores": logits})), torch.tensor([[3.0 + 2, -2.0 + 2]]))  # IoU 1 with itself
+    moved = boxes.clone()
+    moved[:, 0, 0] += 1.0  # box 0 moves right by 1 px: [0, 0, 2, 2] -> [1, 0, 3, 2], IoU 2 / 6
+    y2 = torch.cat([moved, logits.sigmoid()], 1)
+    torch.testing.assert_close(target((y2, {"scores": logits})), torch.tensor([[3.0 + 2 / 3, -2.0 + 2]]))
+    # DETR family: pred_boxes (B, Q, 4) normalised centre/size; logits (B, Q, C)
+    detr_out = SimpleNamespace(logits=logits.transpose(1, 2), pred_boxes=torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.1, 0.1], [0.0, 0.0, 0.0, 0.0]]]))
+    torch.testing.assert_close(candidate_boxes(detr_out)[0, 0], torch.tensor([0.4, 0.4, 0.6, 0.6]))
+    query = DetectionBoxScore([0], [1], box_weight=1.0)
+    torch.testing.assert_close(query(detr_out), torch.tensor([[3.0 + 1]]))
+    with pytest.raises(mmcam.errors.TargetError, match="box_weight=0"):
+        DetectionBoxScore([0], [0], box_weight=1.0)(SimpleNamespace(logits=torch.zeros(1, 2, 2)))
+
+
+def test_box_term_leaves_gradient_maps_and_moves_perturbation_maps(yolo):
+    plain = explain_detections(yolo, IMAGE, conf=0.01, size=64, max_boxes=3)
+    boxed = explain_detections(yolo, IMAGE, conf=0.01, size=64, max_boxes=3, box_weight=1.0)
+    assert boxed.meta["raw_indices"] == plain.meta["raw_indices"]
+    torch.testing.assert_close(boxed.scores, plain.scores + 1.0)  # IoU 1 on the explained forward
+    torch.testing.assert_close(boxed.maps, plain.maps)  # ... and its gradient is 0
+    # a trained detector's boxes move on Score-CAM's masked inputs (a random one's barely do)
+    from mmcam import zoo
+    from mmcam.data import SceneConfig, generate_scenes
+
+    trained, _ = zoo.load("yolo")
+    scene = generate_scenes(1, 5, SceneConfig(min_objects=2, max_objects=2))[0]
+    a = explain_detections(trained, scene.image, method="scorecam", layers="model.15")
+    b = explain_detections(trained, scene.image, method="scorecam", layers="model.15", box_weight=1.0)
+    assert len(a.items) >= 1 and b.meta["raw_indices"] == a.meta["raw_indices"]
+    assert torch.isfinite(b.maps).all() and not torch.allclose(a.maps, b.maps, atol=1e-3)

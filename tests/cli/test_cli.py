@@ -162,3 +162,13 @@ def test_output_check_is_safe_when_ranks_race(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: _ensure_writable(tmp_path / "out"), range(200)))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_box_weight_reaches_the_detection_scores(images, tmp_path):
+    scores = {}
+    for weight in ("0", "1.5"):
+        out = tmp_path / f"w{weight}"
+        res = run("explain", str(images), "--task", "detect", "--model", "zoo:yolo", "--box-weight", weight, "--out", str(out))
+        assert res.returncode == 0, res.stderr
+        scores[weight] = [item["score"] for path in sorted(out.glob("*.json")) if path.name != "summary.json" for item in json.loads(path.read_text())["items"]]
+    assert scores["0"] and scores["1.5"] == pytest.approx([s + 1.5 for s in scores["0"]], abs=1e-4)
