@@ -46,7 +46,7 @@ HF_AUTO = {
 FAMILIES = {
     "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt",
     "detect": "ultralytics YOLOv8/11 detect/segment (the YOLO object); HF DETR, Conditional DETR, RT-DETR (local directory); torchvision Faster R-CNN, RetinaNet, FCOS (Python API)",
-    "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn",
+    "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn; ultralytics YOLOv8/11 segment (one map per instance mask)",
     "caption": "HF VisionEncoderDecoderModel (see README for BLIP / GIT)",
     "vqa": "HF ViltForQuestionAnswering (see README for BLIP-VQA)",
     "action": "any Q-network or policy nn.Module on (C, H, W) observations (.npy files)",
@@ -209,7 +209,7 @@ def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Pat
     if args.task == "segment":
         from .tasks.segmentation import explain_segmentation
 
-        return explain_segmentation(model, path, processor=processor, **kw)
+        return explain_segmentation(model, path, processor=processor, conf=args.conf, **kw)
     if args.task == "caption":
         from .tasks.caption import explain_caption
 
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain an image or a folder of images")
     p.add_argument("input", help="an image file or a directory of images (action: .npy observations)")
     _model_arguments(p)
-    p.add_argument("--conf", type=float, default=0.25, help="detect: confidence threshold")
+    p.add_argument("--conf", type=float, default=0.25, help="detect (and YOLO segment models): confidence threshold")
     p.add_argument("--box-weight", type=float, default=0.0, help="detect: add box-weight x IoU with the kept box to each box's score (for scorecam/ablationcam)")
     p.add_argument("--question", help="vqa: the question to answer")
     p.add_argument("--out", default="out/explain")

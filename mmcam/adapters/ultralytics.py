@@ -19,7 +19,10 @@ from torch import nn
 from ..errors import InputError, TargetError
 from ..targets.detection import DetectionBoxScore
 
-__all__ = ["is_yolo", "inner_model", "eval_mode", "neck_layers", "stride4_layer", "default_layers", "KeptBoxes", "FixedBoxes", "class_names", "input_size", "num_classes", "decoded"]
+__all__ = [
+    "is_yolo", "is_segment", "inner_model", "eval_mode", "neck_layers", "stride4_layer", "default_layers", "KeptBoxes", "FixedBoxes",
+    "KeptInstances", "class_names", "input_size", "num_classes", "decoded",
+]
 
 
 def is_yolo(model: Any) -> bool:
@@ -83,6 +86,13 @@ def default_layers(inner: nn.Module) -> list[str]:
     YOLO with LayerCAM, the pointing game rises from 0.89 (neck only, 8x8 at 64 px) to 0.97."""
     fine = stride4_layer(inner)
     return ([fine] if fine else []) + neck_layers(inner)
+
+
+def is_segment(model: Any) -> bool:
+    """True for a YOLO whose head predicts instance masks (a ``Segment`` head: mask
+    coefficients per candidate and prototype masks)."""
+    head = inner_model(model).model[-1]
+    return hasattr(head, "proto") and hasattr(head, "nm")
 
 
 def num_classes(inner: nn.Module) -> int:
@@ -169,3 +179,56 @@ class FixedBoxes(DetectionBoxScore):
 
     def __repr__(self) -> str:
         return f"FixedBoxes(indices={self.indices}, classes={self.classes})"
+
+
+class KeptInstances(KeptBoxes):
+    """The instances a YOLO segment model keeps, as ``(B=1, K)`` mask scores.
+
+    Instance k's mask logits are ``M_k = c_k · P`` (its 32 mask coefficients against the
+    prototype masks ``P`` at stride 4), the quantity ultralytics thresholds at 0 and crops to
+    the box. Its score is the Seg-Grad-CAM region sum for that mask: ``Σ_{p ∈ R_k} M_k(p)``,
+    with ``R_k`` the instance's predicted mask at the prototype resolution (the box if the
+    mask is empty), fixed by the first call. The first call runs NMS (as :class:`KeptBoxes`)
+    and keeps ``regions`` (prototype resolution) and ``masks`` (input size) — ultralytics' own
+    masks, from its ``process_mask``.
+    """
+
+    def __init__(self, input_size: tuple[int, int], conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0):
+        super().__init__(conf, iou, max_det, nc)
+        self.input_size = (int(input_size[0]), int(input_size[1]))  # (H, W) of the explained image
+        self.regions: torch.Tensor | None = None  # (K, mh, mw) bool
+        self.masks: torch.Tensor | None = None  # (K, H, W) bool at the input size
+
+    @staticmethod
+    def _parts(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(coefficients (B, nm, A), prototypes (B, nm, mh, mw))`` of an eval-mode output."""
+        if not (isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[0], (tuple, list)) and isinstance(output[1], dict)):
+            raise TargetError("expected a YOLO segment model's eval output ((y, proto), raw); is this a segment model in eval mode?")
+        coefficients = output[1].get("mask_coefficient")
+        if coefficients is None:
+            raise TargetError("the YOLO output holds no mask coefficients (raw['mask_coefficient']); pass a segment model")
+        return coefficients, output[0][1]
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        coefficients, protos = self._parts(output)
+        if self.regions is None:
+            from ultralytics.utils.ops import crop_mask, process_mask
+
+            super().__call__(output)  # NMS: indices, classes, boxes, confidences
+            (mh, mw), (height, width) = protos.shape[-2:], self.input_size
+            if len(self.indices):
+                coeffs, proto = coefficients.detach()[0][:, self.indices].T, protos.detach()[0]  # (K, nm), (nm, mh, mw)
+                small = process_mask(proto, coeffs, self.boxes, (height, width), upsample=False).bool()
+                scale = self.boxes.new_tensor([mw / width, mh / height] * 2)
+                box_only = crop_mask(torch.ones(len(self.indices), mh, mw, dtype=torch.uint8), self.boxes * scale).bool()
+                empty = small.flatten(1).sum(1) == 0
+                self.regions = torch.where(empty[:, None, None], box_only, small)
+                self.masks = process_mask(proto, coeffs, self.boxes, (height, width), upsample=True).bool()
+            else:
+                self.regions = torch.zeros(0, mh, mw, dtype=torch.bool)
+                self.masks = torch.zeros(0, height, width, dtype=torch.bool)
+        logits = torch.einsum("bnk,bnhw->bkhw", coefficients[:, :, self.indices], protos)
+        return (logits * self.regions.to(logits.device)).flatten(2).sum(-1)
+
+    def __repr__(self) -> str:
+        return f"KeptInstances(conf={self.conf}, iou={self.iou}, kept={len(self.indices)})"

@@ -301,9 +301,15 @@ def build_engine(
     where batched tasks send their stacked inputs (the per-image tasks run on the CPU)."""
     if task == "classify":
         return ClassifyEngine(model, processor, method or "gradcam", layers, topk, device=device)
-    if task == "segment":
-        return SegmentEngine(model, processor, method or "gradcam", layers, device=device)
     extra = {} if method is None else {"method": method}
+    if task == "segment":
+        from ..adapters.ultralytics import is_yolo
+
+        if is_yolo(model):  # instance masks: per image, as explain_segmentation explains them
+            from ..tasks.segmentation import explain_segmentation
+
+            return PerImageEngine(task, lambda image: explain_segmentation(model, image, layers=layers, conf=0.25 if conf is None else conf, **extra))
+        return SegmentEngine(model, processor, method or "gradcam", layers, device=device)
     if task == "detect":
         from ..adapters.ultralytics import is_yolo
         from ..tasks.detection import explain_detections

@@ -64,20 +64,39 @@ def explain_segmentation(
     mask: Any = None,
     *,
     processor: Any = None,
-    method: str = "gradcam",
+    method: str | None = None,
     layers: Any = None,
     labels: list[str] | None = None,
     ignore: tuple[int, ...] = (0,),
+    conf: float = 0.25,
+    size: int | None = None,
 ) -> SegmentationExplanation:
     """Explain class regions of one image, all from one forward.
 
+    Semantic segmenters (HF Segformer, torchvision deeplabv3 / lraspp / fcn):
     ``class_id=None``: every predicted class present (except ``ignore``, the background);
     ``mask`` (H, W bool) restricts the region to the user's pixels (then ``class_id`` is
     required). Maps are Seg-Grad-CAM: the gradient of the class logits summed over the region.
+    Default method ``"gradcam"``.
+
+    ultralytics YOLO segment models (the ``YOLO`` object): one map per kept instance (NMS at
+    ``conf``; ``class_id`` keeps those classes), each explaining its mask logits summed over
+    its own predicted mask (:class:`mmcam.adapters.ultralytics.KeptInstances`); the regions
+    are ultralytics' own instance masks. Default method ``"layercam"`` and the detection
+    layers (stride-4 stage + P3/P4/P5), as for boxes; ``size``: the input side (default: the
+    model's).
     """
+    from ..adapters import ultralytics as yolo
     from ..adapters.hf_text import require_attention_family
 
-    require_attention_family(method, type(model).__name__, ())
+    require_attention_family(method or "gradcam", type(model).__name__, ())
+    if yolo.is_yolo(model):
+        if mask is not None:
+            raise InputError("a user mask applies to semantic segmenters; for a YOLO segment model pass class_id (or none) to choose instances")
+        if not yolo.is_segment(model):
+            raise InputError("this YOLO model predicts boxes, not masks: use mmcam.explain_detections for it")
+        return _explain_yolo_instances(model, image, class_id, method or "layercam", layers, labels, conf, size)
+    method = method or "gradcam"
     inputs, shown = prepare_image(image, processor)
     if mask is not None and class_id is None:
         raise InputError("a mask needs a class_id: pass class_id= for the class to explain over the mask")
@@ -116,4 +135,48 @@ def explain_segmentation(
         layers=exp.layers,
         meta={"classes": classes, "region_pixels": [int(r.sum()) for r in regions]},
         regions=regions,
+    )
+
+
+def _explain_yolo_instances(model, image, class_id, method, layers, labels, conf, size) -> SegmentationExplanation:
+    from PIL import Image
+
+    from ..adapters import ultralytics as yolo
+    from ..io import load_image
+
+    inner = yolo.inner_model(model)
+    side = size or yolo.input_size(model)
+    if side % 32:
+        raise InputError(f"the image size must be a multiple of 32 for YOLO, got {side}; pass size=")
+    shown = np.asarray(load_image(image).resize((side, side), Image.BILINEAR))
+    x = torch.from_numpy(shown.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    kept = yolo.KeptInstances((side, side), conf=conf, nc=yolo.num_classes(inner))
+    with yolo.eval_mode(inner):
+        exp = CAM(inner, layers if layers is not None else yolo.default_layers(inner), method=method)(x, [kept])
+    names = dict(enumerate(labels)) if labels is not None else yolo.class_names(model)
+    keep = list(range(len(kept.indices)))
+    if class_id is not None:
+        wanted = {class_id} if isinstance(class_id, int) else set(class_id)
+        keep = [k for k in keep if kept.classes[k] in wanted]
+    if not keep:
+        return SegmentationExplanation(
+            image=shown, maps=torch.zeros(0, side, side), items=[], scores=torch.zeros(0), method=exp.method, layers=exp.layers,
+            meta={"note": f"nothing to explain: no instance above conf={conf}" + ("" if class_id is None else f" of class {class_id}")},
+        )
+    masks = [kept.masks[k].numpy() for k in keep]
+    return SegmentationExplanation(
+        image=shown,
+        maps=exp.maps[0, keep],
+        items=[f"{names.get(kept.classes[k], str(kept.classes[k]))} {float(kept.confidences[k]):.2f}" for k in keep],
+        scores=exp.scores[0, keep],
+        method=exp.method,
+        layers=exp.layers,
+        meta={
+            "classes": [kept.classes[k] for k in keep],
+            "confidences": [round(float(kept.confidences[k]), 5) for k in keep],
+            "raw_indices": [kept.indices[k] for k in keep],
+            "boxes": [[round(float(v), 2) for v in kept.boxes[k]] for k in keep],
+            "region_pixels": [int(m.sum()) for m in masks],
+        },
+        regions=masks,
     )

@@ -7,6 +7,7 @@ import torch
 
 import mmcam
 from mmcam.adapters.ultralytics import default_layers, eval_mode
+from mmcam.errors import InputError
 from mmcam.tasks import explain_detections
 from mmcam.targets import DetectionBoxScore
 from modelstate import assert_same_state, snapshot
@@ -51,3 +52,60 @@ def test_segment_box_maps_equal_single_box_runs(yolo_seg):
     again = explain_detections(yolo_seg, IMAGE, size=64, candidates=(exp.meta["raw_indices"], exp.meta["class_ids"]))
     torch.testing.assert_close(again.maps, exp.maps)
     assert again.meta["confidences"] == pytest.approx(exp.meta["confidences"], rel=1e-5)
+
+
+def test_instances_are_ultralytics_masks_and_scores_are_mask_logit_sums(yolo_seg):
+    """explain_segmentation on a YOLO segment model: one map per kept instance, its region the
+    mask ultralytics predicts, its score Σ over that region of the mask logits c_k · P."""
+    from mmcam.adapters.ultralytics import KeptInstances
+    from mmcam.tasks import explain_segmentation
+
+    before = snapshot(yolo_seg.model)
+    exp = explain_segmentation(yolo_seg, IMAGE, conf=0.01, size=64)
+    k = len(exp.items)
+    assert k >= 3 and exp.maps.shape == (k, 64, 64) and torch.isfinite(exp.maps).all()
+    assert exp.method == "layercam" and exp.layers == default_layers(yolo_seg.model)
+    results = yolo_seg.predict(source=IMAGE[..., ::-1].copy(), imgsz=64, conf=0.01, iou=0.45, verbose=False, device="cpu")
+    theirs = results[0]
+    assert exp.meta["classes"] == [int(c) for c in theirs.boxes.cls.tolist()]
+    assert np.array_equal(np.stack(exp.regions), theirs.masks.data.bool().numpy())
+    # the score by hand, from a plain forward: the kept anchors' coefficients against the prototypes
+    x = torch.from_numpy(IMAGE.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    inner = yolo_seg.model
+    with eval_mode(inner), torch.no_grad():
+        (y, protos), raw = inner(x)
+        kept = KeptInstances((64, 64), conf=0.01, nc=80)
+        kept(((y, protos), raw))
+        for j, (index, region) in enumerate(zip(exp.meta["raw_indices"], kept.regions)):
+            logits = torch.einsum("n,nhw->hw", raw["mask_coefficient"][0, :, index], protos[0])
+            assert exp.scores[j].item() == pytest.approx(float(logits[region].sum()), rel=1e-4, abs=1e-4)
+        # each instance's map equals explaining that instance alone (same regions, one column)
+        for j in range(2):
+            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [lambda out, j=j: kept(out)[:, [j]]])
+            torch.testing.assert_close(alone.maps[0, 0], exp.maps[j], rtol=1e-4, atol=1e-5)
+    assert_same_state(before, snapshot(yolo_seg.model))
+
+
+def test_instance_segmentation_bad_input(yolo_seg):
+    from mmcam.tasks import explain_segmentation
+
+    with pytest.raises(InputError, match="user mask applies to semantic segmenters"):
+        explain_segmentation(yolo_seg, IMAGE, class_id=0, mask=np.ones((64, 64), bool), size=64)
+    none = explain_segmentation(yolo_seg, IMAGE, conf=0.999, size=64)
+    assert none.items == [] and none.meta["note"].startswith("nothing to explain")
+    detector = ultralytics.YOLO("yolov8n.yaml")
+    with pytest.raises(InputError, match="use mmcam.explain_detections"):
+        explain_segmentation(detector, IMAGE, size=64)
+
+
+def test_batch_segment_engine_explains_instances(yolo_seg, monkeypatch):
+    from mmcam.batch.engines import PerImageEngine, build_engine
+    from mmcam.tasks import explain_segmentation
+
+    monkeypatch.setitem(yolo_seg.overrides, "imgsz", 64)  # the model's own input size (a checkpoint's overrides)
+    engine = build_engine("segment", yolo_seg, None, method=None, layers=None, conf=0.01)
+    assert isinstance(engine, PerImageEngine)
+    [batch] = engine.explain([IMAGE])
+    single = explain_segmentation(yolo_seg, IMAGE, conf=0.01, size=64)
+    assert batch.items == single.items and len(batch.items) >= 1
+    torch.testing.assert_close(batch.maps, single.maps)

@@ -172,3 +172,10 @@ def test_box_weight_reaches_the_detection_scores(images, tmp_path):
         assert res.returncode == 0, res.stderr
         scores[weight] = [item["score"] for path in sorted(out.glob("*.json")) if path.name != "summary.json" for item in json.loads(path.read_text())["items"]]
     assert scores["0"] and scores["1.5"] == pytest.approx([s + 1.5 for s in scores["0"]], abs=1e-4)
+
+
+def test_segment_task_on_a_yolo_segment_model(images, tmp_path):
+    res = run("explain", str(images), "--task", "segment", "--model", "yolov8n-seg.yaml", "--conf", "0.9", "--out", str(tmp_path / "s"))
+    assert res.returncode == 0, res.stderr  # random weights: nothing above conf, still a clean run
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["explained"][0]["note"].startswith("nothing to explain: no instance above conf=0.9")
