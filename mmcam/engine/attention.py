@@ -211,6 +211,12 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
             zeros = scores.new_zeros((b, 0, *(size or (1, 1))))
             return Explanation(zeros, zeros, scores.detach(), method.name, names, [[] for _ in range(b)], _detached(output))
         tensors = [t for v in maps.values() for t in v]
+        if any(t.shape[0] != b for t in tensors):
+            raise MethodError(
+                f"{type(model).__name__}'s attention maps come in {sorted({t.shape[0] for t in tensors})} rows for a batch of "
+                f"{b}: windowed attention (e.g. Swin), not one self-attention over the image's tokens, which gae's rollout "
+                "needs. Use a CAM method"
+            )
         grads = _gradients(scores, tensors, cam.grad_mode)
     with torch.no_grad():
         attns = [t.detach() for t in tensors]
@@ -223,7 +229,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
             )  # (K, B, T, N)
         vectors = relevance.new_zeros(k, b, relevance.shape[-1])
         for image in range(b):
-            rows = _rows(targets, output, image, method.query_rows, stream)
+            rows = _rows(targets, output, image, method.rows_for(model, relevance.shape[-1]), stream)
             for column, positions in enumerate(rows):
                 if max(positions) >= relevance.shape[2] or min(positions) < -relevance.shape[2]:
                     raise TargetError(f"query row {max(positions)} is out of range for {relevance.shape[2]} tokens")

@@ -40,7 +40,7 @@ fused kernels return no probabilities) and switched back after.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -53,18 +53,30 @@ __all__ = ["GenericAttention", "weighted_attention", "self_relevance", "normaliz
 class GenericAttention(Method):
     """Chefer et al.'s gradient-weighted attention relevance (see the module docstring).
 
-    ``query_rows``: the token rows whose relevance is the map of an item that names no
-    position of its own (default ``(0,)``: the CLS / pooler token). Items that carry token
-    ``positions`` (:class:`mmcam.targets.CaptionTokens`) use their own rows.
+    ``query_rows``: the token rows whose relevance (summed) is the map of an item that names
+    no position of its own. Default ``None``: the rows the model's head reads — the CLS /
+    pooler token (row 0); CLS and distillation token for DeiT with a teacher head; every
+    token after the CLS for a mean-pooling head (BEiT's ``use_mean_pooling``). Items that
+    carry token ``positions`` (:class:`mmcam.targets.CaptionTokens`) use their own rows.
     """
 
     name: ClassVar[str] = "gae"
     attention: ClassVar[bool] = True  # maps come from every attention layer, not a hooked layer
 
-    def __init__(self, query_rows: Sequence[int] = (0,)):
-        self.query_rows = [int(r) for r in query_rows]
-        if not self.query_rows:
+    def __init__(self, query_rows: Sequence[int] | None = None):
+        self.query_rows = None if query_rows is None else [int(r) for r in query_rows]
+        if self.query_rows is not None and not self.query_rows:
             raise MethodError("GenericAttention needs at least one query row (e.g. (0,) for the CLS token)")
+
+    def rows_for(self, model: Any, tokens: int) -> list[int]:
+        """The query rows for ``model`` with ``tokens`` tokens (see the class docstring)."""
+        if self.query_rows is not None:
+            return self.query_rows
+        if getattr(getattr(model, "config", None), "use_mean_pooling", False):
+            return list(range(1, tokens))
+        if type(model).__name__.endswith("WithTeacher"):
+            return [0, 1]
+        return [0]
 
     def cam(self, acts, grads, ctx):  # the engine routes attention methods elsewhere
         raise MethodError("'gae' builds its maps from attention probabilities; run it through mmcam.CAM or a task call")

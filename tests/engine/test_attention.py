@@ -191,6 +191,43 @@ def test_tasks_without_attention_relevance_refuse_gae_by_name(vit):
         mmcam.CAM(segformer, method="gae")(torch.rand(1, 3, 32, 32), [lambda out: out.logits[:, 1].sum((1, 2))])
 
 
+def _rollout(model, x, c):
+    """A separate eager forward, the class logit's gradients, the rollout in numpy (N x N)."""
+    ref = copy.deepcopy(model)
+    ref.set_attn_implementation("eager")
+    out = ref(x, output_attentions=True)
+    grads = torch.autograd.grad(out.logits[0, c], out.attentions)
+    n = out.attentions[0].shape[-1]
+    r = np.eye(n)
+    for a, g in zip(out.attentions, grads):
+        r = r + _bar(a[0].detach().double().numpy(), g[0].double().numpy()) @ r
+    return r
+
+
+def test_default_rows_follow_the_head_mean_pooling_and_distillation():
+    from transformers import BeitConfig, BeitForImageClassification, DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    small = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
+    torch.manual_seed(0)
+    beit = BeitForImageClassification(BeitConfig(use_mean_pooling=True, **small)).eval()  # the head reads the mean patch token
+    r = _rollout(beit, x, 2)
+    exp = mmcam.CAM(beit, method="gae")(x, [2])
+    np.testing.assert_allclose(exp.raw[0, 0].double().numpy(), np.maximum(r[1:, 1:].sum(0), 0).reshape(4, 4), rtol=1e-4, atol=1e-6)
+    deit = DeiTForImageClassificationWithTeacher(DeiTConfig(**small)).eval()  # (CLS + distillation) / 2
+    r = _rollout(deit, x, 1)
+    exp = mmcam.CAM(deit, method="gae")(x, [1])
+    np.testing.assert_allclose(exp.raw[0, 0].double().numpy(), np.maximum(r[:2, 2:].sum(0), 0).reshape(4, 4), rtol=1e-4, atol=1e-6)
+
+
+def test_windowed_attention_is_refused():
+    from transformers import SwinConfig, SwinForImageClassification
+
+    swin = SwinForImageClassification(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3)).eval()
+    with pytest.raises(MethodError, match="windowed attention"):
+        mmcam.CAM(swin, method="gae")(torch.rand(1, 3, 32, 32), [0])
+
+
 def test_errors_say_what_to_pass(vit):
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(InputError, match="leave layers=None"):
