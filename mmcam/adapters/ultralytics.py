@@ -127,14 +127,21 @@ class KeptBoxes(DetectionBoxScore):
     """The boxes YOLO keeps (NMS on this very output), as ``(B=1, K)`` class logits.
 
     The first call runs NMS and freezes the kept anchors and classes; later calls (e.g. on
-    masked inputs in Score-CAM) score the same boxes.
+    masked inputs in Score-CAM) score the same boxes. A segment model's predictor also drops
+    the boxes whose instance mask is empty; so does this target, given ``input_size`` (H, W)
+    — the masks (ultralytics' ``process_mask``) are then kept in ``masks``.
     """
 
-    def __init__(self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0, box_weight: float = 0.0):
+    def __init__(
+        self, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0, box_weight: float = 0.0,
+        input_size: "tuple[int, int] | None" = None,
+    ):
         super().__init__([], [], box_weight)
         self.conf, self.iou, self.max_det, self.nc = conf, iou, max_det, nc
+        self.input_size = None if input_size is None else (int(input_size[0]), int(input_size[1]))
         self.boxes: torch.Tensor | None = None
         self.confidences: torch.Tensor | None = None
+        self.masks: torch.Tensor | None = None  # (K, H, W) bool, segment models with input_size
 
     def __call__(self, output: Any) -> torch.Tensor:
         if self.boxes is None:
@@ -152,7 +159,24 @@ class KeptBoxes(DetectionBoxScore):
             self.confidences = dets[0][:, 4]
             self.indices = [int(i) for i in idxs[0].flatten().tolist()]
             self.classes = [int(c) for c in dets[0][:, 5].tolist()]
+            if self.input_size is not None and _is_segment_output(output):
+                self._keep_masked(output)
         return super().__call__(output)
+
+    def _keep_masked(self, output: Any) -> None:
+        """Instance masks of the kept boxes; boxes with an empty mask are dropped, as the
+        segment predictor drops them."""
+        from ultralytics.utils.ops import process_mask
+
+        coefficients, protos = output[1]["mask_coefficient"].detach()[0], output[0][1].detach()[0]
+        if not self.indices:
+            self.masks = torch.zeros(0, *self.input_size, dtype=torch.bool)
+            return
+        masks = process_mask(protos, coefficients[:, self.indices].T, self.boxes, self.input_size, upsample=True).bool()
+        keep = masks.flatten(1).any(1)
+        self.masks, self.boxes, self.confidences = masks[keep], self.boxes[keep], self.confidences[keep]
+        self.indices = [i for i, k in zip(self.indices, keep.tolist()) if k]
+        self.classes = [c for c, k in zip(self.classes, keep.tolist()) if k]
 
     def __repr__(self) -> str:
         return f"KeptBoxes(conf={self.conf}, iou={self.iou}, kept={len(self.indices)})"
@@ -181,6 +205,10 @@ class FixedBoxes(DetectionBoxScore):
         return f"FixedBoxes(indices={self.indices}, classes={self.classes})"
 
 
+def _is_segment_output(output: Any) -> bool:
+    return isinstance(output[0], (tuple, list)) and isinstance(output[1], dict) and "mask_coefficient" in output[1]
+
+
 class KeptInstances(KeptBoxes):
     """The instances a YOLO segment model keeps, as ``(B=1, K)`` mask scores.
 
@@ -194,10 +222,8 @@ class KeptInstances(KeptBoxes):
     """
 
     def __init__(self, input_size: tuple[int, int], conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0):
-        super().__init__(conf, iou, max_det, nc)
-        self.input_size = (int(input_size[0]), int(input_size[1]))  # (H, W) of the explained image
+        super().__init__(conf, iou, max_det, nc, input_size=input_size)
         self.regions: torch.Tensor | None = None  # (K, mh, mw) bool
-        self.masks: torch.Tensor | None = None  # (K, H, W) bool at the input size
 
     @staticmethod
     def _parts(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,19 +240,17 @@ class KeptInstances(KeptBoxes):
         if self.regions is None:
             from ultralytics.utils.ops import crop_mask, process_mask
 
-            super().__call__(output)  # NMS: indices, classes, boxes, confidences
+            super().__call__(output)  # NMS (indices, classes, boxes, confidences) and the non-empty masks
             (mh, mw), (height, width) = protos.shape[-2:], self.input_size
             if len(self.indices):
                 coeffs, proto = coefficients.detach()[0][:, self.indices].T, protos.detach()[0]  # (K, nm), (nm, mh, mw)
                 small = process_mask(proto, coeffs, self.boxes, (height, width), upsample=False).bool()
                 scale = self.boxes.new_tensor([mw / width, mh / height] * 2)
                 box_only = crop_mask(torch.ones(len(self.indices), mh, mw, dtype=torch.uint8), self.boxes * scale).bool()
-                empty = small.flatten(1).sum(1) == 0
+                empty = small.flatten(1).sum(1) == 0  # a mask that only appears after upsampling: its box
                 self.regions = torch.where(empty[:, None, None], box_only, small)
-                self.masks = process_mask(proto, coeffs, self.boxes, (height, width), upsample=True).bool()
             else:
                 self.regions = torch.zeros(0, mh, mw, dtype=torch.bool)
-                self.masks = torch.zeros(0, height, width, dtype=torch.bool)
         logits = torch.einsum("bnk,bnhw->bkhw", coefficients[:, :, self.indices], protos)
         return (logits * self.regions.to(logits.device)).flatten(2).sum(-1)
 

@@ -77,7 +77,8 @@ def explain_detections(
       which throws away where the box's anchor is (measured on the zoo YOLO, 40 fresh scenes:
       pointing 0.37 for Grad-CAM at the neck, 0.97 for LayerCAM with the stride-4 stage).
       ``conf`` defaults to 0.25, ``iou`` is the NMS threshold; segment models explain their
-      boxes (mask coefficients are not explained).
+      boxes — those with a non-empty mask, as their predictor keeps (the masks themselves:
+      :func:`mmcam.explain_segmentation`).
     * DETR family: kept queries exactly as the image processor's
       ``post_process_object_detection`` keeps them (``conf`` = its ``threshold``, default
       0.5); target = the query's class logit; ``raw_indices`` are query indices. Default
@@ -138,7 +139,7 @@ def _explain_yolo(model, image, *, conf, iou, method, layers, max_boxes, size, c
     pil = load_image(image).resize((side, side), Image.BILINEAR)
     shown = np.asarray(pil)
     x = torch.from_numpy(shown.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    kept = yolo.KeptBoxes(conf=conf, iou=iou, max_det=max_boxes or 300, nc=yolo.num_classes(inner), box_weight=box_weight)
+    kept = yolo.KeptBoxes(conf=conf, iou=iou, max_det=max_boxes or 300, nc=yolo.num_classes(inner), box_weight=box_weight, input_size=(side, side))
     if candidates is not None:
         kept = yolo.FixedBoxes(*candidates, box_weight=box_weight)
     with yolo.eval_mode(inner):

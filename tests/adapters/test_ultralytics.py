@@ -119,3 +119,16 @@ def test_box_term_leaves_gradient_maps_and_moves_perturbation_maps(yolo):
     b = explain_detections(trained, scene.image, method="scorecam", layers="model.15", box_weight=1.0)
     assert len(a.items) >= 1 and b.meta["raw_indices"] == a.meta["raw_indices"]
     assert torch.isfinite(b.maps).all() and not torch.allclose(a.maps, b.maps, atol=1e-3)
+
+
+def test_yolo11_boxes_match_its_predictor():
+    torch.manual_seed(0)
+    model = ultralytics.YOLO("yolo11n.yaml")  # C3k2 / C2PSA blocks: layers still found by structure
+    with torch.no_grad():
+        for branch in model.model.model[-1].cv3:
+            branch[-1].bias.add_(torch.randn_like(branch[-1].bias) * 2 + 4)
+    exp = explain_detections(model, IMAGE, conf=0.01, iou=0.45, size=64, max_boxes=4)
+    theirs = model.predict(source=IMAGE[..., ::-1].copy(), imgsz=64, conf=0.01, iou=0.45, max_det=4, verbose=False, device="cpu")[0].boxes
+    assert len(exp.items) == 4 and exp.layers == ["model.2", "model.16", "model.19", "model.22"]
+    torch.testing.assert_close(exp.scores.sigmoid(), theirs.conf.float(), rtol=1e-4, atol=1e-7)
+    assert exp.meta["class_ids"] == [int(c) for c in theirs.cls.tolist()]

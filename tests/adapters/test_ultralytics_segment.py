@@ -17,10 +17,10 @@ ultralytics = pytest.importorskip("ultralytics")
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 
 
-@pytest.fixture(scope="module")
-def yolo_seg():
+@pytest.fixture(scope="module", params=["yolov8n-seg.yaml", "yolo11n-seg.yaml"])
+def yolo_seg(request):
     torch.manual_seed(0)
-    model = ultralytics.YOLO("yolov8n-seg.yaml")  # random init, built from the yaml: no download
+    model = ultralytics.YOLO(request.param)  # random init, built from the yaml: no download
     with torch.no_grad():  # the head's prior bias makes every class tie at init; break the ties
         for branch in model.model.model[-1].cv3:
             branch[-1].bias.add_(torch.randn_like(branch[-1].bias) * 2 + 4)
@@ -31,7 +31,7 @@ def test_segment_boxes_match_the_predictor(yolo_seg):
     before = snapshot(yolo_seg.model)
     exp = explain_detections(yolo_seg, IMAGE, conf=0.01, iou=0.45, size=64, max_boxes=4)
     k = len(exp.items)
-    assert k == 4 and exp.maps.shape == (4, 64, 64) and torch.isfinite(exp.maps).all()
+    assert k >= 2 and exp.maps.shape == (k, 64, 64) and torch.isfinite(exp.maps).all()  # boxes with empty masks dropped
     assert max(exp.meta["class_ids"]) < 80  # NMS read the 80 classes, not the 32 mask coefficients
     results = yolo_seg.predict(source=IMAGE[..., ::-1].copy(), imgsz=64, conf=0.01, iou=0.45, max_det=4, verbose=False, device="cpu")
     theirs = results[0].boxes
