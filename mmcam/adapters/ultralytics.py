@@ -21,7 +21,7 @@ from ..targets.detection import DetectionBoxScore
 
 __all__ = [
     "is_yolo", "is_segment", "inner_model", "eval_mode", "neck_layers", "stride4_layer", "default_layers", "KeptBoxes", "FixedBoxes",
-    "KeptInstances", "class_names", "input_size", "num_classes", "decoded",
+    "KeptInstances", "instance_masks", "drop_empty_masks", "class_names", "input_size", "num_classes", "decoded",
 ]
 
 
@@ -166,13 +166,7 @@ class KeptBoxes(DetectionBoxScore):
     def _keep_masked(self, output: Any) -> None:
         """Instance masks of the kept boxes; boxes with an empty mask are dropped, as the
         segment predictor drops them."""
-        from ultralytics.utils.ops import process_mask
-
-        coefficients, protos = output[1]["mask_coefficient"].detach()[0], output[0][1].detach()[0]
-        if not self.indices:
-            self.masks = torch.zeros(0, *self.input_size, dtype=torch.bool)
-            return
-        masks = process_mask(protos, coefficients[:, self.indices].T, self.boxes, self.input_size, upsample=True).bool()
+        masks = instance_masks(output, 0, self.indices, self.boxes, self.input_size)
         keep = masks.flatten(1).any(1)
         self.masks, self.boxes, self.confidences = masks[keep], self.boxes[keep], self.confidences[keep]
         self.indices = [i for i, k in zip(self.indices, keep.tolist()) if k]
@@ -207,6 +201,26 @@ class FixedBoxes(DetectionBoxScore):
 
 def _is_segment_output(output: Any) -> bool:
     return isinstance(output[0], (tuple, list)) and isinstance(output[1], dict) and "mask_coefficient" in output[1]
+
+
+def instance_masks(output: Any, image: int, indices: "list[int]", boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """``(K, H, W)`` bool: ultralytics' own instance masks (``process_mask``, upsampled to
+    ``input_size``, cropped to ``boxes``) of candidates ``indices`` of image ``image`` in a
+    segment model's eval output."""
+    from ultralytics.utils.ops import process_mask
+
+    if not indices:
+        return torch.zeros(0, *input_size, dtype=torch.bool)
+    coefficients, protos = output[1]["mask_coefficient"].detach()[image], output[0][1].detach()[image]
+    return process_mask(protos, coefficients[:, indices].T, boxes, input_size, upsample=True).bool()
+
+
+def drop_empty_masks(output: Any, image: int, indices: "list[int]", boxes: torch.Tensor, input_size: tuple[int, int] | None) -> torch.Tensor:
+    """Which kept boxes a segment model's predictor reports: those whose instance mask is not
+    empty (all of them for a detect model or without ``input_size``), as a bool ``(K,)``."""
+    if input_size is None or not _is_segment_output(output):
+        return torch.ones(len(indices), dtype=torch.bool)
+    return instance_masks(output, image, indices, boxes, input_size).flatten(1).any(1)
 
 
 class KeptInstances(KeptBoxes):

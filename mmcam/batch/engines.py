@@ -234,7 +234,7 @@ class DetectEngine(Engine):
         from ..adapters import ultralytics as yolo
         from ..tasks.detection import _explanation
 
-        nms = _BatchKeptBoxes(self.conf, self.iou, yolo.num_classes(self.inner))
+        nms = _BatchKeptBoxes(self.conf, self.iou, yolo.num_classes(self.inner), input_size=(self.side, self.side))
         with yolo.eval_mode(self.inner):
             exp = self.cam(_stack([x for x, _ in batch], self.device), [[_ImageBoxes(nms, b)] for b in range(len(batch))])
         results = []
@@ -250,18 +250,23 @@ class _BatchKeptBoxes:
     """NMS on the first batch output scored; ``kept[b]`` = (boxes, confidences, raw indices,
     classes) of image b; ``padded(b)`` = its (indices, classes) padded to the batch's max K."""
 
-    def __init__(self, conf: float, iou: float, nc: int, max_det: int = 300):
-        self.conf, self.iou, self.nc, self.max_det = conf, iou, nc, max_det
+    def __init__(self, conf: float, iou: float, nc: int, max_det: int = 300, input_size: "tuple[int, int] | None" = None):
+        self.conf, self.iou, self.nc, self.max_det, self.input_size = conf, iou, nc, max_det, input_size
         self.kept: list[tuple[torch.Tensor, torch.Tensor, list[int], list[int]]] | None = None
 
     def padded(self, output: Any, b: int) -> tuple[list[int], list[int]]:
         if self.kept is None:
             from ultralytics.utils.nms import non_max_suppression
 
-            from ..adapters.ultralytics import decoded
+            from ..adapters.ultralytics import decoded, drop_empty_masks
 
             dets, idxs = non_max_suppression(decoded(output).detach(), conf_thres=self.conf, iou_thres=self.iou, max_det=self.max_det, nc=self.nc, return_idxs=True)
-            self.kept = [(d[:, :4], d[:, 4], [int(i) for i in ix.flatten().tolist()], [int(c) for c in d[:, 5].tolist()]) for d, ix in zip(dets, idxs)]
+            self.kept = []
+            for i, (d, ix) in enumerate(zip(dets, idxs)):
+                indices = [int(j) for j in ix.flatten().tolist()]
+                keep = drop_empty_masks(output, i, indices, d[:, :4], self.input_size)  # as a segment model's predictor
+                d = d[keep]
+                self.kept.append((d[:, :4], d[:, 4], [j for j, k in zip(indices, keep.tolist()) if k], [int(c) for c in d[:, 5].tolist()]))
         k = max(len(kept[2]) for kept in self.kept)
         _, _, indices, classes = self.kept[b]
         fill = (indices[0], classes[0]) if indices else (0, 0)

@@ -109,3 +109,15 @@ def test_batch_segment_engine_explains_instances(yolo_seg, monkeypatch):
     single = explain_segmentation(yolo_seg, IMAGE, conf=0.01, size=64)
     assert batch.items == single.items and len(batch.items) >= 1
     torch.testing.assert_close(batch.maps, single.maps)
+
+
+def test_batch_detect_engine_keeps_the_same_boxes_as_the_single_call(yolo_seg):
+    from mmcam.batch.engines import DetectEngine
+
+    engine = DetectEngine(yolo_seg, None, None, conf=0.01, size=64)
+    other = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
+    results = engine.explain([engine.prepare(__import__("PIL.Image", fromlist=["Image"]).fromarray(im)) for im in (IMAGE, other)])
+    for image, got in zip((IMAGE, other), results):
+        want = explain_detections(yolo_seg, image, conf=0.01, size=64)
+        assert got.meta["raw_indices"] == want.meta["raw_indices"] and len(got.items) == len(want.items) >= 1
+        torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-5)
