@@ -101,20 +101,22 @@ def vit():
     return model
 
 
-def _reference_self(model, x, classes):
-    """Per class: a separate eager forward, autograd.grad per layer, the rollout in numpy."""
+def _rollout(model, x, c):
+    """A separate eager forward, the class logit's gradients, the rollout in numpy (N x N)."""
     ref = copy.deepcopy(model)
     ref.set_attn_implementation("eager")
-    maps = []
-    for c in classes:
-        out = ref(x, output_attentions=True)
-        grads = torch.autograd.grad(out.logits[0, c], out.attentions)
-        n = out.attentions[0].shape[-1]
-        r = np.eye(n)
-        for a, g in zip(out.attentions, grads):
-            r = r + _bar(a[0].detach().double().numpy(), g[0].double().numpy()) @ r
-        maps.append(np.maximum(r[0, 1:], 0).reshape(4, 4))  # CLS row, the 4x4 patch tokens
-    return np.stack(maps)
+    out = ref(x, output_attentions=True)
+    grads = torch.autograd.grad(out.logits[0, c], out.attentions)
+    n = out.attentions[0].shape[-1]
+    r = np.eye(n)
+    for a, g in zip(out.attentions, grads):
+        r = r + _bar(a[0].detach().double().numpy(), g[0].double().numpy()) @ r
+    return r
+
+
+def _reference_self(model, x, classes):
+    """Per class: the CLS row of the hand rollout over the 4x4 patch tokens."""
+    return np.stack([np.maximum(_rollout(model, x, c)[0, 1:], 0).reshape(4, 4) for c in classes])
 
 
 def test_vit_maps_equal_hand_rollout_and_model_is_untouched(vit):
@@ -189,19 +191,6 @@ def test_tasks_without_attention_relevance_refuse_gae_by_name(vit):
     segformer = SegformerForSemanticSegmentation(config).eval()
     with pytest.raises(MethodError, match="not one full self-attention"):
         mmcam.CAM(segformer, method="gae")(torch.rand(1, 3, 32, 32), [lambda out: out.logits[:, 1].sum((1, 2))])
-
-
-def _rollout(model, x, c):
-    """A separate eager forward, the class logit's gradients, the rollout in numpy (N x N)."""
-    ref = copy.deepcopy(model)
-    ref.set_attn_implementation("eager")
-    out = ref(x, output_attentions=True)
-    grads = torch.autograd.grad(out.logits[0, c], out.attentions)
-    n = out.attentions[0].shape[-1]
-    r = np.eye(n)
-    for a, g in zip(out.attentions, grads):
-        r = r + _bar(a[0].detach().double().numpy(), g[0].double().numpy()) @ r
-    return r
 
 
 def test_default_rows_follow_the_head_mean_pooling_and_distillation():
