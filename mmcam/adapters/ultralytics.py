@@ -229,14 +229,19 @@ class KeptInstances(KeptBoxes):
     Instance k's mask logits are ``M_k = c_k · P`` (its 32 mask coefficients against the
     prototype masks ``P`` at stride 4), the quantity ultralytics thresholds at 0 and crops to
     the box. Its score is the Seg-Grad-CAM region sum for that mask: ``Σ_{p ∈ R_k} M_k(p)``,
-    with ``R_k`` the instance's predicted mask at the prototype resolution (the box if the
-    mask is empty), fixed by the first call. The first call runs NMS (as :class:`KeptBoxes`)
-    and keeps ``regions`` (prototype resolution) and ``masks`` (input size) — ultralytics' own
-    masks, from its ``process_mask``.
+    with ``R_k`` the instance's predicted mask at the prototype resolution (its box if the
+    mask only appears after upsampling), fixed by the first call. The first call runs NMS
+    and drops empty masks (as :class:`KeptBoxes` with ``input_size``, like the predictor),
+    keeps only ``classes_wanted`` if given, and keeps ``regions`` (prototype resolution) and
+    ``masks`` (input size) — ultralytics' own masks, from its ``process_mask``.
     """
 
-    def __init__(self, input_size: tuple[int, int], conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0):
+    def __init__(
+        self, input_size: tuple[int, int], conf: float = 0.25, iou: float = 0.45, max_det: int = 300, nc: int = 0,
+        classes_wanted: "set[int] | None" = None,
+    ):
         super().__init__(conf, iou, max_det, nc, input_size=input_size)
+        self.classes_wanted = classes_wanted
         self.regions: torch.Tensor | None = None  # (K, mh, mw) bool
 
     @staticmethod
@@ -255,6 +260,11 @@ class KeptInstances(KeptBoxes):
             from ultralytics.utils.ops import crop_mask, process_mask
 
             super().__call__(output)  # NMS (indices, classes, boxes, confidences) and the non-empty masks
+            if self.classes_wanted is not None:
+                keep = torch.tensor([c in self.classes_wanted for c in self.classes], dtype=torch.bool)
+                self.masks, self.boxes, self.confidences = self.masks[keep], self.boxes[keep], self.confidences[keep]
+                self.indices = [i for i, k in zip(self.indices, keep.tolist()) if k]
+                self.classes = [c for c, k in zip(self.classes, keep.tolist()) if k]
             (mh, mw), (height, width) = protos.shape[-2:], self.input_size
             if len(self.indices):
                 coeffs, proto = coefficients.detach()[0][:, self.indices].T, protos.detach()[0]  # (K, nm), (nm, mh, mw)

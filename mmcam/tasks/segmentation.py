@@ -150,14 +150,12 @@ def _explain_yolo_instances(model, image, class_id, method, layers, labels, conf
         raise InputError(f"the image size must be a multiple of 32 for YOLO, got {side}; pass size=")
     shown = np.asarray(load_image(image).resize((side, side), Image.BILINEAR))
     x = torch.from_numpy(shown.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
-    kept = yolo.KeptInstances((side, side), conf=conf, nc=yolo.num_classes(inner))
+    wanted = None if class_id is None else ({class_id} if isinstance(class_id, int) else set(class_id))
+    kept = yolo.KeptInstances((side, side), conf=conf, nc=yolo.num_classes(inner), classes_wanted=wanted)
     with yolo.eval_mode(inner):
         exp = CAM(inner, layers if layers is not None else yolo.default_layers(inner), method=method)(x, [kept])
     names = dict(enumerate(labels)) if labels is not None else yolo.class_names(model)
     keep = list(range(len(kept.indices)))
-    if class_id is not None:
-        wanted = {class_id} if isinstance(class_id, int) else set(class_id)
-        keep = [k for k in keep if kept.classes[k] in wanted]
     if not keep:
         return SegmentationExplanation(
             image=shown, maps=torch.zeros(0, side, side), items=[], scores=torch.zeros(0), method=exp.method, layers=exp.layers,

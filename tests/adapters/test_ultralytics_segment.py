@@ -121,3 +121,14 @@ def test_batch_detect_engine_keeps_the_same_boxes_as_the_single_call(yolo_seg):
         want = explain_detections(yolo_seg, image, conf=0.01, size=64)
         assert got.meta["raw_indices"] == want.meta["raw_indices"] and len(got.items) == len(want.items) >= 1
         torch.testing.assert_close(got.scores, want.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_class_id_explains_only_those_instances(yolo_seg):
+    from mmcam.tasks import explain_segmentation
+
+    every = explain_segmentation(yolo_seg, IMAGE, conf=0.01, size=64)
+    chosen = every.meta["classes"][0]
+    only = explain_segmentation(yolo_seg, IMAGE, class_id=chosen, conf=0.01, size=64)
+    picks = [k for k, c in enumerate(every.meta["classes"]) if c == chosen]
+    assert only.meta["classes"] == [chosen] * len(picks) and only.meta["raw_indices"] == [every.meta["raw_indices"][k] for k in picks]
+    torch.testing.assert_close(only.maps, every.maps[picks], rtol=1e-4, atol=1e-5)
