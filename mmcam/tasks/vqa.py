@@ -73,7 +73,7 @@ def explain_vqa(
     ``model``: ``ViltForQuestionAnswering`` (``answer``: one of its labels, or a label index) or
     ``BlipForQuestionAnswering`` (any ``answer`` text is teacher-forced; by default the
     generated answer). ``method``: default ``"gae"`` for ViLT (gradient-weighted attention
-    relevance of the pooler token: on the zoo it points at the answer's object 0.76 of the
+    relevance of the pooler token: on the zoo it points at the answer's object 0.73 of the
     time, Grad-CAM 0.33), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
     overrides the default layer of a CAM method (found by structure).
 
