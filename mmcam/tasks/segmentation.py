@@ -94,7 +94,7 @@ def explain_segmentation(
         if mask is not None:
             raise InputError("a user mask applies to semantic segmenters; for a YOLO segment model pass class_id (or none) to choose instances")
         if not yolo.is_segment(model):
-            raise InputError("this YOLO model predicts boxes, not masks: use mmcam.explain_detections for it")
+            raise InputError("this YOLO model predicts boxes, not masks: explain them with mmcam.explain_detections (CLI: --task detect)")
         return _explain_yolo_instances(model, image, class_id, method or "layercam", layers, labels, conf, size)
     method = method or "gradcam"
     inputs, shown = prepare_image(image, processor)
