@@ -94,7 +94,7 @@ def test_instance_segmentation_bad_input(yolo_seg):
     none = explain_segmentation(yolo_seg, IMAGE, conf=0.999, size=64)
     assert none.items == [] and none.meta["note"].startswith("nothing to explain")
     detector = ultralytics.YOLO("yolov8n.yaml")
-    with pytest.raises(InputError, match="use mmcam.explain_detections"):
+    with pytest.raises(InputError, match="explain them with mmcam.explain_detections"):
         explain_segmentation(detector, IMAGE, size=64)
 
 
