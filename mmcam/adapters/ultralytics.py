@@ -166,9 +166,13 @@ class KeptBoxes(DetectionBoxScore):
     def _keep_masked(self, output: Any) -> None:
         """Instance masks of the kept boxes; boxes with an empty mask are dropped, as the
         segment predictor drops them."""
-        masks = instance_masks(output, 0, self.indices, self.boxes, self.input_size)
-        keep = masks.flatten(1).any(1)
-        self.masks, self.boxes, self.confidences = masks[keep], self.boxes[keep], self.confidences[keep]
+        self.masks = instance_masks(output, 0, self.indices, self.boxes, self.input_size)
+        self._keep(self.masks.flatten(1).any(1))
+
+    def _keep(self, keep: torch.Tensor) -> None:
+        """Keep only the boxes where ``keep`` (bool ``(K,)``) is true, in every per-box field."""
+        self.boxes, self.confidences = self.boxes[keep], self.confidences[keep]
+        self.masks = None if self.masks is None else self.masks[keep]
         self.indices = [i for i, k in zip(self.indices, keep.tolist()) if k]
         self.classes = [c for c, k in zip(self.classes, keep.tolist()) if k]
 
@@ -261,10 +265,7 @@ class KeptInstances(KeptBoxes):
 
             super().__call__(output)  # NMS (indices, classes, boxes, confidences) and the non-empty masks
             if self.classes_wanted is not None:
-                keep = torch.tensor([c in self.classes_wanted for c in self.classes], dtype=torch.bool)
-                self.masks, self.boxes, self.confidences = self.masks[keep], self.boxes[keep], self.confidences[keep]
-                self.indices = [i for i, k in zip(self.indices, keep.tolist()) if k]
-                self.classes = [c for c, k in zip(self.classes, keep.tolist()) if k]
+                self._keep(torch.tensor([c in self.classes_wanted for c in self.classes], dtype=torch.bool))
             (mh, mw), (height, width) = protos.shape[-2:], self.input_size
             if len(self.indices):
                 coeffs, proto = coefficients.detach()[0][:, self.indices].T, protos.detach()[0]  # (K, nm), (nm, mh, mw)

@@ -23,7 +23,7 @@ from ..methods.attention import encoder_decoder_relevance, self_relevance
 from .combine import normalize, upsample
 from .hooks import frozen_parameters
 from .inputs import Inputs
-from .targets import TargetSet, _columns
+from .targets import TargetSet
 
 if TYPE_CHECKING:
     from .core import CAM, Explanation
@@ -168,29 +168,29 @@ def _gradients(scores: torch.Tensor, tensors: list[torch.Tensor], grad_mode: str
     return out
 
 
-def _rows(targets: TargetSet, output: Any, image: int, default: list[int], stream: str) -> list[list[int]]:
-    """The query rows of each score column of ``image``: a caption word's token positions,
-    else the method's default rows (the CLS / pooler token)."""
+def _rows(targets: TargetSet, image: int, columns: int, default: list[int], stream: str) -> list[list[int]]:
+    """The query rows of each of ``image``'s ``columns`` score columns: on an encoder-decoder,
+    each caption word's token positions; on one token stream, the method's default rows (the
+    rows the head reads) for every column."""
+    items = targets.items(image)
+    if stream == "self":
+        named = next((t for t in items if getattr(t, "positions", None) is not None), None)
+        if named is not None:
+            raise TargetError(
+                f"target {named!r} explains text positions, but this model has one token stream "
+                "(no cross-attention); method 'gae' explains token positions of encoder-decoder captioners"
+            )
+        return [list(default)] * columns
     rows: list[list[int]] = []
-    for target in targets.items(image):
+    for target in items:
         positions = getattr(target, "positions", None)
-        if positions is not None:
-            if stream != "encoder-decoder":
-                raise TargetError(
-                    f"target {target!r} explains text positions, but this model has one token stream "
-                    "(no cross-attention); method 'gae' explains token positions of encoder-decoder captioners"
-                )
-            groups = getattr(target, "groups", None) or [[i] for i in range(len(positions))]
-            rows.extend([positions[i] for i in group] for group in groups)
-            continue
-        if stream == "encoder-decoder":
+        if positions is None:
             raise TargetError(
                 f"method 'gae' on an encoder-decoder model needs targets that name their decoder positions "
                 f"(mmcam.targets.CaptionTokens); got {target!r}"
             )
-        with torch.no_grad():
-            columns = _columns([target], output).shape[1]
-        rows.extend([list(default)] * columns)
+        groups = getattr(target, "groups", None) or [[i] for i in range(len(positions))]
+        rows.extend([positions[i] for i in group] for group in groups)
     return rows
 
 
@@ -229,7 +229,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
             )  # (K, B, T, N)
         vectors = relevance.new_zeros(k, b, relevance.shape[-1])
         for image in range(b):
-            rows = _rows(targets, output, image, method.rows_for(model, relevance.shape[-1]), stream)
+            rows = _rows(targets, image, k, method.rows_for(model, relevance.shape[-1]), stream)
             for column, positions in enumerate(rows):
                 if max(positions) >= relevance.shape[2] or min(positions) < -relevance.shape[2]:
                     raise TargetError(f"query row {max(positions)} is out of range for {relevance.shape[2]} tokens")
