@@ -351,7 +351,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--model", required=True, help="zoo:NAME, a local HF model directory or cached hub id, an ultralytics .pt/.yaml, or a torchvision model name")
     p.add_argument("--weights", help="weights file for a torchvision model (.safetensors or .pt state dict)")
-    p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect; gae for VisionEncoderDecoder captions and ViLT answers)")
+    p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect and YOLO segment models; gae for VisionEncoderDecoder captions and ViLT answers)")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
     p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
 
