@@ -57,10 +57,14 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
-        """Leave the process group if this object created it."""
+        """Leave the process group if this object created it, after a barrier: a rank that
+        tears its gloo group down while a peer still finishes the last collective can make
+        that peer abort ("terminate called without an active exception", seen once in CI)."""
         if self.owns_group:
             import torch.distributed as dist
 
+            if self.world_size > 1:
+                dist.barrier()
             dist.destroy_process_group()
             self.owns_group = False
 
