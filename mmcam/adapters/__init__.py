@@ -1,4 +1,4 @@
 """Model-family adapters: default layers, input preparation and output decoding."""
-from .layers import default_layers
+from ..engine.layers import default_layers
 
 __all__ = ["default_layers"]

@@ -84,14 +84,14 @@ def layers_and_grid(model: nn.Module, inputs: Any) -> tuple[list[str], tuple[int
     """:func:`default_layers` and the ``(h, w)`` grid of the last of them (for DETR and
     Conditional DETR: the feature map the encoder flattens into ``h * w`` tokens), from one
     probing forward per model and input layout."""
-    from .layers import per_layout
+    from ..engine.layers import per_layout
 
     return per_layout(model, inputs, _probe_layers_and_grid)
 
 
 def _probe_layers_and_grid(model: nn.Module, batch: Any) -> tuple[list[str], tuple[int, int]]:
     from ..reshape import _consistent
-    from .layers import probe
+    from ..engine.layers import probe
 
     size = batch.spatial_size
     spatial = [

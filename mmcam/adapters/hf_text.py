@@ -14,7 +14,7 @@ families differ in where the logits are and where the text starts:
   :class:`DecoderLogits` view of the model that returns the text decoder's logits.
 
 The default layer is found by structure: the vision tower is the first submodule whose
-``main_input_name`` is ``pixel_values``; inside it, :func:`mmcam.adapters.layers.default_layers`
+``main_input_name`` is ``pixel_values``; inside it, :func:`mmcam.engine.layers.default_layers`
 picks the last block's pre-attention norm (``layer_norm1``, ``layernorm_before``).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import nn
 from ..engine import CAM, Explanation
 from ..errors import InputError, TargetError
 from ..targets import CaptionTokens
-from .layers import default_layers
+from ..engine.layers import default_layers
 
 __all__ = ["processor_inputs", "run_cam", "chosen_layers", "require_attention_family", "CAPTIONERS", "ANSWER_GENERATORS", "DecoderLogits", "TextDecoding", "decoding_for", "vision_tower", "vision_layers", "merge_subwords", "TeacherForced", "teacher_forced"]
 

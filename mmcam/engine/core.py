@@ -149,7 +149,7 @@ class CAM:
 
             return explain_with_attention(self, batch, TargetSet(targets, batch.batch_size), size)
         if self.layers is None:
-            from ..adapters.layers import default_layers
+            from .layers import default_layers
 
             self.layers = resolve_layers(self.model, default_layers(self.model, batch))
         targets_set = TargetSet(targets, batch.batch_size)

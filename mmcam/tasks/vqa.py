@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..adapters.hf_text import ANSWER_GENERATORS, chosen_layers, decoding_for, generated_argmax, processor_inputs, require_attention_family, run_cam, teacher_forced, text_ids, vision_layers
-from ..adapters.layers import default_layers
+from ..engine.layers import default_layers
 from ..engine import CAM
 from ..errors import InputError, TargetError, close_matches
 from ..explain import TaskExplanation

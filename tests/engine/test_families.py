@@ -70,7 +70,7 @@ def test_auto_layer_on_hf_family(family):
 def test_default_layer_is_probed_once_per_input_layout():
     """The structural probe (one extra forward) runs once per model and input layout; another
     image size or a changed model probes again, and the answer is the same as a fresh probe."""
-    from mmcam.adapters.layers import default_layers
+    from mmcam.engine.layers import default_layers
 
     model = torchvision.models.resnet18(num_classes=3).eval()
     forwards = []

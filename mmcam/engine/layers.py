@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.hooks import first_tensor
+from .hooks import first_tensor
 from ..errors import LayerError
 
 __all__ = ["default_layers", "per_layout", "probe"]
@@ -42,7 +42,7 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
     """Run ``model`` once without gradients; ``(name, module, output shape, calls, plain)`` for
     every module that returned a tensor (``plain``) or a container holding one (first
     tensor's shape), in the order modules finished."""
-    from ..engine.inputs import Inputs
+    from .inputs import Inputs
 
     batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
     finished: list[str] = []
@@ -84,7 +84,7 @@ def per_layout(model: nn.Module, inputs: Any, choose: Callable[[nn.Module, Any],
     """``choose(model, inputs)`` — a choice read from a probing forward — computed once per
     model and input layout (shapes after the batch dimension, dtypes, non-tensor arguments)
     and reused; a change in the model's module count computes it again."""
-    from ..engine.inputs import Inputs
+    from .inputs import Inputs
 
     inputs = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
     key = (choose.__qualname__, sum(1 for _ in model.modules()), _signature(inputs.value))
