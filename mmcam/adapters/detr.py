@@ -32,11 +32,16 @@ from typing import Any
 import torch
 from torch import nn
 
+import numpy as np
+from PIL import Image
+
 from ..errors import InputError, TargetError
 from ..reshape import NCHW, Reshape, Tokens
-from ..targets.detection import DetectionBoxScore
+from ..targets.detection import padded_box_scores
+from .base import Family, Kept, Prepared, eval_mode, processor_prepare
+from .frame import Frame
 
-__all__ = ["FAMILIES", "family", "is_detr", "default_layers", "layers_and_grid", "EncoderGrid", "KeptQueries", "class_names", "pixel_values"]
+__all__ = ["FAMILIES", "family", "is_detr", "default_layers", "layers_and_grid", "EncoderGrid", "DetrFamily", "class_names", "pixel_values"]
 
 # class name -> how the image processor scores queries (see the module docstring)
 FAMILIES = {
@@ -147,75 +152,115 @@ class EncoderGrid(Reshape):
         return self.for_tensor(t, input_size)(t, input_size)
 
 
-class KeptQueries(DetectionBoxScore):
-    """The queries the image processor would keep (decided on this very output), as
-    ``(B=1, K)`` class logits.
+class DetrFamily(Family):
+    """An HF DETR-family detector run as its processor runs it.
 
-    The first call decides the kept ``(query, class)`` pairs, their boxes (xyxy, in pixels of
-    ``image_size`` ``(H, W)``) and confidences; later calls (e.g. on masked inputs in Score-CAM)
-    score the same queries. ``max_boxes`` keeps the highest-scoring ones, in the processor's
-    order. ``candidates=(queries, classes)`` scores those pairs instead of deciding (their
-    confidences are the family's probabilities).
-    """
+    ``prepare``: the model's image processor (``processor(images=photo)``: its resize,
+    rescale, normalisation and padding) or, without one, the photo at its size normalised as
+    the family's processor normalises (:func:`pixel_values`). ``decide``: the kept ``(query,
+    class)`` pairs by the processor's rule on this forward (see the module docstring); with a
+    processor, boxes, scores and labels are its own ``post_process_object_detection(outputs,
+    threshold, target_sizes=[photo size])`` — checked to agree with the kept pairs — else the
+    normalised ``pred_boxes`` scaled to the photo, as that method does."""
+
+    name = "HF DETR family"
+    batched = True
 
     def __init__(
-        self,
-        family: str,
-        threshold: float,
-        image_size: tuple[int, int],
-        max_boxes: int | None = None,
-        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
-        box_weight: float = 0.0,
+        self, model: nn.Module, processor: Any = None, conf: float = 0.5, max_boxes: int | None = None, size: int | None = None,
+        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, box_weight: float = 0.0,
     ):
-        super().__init__(*(candidates if candidates is not None else ([], [])), box_weight=box_weight)
-        self.fixed = candidates is not None
-        if family not in FAMILIES.values():
-            raise InputError(f"unknown DETR scoring {family!r}; one of {sorted(set(FAMILIES.values()))}")
-        self.family, self.threshold, self.image_size, self.max_boxes = family, threshold, image_size, max_boxes
-        self.boxes: torch.Tensor | None = None
-        self.confidences: torch.Tensor | None = None
+        super().__init__(model, processor)
+        self.scoring = family(model)
+        self.conf, self.max_boxes, self.size, self.box_weight = conf, max_boxes, size, box_weight
+        self.candidates = None if candidates is None else ([int(q) for q in candidates[0]], [int(c) for c in candidates[1]])
+        self.names = class_names(model)
 
-    def __call__(self, output: Any) -> torch.Tensor:
-        if self.boxes is None:
-            self._decide(output)
-        return super().__call__(output)
+    def context(self) -> Any:
+        return eval_mode(self.model)
 
-    def _decide(self, output: Any) -> None:
-        logits = getattr(output, "logits", None)
-        boxes = getattr(output, "pred_boxes", None)
+    def prepare(self, photo: Image.Image) -> Prepared:
+        if self.processor is not None:
+            prepared = processor_prepare(self.processor, photo)
+            if not isinstance(prepared.inputs, dict) or "pixel_values" not in prepared.inputs:
+                raise InputError("the processor must return a dict with pixel_values (an HF image processor)")
+            return prepared
+        shown = photo if self.size is None else photo.resize((self.size, self.size), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(shown, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        w, h = photo.size
+        frame = Frame.resize((h, w), tuple(x.shape[-2:]), f"{type(self.model).__name__}: the photo normalised as its processor does")
+        return Prepared({"pixel_values": pixel_values(self.model, x)}, np.asarray(photo), frame)
+
+    def layers_and_reshape(self, inputs: Any, layers: Any) -> tuple[Any, Any]:
+        chosen, grid = layers_and_grid(self.model, inputs)
+        return (chosen if layers is None else layers), (EncoderGrid(grid) if self.scoring != "sigmoid-topq" else "auto")
+
+    def decide(self, output: Any, frames: list[Frame]) -> list[Kept]:
+        logits, boxes = getattr(output, "logits", None), getattr(output, "pred_boxes", None)
         if not isinstance(logits, torch.Tensor) or not isinstance(boxes, torch.Tensor):
             raise TargetError("expected an HF DETR-family output with .logits and .pred_boxes")
-        if logits.shape[0] != 1:
-            raise InputError("explain one image at a time (its kept boxes define the targets)")
-        logits, boxes = logits.detach()[0], boxes.detach()[0]
+        logits, boxes = logits.detach(), boxes.detach()
+        theirs = self._post_processed(logits, boxes, frames)
+        kept = []
+        for b, frame in enumerate(frames):
+            query, label, score = self._pairs(logits[b])
+            height, width = frame.photo
+            photo_boxes = _corners(boxes[b][query]) * boxes.new_tensor((width, height, width, height))
+            if theirs is not None and self.candidates is None:
+                photo_boxes = _agreeing(theirs[b], label, score, type(self.processor).__name__)
+            if self.candidates is None and self.max_boxes is not None and len(score) > self.max_boxes:
+                best = score.topk(self.max_boxes).indices.sort().values
+                query, label, score, photo_boxes = query[best], label[best], score[best], photo_boxes[best]
+            kept.append(Kept(query.tolist(), label.tolist(), score, _corners(boxes[b][query]), photo_boxes))
+        return kept
+
+    def _pairs(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(query, class, score)`` of the kept pairs of one image (``logits`` (Q, C))."""
         queries, classes = logits.shape
-        if self.fixed:
-            bad = [q for q in self.indices if not 0 <= q < queries] + [c for c in self.classes if not 0 <= c < classes]
+        if self.candidates is not None:
+            bad = [q for q in self.candidates[0] if not 0 <= q < queries] + [c for c in self.candidates[1] if not 0 <= c < classes]
             if bad:
                 raise TargetError(f"query/class index {bad[0]} is out of range for {queries} queries x {classes} classes")
-            probs = logits.softmax(-1) if self.family == "softmax" else logits.sigmoid()
-            query, label = torch.tensor(self.indices, dtype=torch.long), torch.tensor(self.classes, dtype=torch.long)
-            score = probs[query, label]
-        elif self.family == "softmax":
+            query, label = torch.tensor(self.candidates[0], dtype=torch.long), torch.tensor(self.candidates[1], dtype=torch.long)
+            probs = logits.softmax(-1) if self.scoring == "softmax" else logits.sigmoid()
+            return query, label, probs[query, label]
+        if self.scoring == "softmax":
             score, label = logits.softmax(-1)[:, :-1].max(-1)
-            keep = (score > self.threshold).nonzero().flatten()
-            query, label, score = keep, label[keep], score[keep]
-        else:
-            top_k = min(100 if self.family == "sigmoid-top100" else queries, queries * classes)
-            score, flat = logits.sigmoid().flatten().topk(top_k)
-            query, label = flat // classes, flat % classes
-            keep = score > self.threshold
-            query, label, score = query[keep], label[keep], score[keep]
-        if not self.fixed and self.max_boxes is not None and len(score) > self.max_boxes:
-            best = score.topk(self.max_boxes).indices.sort().values
-            query, label, score = query[best], label[best], score[best]
-        cx, cy, w, h = boxes[query].unbind(-1)
-        height, width = self.image_size
-        scale = boxes.new_tensor((width, height, width, height))
-        self.boxes = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1) * scale
-        self.confidences = score
-        self.indices = [int(q) for q in query.tolist()]
-        self.classes = [int(c) for c in label.tolist()]
+            keep = (score > self.conf).nonzero().flatten()
+            return keep, label[keep], score[keep]
+        top_k = min(100 if self.scoring == "sigmoid-top100" else queries, queries * classes)
+        score, flat = logits.sigmoid().flatten().topk(top_k)
+        keep = score > self.conf
+        return (flat // classes)[keep], (flat % classes)[keep], score[keep]
 
-    def __repr__(self) -> str:
-        return f"KeptQueries({self.family}, threshold={self.threshold}, kept={len(self.indices)})"
+    def _post_processed(self, logits: torch.Tensor, boxes: torch.Tensor, frames: list[Frame]) -> "list[dict] | None":
+        post = getattr(self.processor, "post_process_object_detection", None)
+        if post is None:
+            return None
+        from types import SimpleNamespace
+
+        sizes = [frame.photo for frame in frames]
+        kwargs = {"top_k": 100} if self.scoring == "sigmoid-top100" else {}
+        try:
+            return post(SimpleNamespace(logits=logits, pred_boxes=boxes), threshold=self.conf, target_sizes=sizes, **kwargs)
+        except TypeError:
+            return post(SimpleNamespace(logits=logits, pred_boxes=boxes), threshold=self.conf, target_sizes=sizes)
+
+    def box_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
+        return padded_box_scores(output, kept, b, pad, self.box_weight)
+
+
+def _corners(cxcywh: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = cxcywh.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), -1)
+
+
+def _agreeing(theirs: dict, label: torch.Tensor, score: torch.Tensor, processor: str) -> torch.Tensor:
+    """The processor's boxes, after checking that it kept the same (class, score) list."""
+    same = len(theirs["scores"]) == len(score) and torch.equal(theirs["labels"].cpu(), label.cpu())
+    if not same or not torch.allclose(theirs["scores"].cpu().float(), score.cpu().float(), rtol=1e-5, atol=1e-6):
+        raise TargetError(
+            f"{processor}.post_process_object_detection kept other boxes than this family's rule "
+            f"({len(theirs['scores'])} vs {len(score)}); pass candidates=(queries, classes) to explain chosen queries"
+        )
+    return theirs["boxes"].to(score.device).float()

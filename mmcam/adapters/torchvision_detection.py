@@ -28,8 +28,10 @@ from torch import nn
 
 from ..errors import InputError, TargetError
 from ..targets.base import Target
+from .base import Family, Kept, Prepared, eval_mode
+from .frame import Frame
 
-__all__ = ["FAMILIES", "is_torchvision_detector", "default_layers", "KeptDetections"]
+__all__ = ["FAMILIES", "is_torchvision_detector", "default_layers", "KeptDetections", "TorchvisionDetector"]
 
 FAMILIES = ("FasterRCNN", "MaskRCNN", "KeypointRCNN", "RetinaNet", "FCOS")
 
@@ -126,3 +128,46 @@ class KeptDetections(Target):
 
     def __repr__(self) -> str:
         return f"KeptDetections(kept={len(self.positions)})"
+
+
+class TorchvisionDetector(Family):
+    """A torchvision detector with its own pipeline: the photo goes in as a ``[0, 1]`` tensor at
+    its size and the model's ``transform`` resizes (``min_size`` / ``max_size``), normalises and
+    pads it; its ``postprocess`` returns boxes in the photo's pixels. The frame is that resize
+    into the padded batch, so maps come back to the photo. One photo per forward."""
+
+    name = "torchvision detector"
+    batched = False
+
+    def __init__(self, model: nn.Module, conf: float | None = None, max_boxes: int | None = None, candidates: Any = None, box_weight: float = 0.0):
+        super().__init__(model)
+        self.conf, self.max_boxes, self.box_weight = conf, max_boxes, box_weight
+        self.select = None if candidates is None else [int(i) for i in candidates[0]]
+
+    def context(self) -> Any:
+        return eval_mode(self.model)
+
+    def default_layers(self, inputs: Any) -> list[str]:
+        return default_layers(self.model)
+
+    def prepare(self, photo: Any) -> Prepared:
+        import numpy as np
+
+        arr = np.asarray(photo)
+        x = torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        with torch.no_grad(), eval_mode(self.model):
+            batch = self.model.transform(x)[0]
+        padded = tuple(int(v) for v in batch.tensors.shape[-2:])
+        (rh, rw), (h, w) = batch.image_sizes[0], arr.shape[:2]
+        frame = Frame((h, w), padded, (rh / h, rw / w), (0.0, 0.0), f"{type(self.model.transform).__name__}: resize to {rh}x{rw}, pad to {padded[0]}x{padded[1]}")
+        return Prepared(x, arr, frame)
+
+    def decide(self, output: Any, frames: list) -> list[Kept]:
+        target = KeptDetections(max_boxes=self.max_boxes, select=self.select, conf=self.conf, box_weight=self.box_weight)
+        scores = target(output)  # decides on this very output; boxes are in the photo already
+        boxes = target.boxes if target.boxes is not None else torch.zeros(0, 4)
+        return [Kept(target.positions, target.labels, target.confidences, boxes, boxes, extra={"target": target, "first": (output, scores)})]
+
+    def box_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
+        first, scores = kept.extra["first"]
+        return scores if output is first else kept.extra["target"](output)

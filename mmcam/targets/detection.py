@@ -14,7 +14,7 @@ import torch
 from ..errors import TargetError
 from .base import Target
 
-__all__ = ["DetectionBoxScore", "detection_logits", "candidate_boxes", "paired_iou"]
+__all__ = ["DetectionBoxScore", "detection_logits", "candidate_boxes", "paired_iou", "padded_box_scores"]
 
 
 def detection_logits(output: Any) -> torch.Tensor:
@@ -115,3 +115,17 @@ class DetectionBoxScore(Target):
     def __repr__(self) -> str:
         box = f", box_weight={self.box_weight:g}" if self.box_weight else ""
         return f"DetectionBoxScore(indices={self.indices}, classes={self.classes}{box})"
+
+
+def padded_box_scores(output: Any, kept: Any, b: int, pad: int, box_weight: float = 0.0) -> torch.Tensor:
+    """``(N, pad)``: :class:`DetectionBoxScore` of image ``b``'s kept candidates (``kept.indices``,
+    ``kept.classes``), padded to ``pad`` columns with candidate 0 / class 0 (callers drop the
+    padding). The box term's reference is image b's boxes on the first output scored, kept in
+    ``kept.extra``, so masked copies of image b (Score-CAM's rows) compare with it."""
+    fill = pad - len(kept.indices)
+    target = DetectionBoxScore(list(kept.indices) + [0] * fill, list(kept.classes) + [0] * fill, box_weight)
+    if box_weight:
+        if "reference" not in kept.extra:
+            kept.extra["reference"] = candidate_boxes(output)[b : b + 1, target.indices].detach()
+        target.reference = kept.extra["reference"]
+    return target(output)
