@@ -6,7 +6,7 @@ On the same scenes (a COCO dataset written once), with the zoo classifier and Gr
 
 (a) ``explain_classification`` called per image in a loop (model loaded once; the loop
     alone is timed; nothing written);
-(a2) the same with the layer lookup done once — ``ClassifyEngine`` (one ``CAM`` reused)
+(a2) the same with the layer lookup done once — the classify task object (one ``CAM`` reused)
     fed one image per call — and (a3) fed ``--batch-size`` images per call, in-process with
     images decoded up front: what reusing the ``CAM`` gains (``layers=None`` probes the model
     for its layer on every single-image call) and what batching the forward gains, apart;
@@ -48,7 +48,7 @@ def _dataset(root: Path, n: int) -> Path:
 def _loop(coco: Path) -> float:
     from mmcam import zoo
     from mmcam.batch import list_records
-    from mmcam.explain import explain_classification
+    from mmcam.tasks.classification import explain_classification
 
     model, processor = zoo.load("classifier")
     records = list_records(coco)
@@ -61,11 +61,11 @@ def _loop(coco: Path) -> float:
 def _engine_loop(coco: Path, per_call: int) -> float:
     from mmcam import zoo
     from mmcam.batch import list_records
-    from mmcam.batch.engines import ClassifyEngine
+    from mmcam.tasks.registry import build_task
     from mmcam.io import load_image
 
     model, processor = zoo.load("classifier")
-    engine = ClassifyEngine(model, processor, "gradcam", None)
+    engine = build_task("classify", model, processor, method="gradcam")
     images = [load_image(r.path) for r in list_records(coco)]
     engine.explain([engine.prepare(images[0])])  # the layer lookup, once
     start = time.perf_counter()

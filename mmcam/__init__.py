@@ -52,8 +52,8 @@ __all__ = [
 _LAZY = {
     "GuidedBackprop": ("mmcam.methods.guided", "GuidedBackprop"),
     "GuidedGradCAM": ("mmcam.methods.guided", "GuidedGradCAM"),
-    "explain_classification": ("mmcam.explain", "explain_classification"),
-    "ClassificationExplanation": ("mmcam.explain", "ClassificationExplanation"),
+    "explain_classification": ("mmcam.tasks.classification", "explain_classification"),
+    "ClassificationExplanation": ("mmcam.tasks.classification", "ClassificationExplanation"),
     "TTA": ("mmcam.smooth", "TTA"),
     "explain_caption": ("mmcam.tasks.caption", "explain_caption"),
     "explain_detections": ("mmcam.tasks.detection", "explain_detections"),

@@ -195,36 +195,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Path):
-    kw: dict[str, Any] = {"layers": args.layer or None}
-    if args.method:
-        kw["method"] = args.method
-    if args.task == "classify":
-        from .explain import explain_classification
+    """One file through the task object ``mmcam batch`` runs too (its own read and pipeline)."""
+    from .tasks.registry import build_task
 
-        return explain_classification(model, path, processor=processor, topk=args.topk, **kw)
-    if args.task == "detect":
-        from .tasks.detection import explain_detections
-
-        return explain_detections(model, path, processor=processor, conf=args.conf, box_weight=args.box_weight, **kw)
-    if args.task == "segment":
-        from .tasks.segmentation import explain_segmentation
-
-        return explain_segmentation(model, path, processor=processor, conf=args.conf, **kw)
-    if args.task == "caption":
-        from .tasks.caption import explain_caption
-
-        if processor is None:
-            raise InputError("the caption task needs a model with a processor (e.g. --model zoo:captioner)")
-        return explain_caption(model, processor, path, **kw)
-    if args.task == "vqa":
-        from .tasks.vqa import explain_vqa
-
-        if processor is None:
-            raise InputError("the vqa task needs a model with a processor (e.g. --model zoo:vqa)")
-        return explain_vqa(model, processor, path, args.question, **kw)
-    from .tasks.action import explain_action
-
-    return explain_action(model, load_observation(path), **kw)
+    task = build_task(
+        args.task, model, processor, method=args.method or None, layers=args.layer or None, topk=args.topk, conf=args.conf,
+        question=args.question, box_weight=getattr(args, "box_weight", 0.0),
+    )
+    return task(task.read(str(path)))
 
 
 def load_observation(path: Path) -> Any:

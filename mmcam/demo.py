@@ -21,7 +21,7 @@ __all__ = ["run_demo", "DEMO_TASKS"]
 
 def _classify(name: str) -> Callable[[Any, Any], Any]:
     def run(scene: Any, zoo: Any) -> Any:
-        from .explain import explain_classification
+        from .tasks.classification import explain_classification
 
         model, processor = zoo.load(name)
         return explain_classification(model, scene.image, processor=processor, topk=2)

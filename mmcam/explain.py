@@ -18,15 +18,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .engine import CAM
 from .errors import InputError
 from .io import load_image
-from .render.overlay import data_uri, overlay, resize_map, save_png, to_uint8_image
+from .render.overlay import data_uri, overlay, save_png, to_uint8_image
 
-__all__ = ["TaskExplanation", "ClassificationExplanation", "explain_classification", "prepare_image", "map_stats"]
+__all__ = ["TaskExplanation", "prepare_image", "label_names", "map_stats"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def map_stats(heat: torch.Tensor) -> dict[str, Any]:
@@ -100,104 +97,26 @@ class TaskExplanation:
         return f"<div><b>{self.task}</b> · {self.method} @ {', '.join(self.layers)}<br/>{cells}</div>"
 
 
-@dataclass
-class ClassificationExplanation(TaskExplanation):
-    """Maps for the top classes of a classifier: ``items`` are class names."""
+def prepare_image(image: Any, processor: Any = None, size: "int | tuple[int, int] | None" = None) -> tuple[Any, np.ndarray]:
+    """Model inputs and the photo for one image: a tensor ``(3, H, W)`` / ``(1, 3, H, W)`` as
+    given; else ``processor`` (see :func:`mmcam.adapters.base.processor_prepare`) or ImageNet
+    mean / std at the photo's size (after an optional resize to ``size``)."""
+    from .adapters.base import imagenet_prepare, processor_prepare
 
-    task: str = "classification"
-
-
-def prepare_image(image: Any, processor: Any = None, size: int | tuple[int, int] | None = None) -> tuple[Any, np.ndarray]:
-    """Model inputs and the display image for one image.
-
-    ``processor``: ``None`` (ImageNet normalisation, optional resize to ``size``), an HF image
-    processor (called as ``processor(images=img, return_tensors="pt")``), or any callable
-    ``PIL image -> tensor (3, H, W) | dict``. A tensor ``(3, H, W)``/``(1, 3, H, W)`` image is
-    used as given.
-    """
     if isinstance(image, torch.Tensor) and processor is None:
         x = image if image.ndim == 4 else image[None]
         if x.ndim != 4:
             raise InputError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
         shown = x[0].float()
-        shown = (shown - shown.min()) / (shown.max() - shown.min() + 1e-8)
-        return x, to_uint8_image(shown)
+        return x, to_uint8_image((shown - shown.min()) / (shown.max() - shown.min() + 1e-8))
     pil = load_image(image)
     if size is not None:
         pil = pil.resize((size, size) if isinstance(size, int) else (size[1], size[0]), Image.BILINEAR)
-    if processor is None:
-        arr = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-        std = torch.tensor(IMAGENET_STD)[:, None, None]
-        return ((arr - mean) / std)[None], np.asarray(pil)
-    try:
-        inputs = processor(images=pil, return_tensors="pt")
-    except TypeError:
-        inputs = processor(pil)
-    if isinstance(inputs, torch.Tensor) and inputs.ndim == 3:
-        inputs = inputs[None]
-    if not isinstance(inputs, torch.Tensor):
-        inputs = dict(inputs)
-    model_size = (inputs if isinstance(inputs, torch.Tensor) else inputs.get("pixel_values", None))
-    shown = np.asarray(pil)
-    if isinstance(model_size, torch.Tensor) and model_size.ndim == 4 and model_size.shape[-2:] != shown.shape[:2]:
-        shown = np.asarray(pil.resize((model_size.shape[-1], model_size.shape[-2]), Image.BILINEAR))
-    return inputs, shown
+    prepared = processor_prepare(processor, pil) if processor is not None else imagenet_prepare(pil, None)
+    return prepared.inputs, prepared.photo
 
 
-def explain_classification(
-    model: nn.Module,
-    image: Any,
-    target: "int | list[int] | None" = None,
-    *,
-    processor: Any = None,
-    labels: "list[str] | dict[int, str] | None" = None,
-    topk: int = 1,
-    method: str = "gradcam",
-    layers: Any = None,
-    size: int | None = None,
-) -> ClassificationExplanation:
-    """Explain a classifier's decision on one image.
-
-    ``target``: a class index or list of them; by default the ``topk`` highest classes,
-    all explained from one forward. ``labels`` names classes (else HF ``config.id2label``).
-    """
-    from .targets import TopClasses
-
-    inputs, shown = prepare_image(image, processor, size)
-    explicit = None if target is None else ([target] if isinstance(target, int) else list(target))
-    exp = CAM(model, layers, method=method)(inputs, explicit if explicit is not None else [TopClasses(topk)])
-    logits = _logits(exp.output)
-    classes = explicit if explicit is not None else logits[0].topk(min(topk, logits.shape[1])).indices.tolist()
-    probs = logits.softmax(-1)[0]
-    names = _label_names(model, labels)
-    items = [names.get(c, str(c)) for c in classes]
-    maps = exp.maps[0]
-    if maps.shape[-2:] != shown.shape[:2]:
-        maps = torch.stack([torch.from_numpy(resize_map(m, shown.shape[:2])) for m in maps])
-    return ClassificationExplanation(
-        image=shown,
-        maps=maps,
-        items=items,
-        scores=exp.scores[0],
-        method=exp.method,
-        layers=exp.layers,
-        meta={
-            "classes": classes,
-            "probabilities": [round(float(probs[c]), 6) for c in classes],
-            "predicted": int(logits[0].argmax()),
-            "predicted_label": names.get(int(logits[0].argmax()), str(int(logits[0].argmax()))),
-        },
-    )
-
-
-def _logits(output: Any) -> torch.Tensor:
-    from .targets import logits_of
-
-    return logits_of(output)
-
-
-def _label_names(model: nn.Module, labels: Any) -> dict[int, str]:
+def label_names(model: nn.Module, labels: Any) -> dict[int, str]:
     if isinstance(labels, dict):
         return {int(k): str(v) for k, v in labels.items()}
     if isinstance(labels, (list, tuple)):

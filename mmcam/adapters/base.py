@@ -149,15 +149,17 @@ def processor_prepare(processor: Any, photo: Image.Image, **text: Any) -> Prepar
     a centre crop (HF ``do_center_crop`` / ``crop_size``, torchvision ``ImageClassification``'s
     ``resize_size`` / ``crop_size``) or else a resize of the whole photo to the input's size."""
     try:
-        out = processor(images=photo, return_tensors="pt", **text)
-    except TypeError:
-        if text:
-            raise
-        out = processor(photo)
+        try:
+            out = processor(images=photo, return_tensors="pt", **text)
+        except TypeError:
+            if text:
+                raise
+            out = processor(photo)  # a plain callable (torchvision transforms): PIL image -> tensor
     except Exception as error:  # noqa: BLE001 - any processor failure is the caller's input
         raise InputError(
             f"the processor ({type(processor).__name__}) rejected the image{' and text' if text else ''}: {error}. "
-            "Pass the model's own processor (not its tokenizer) and an RGB image (path, PIL image, HxWx3 array)"
+            "Pass the model's own processor (e.g. BlipProcessor, GitProcessor, CLIPProcessor, not its tokenizer) "
+            "and an RGB image (path, PIL image, HxWx3 array)"
         ) from None
     if isinstance(out, torch.Tensor):
         inputs: Any = out[None] if out.ndim == 3 else out
@@ -185,8 +187,13 @@ def _processor_frame(processor: Any, photo: tuple[int, int], size: tuple[int, in
     return Frame.resize(photo, size, f"{name}: resize to {size[0]}x{size[1]}")
 
 
+def _sizes(value: Any) -> Any:
+    """An HF size setting as a plain dict (transformers 5's ``SizeDict`` iterates its set fields)."""
+    return dict(value) if type(value).__name__ == "SizeDict" else value
+
+
 def _crop_size(p: Any) -> tuple[int, int] | None:
-    crop = getattr(p, "crop_size", None)
+    crop = _sizes(getattr(p, "crop_size", None))
     if getattr(p, "do_center_crop", crop is not None and type(p).__name__ == "ImageClassification") is False or crop is None:
         return None
     if isinstance(crop, dict):
@@ -207,7 +214,7 @@ def _resized_before_crop(p: Any, photo: tuple[int, int]) -> tuple[int, int] | No
         short = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size
         if isinstance(size, (list, tuple)) and len(size) == 2:
             return int(size[0]), int(size[1])
-    hf = getattr(p, "size", None)
+    hf = _sizes(getattr(p, "size", None))
     if isinstance(hf, dict):
         if "shortest_edge" in hf:
             short = hf["shortest_edge"]

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +30,7 @@ from ..engine import CAM, Explanation
 from ..errors import InputError, TargetError
 from ..targets import CaptionTokens
 from ..engine.layers import default_layers
+from .base import Prepared, processor_prepare
 
 __all__ = ["processor_inputs", "run_cam", "chosen_layers", "require_attention_family", "CAPTIONERS", "ANSWER_GENERATORS", "DecoderLogits", "TextDecoding", "decoding_for", "vision_tower", "vision_layers", "merge_subwords", "TeacherForced", "teacher_forced"]
 
@@ -38,30 +38,18 @@ CAPTIONERS = ("VisionEncoderDecoderModel", "BlipForConditionalGeneration", "GitF
 ANSWER_GENERATORS = ("BlipForQuestionAnswering",)
 
 
-def processor_inputs(processor: Any, image: Any, **text: Any) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-    """``processor(images=image, **text)`` as a dict of tensors, and the image as the model
-    sees it (resized to ``pixel_values``' size) for display. Errors become :class:`InputError`."""
-    from ..explain import prepare_image
+def processor_inputs(processor: Any, image: Any, **text: Any) -> Prepared:
+    """``processor(images=image, **text)`` as a dict of tensors with the photo and its frame
+    (:func:`mmcam.adapters.base.processor_prepare`). Errors become :class:`InputError`."""
     from ..io import load_image
 
-    pil = load_image(image)
-    try:
-        out = processor(images=pil, return_tensors="pt", **text)
-    except Exception as error:  # noqa: BLE001 - any processor failure is the caller's input
-        raise InputError(
-            f"the processor ({type(processor).__name__}) rejected the image{' and text' if text else ''}: "
-            f"{error}. Pass the model's processor (e.g. BlipProcessor, GitProcessor, CLIPProcessor, "
-            "not its tokenizer) and an RGB image (path, PIL image, HxWx3 array)"
-        ) from None
-    inputs = {k: v for k, v in dict(out).items() if isinstance(v, torch.Tensor)}
-    pixel_values = inputs.get("pixel_values")
-    if pixel_values is None or pixel_values.ndim != 4:
+    prepared = processor_prepare(processor, load_image(image), **text)
+    if not isinstance(prepared.inputs, dict) or "pixel_values" not in prepared.inputs:
         raise InputError(
             f"the processor ({type(processor).__name__}) returned no (B, 3, H, W) pixel_values; pass the "
-            "model's image+text processor"
+            "model's image+text processor (e.g. BlipProcessor, GitProcessor, CLIPProcessor, not its tokenizer)"
         )
-    _, shown = prepare_image(pil, None, size=tuple(pixel_values.shape[-2:]))
-    return inputs, shown
+    return prepared
 
 
 def run_cam(model: nn.Module, module: nn.Module, layers: Any, method: Any, inputs: Any, targets: list, **call: Any) -> Explanation:

@@ -5,6 +5,10 @@ train mode. mmcam runs that inner module in eval mode for the call (never ``YOLO
 ``YOLO.train()``, which start training) and restores its flags. :class:`YoloFamily` does what
 ``YOLO.predict`` does, with ultralytics' own code at every step:
 
+* **the model**: the predictor runs a *fused* copy (Conv + BatchNorm folded, ``fuse()`` in
+  ``AutoBackend``); mmcam explains the same fused copy (made once per model and weights,
+  cached), so its numbers are the predictor's to the last bit and the user's model is never
+  touched;
 * **prepare**: ``LetterBox(imgsz, auto=rect, stride)`` exactly as the predictor builds it
   for one image (``imgsz`` from ``check_imgsz`` of the model's ``overrides``, ``rect=True``,
   stride ``max(model.stride, 32)``), RGB in [0, 1];
@@ -19,6 +23,9 @@ train mode. mmcam runs that inner module in eval mode for the call (never ``YOLO
 """
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -53,6 +60,43 @@ def inner_model(model: Any) -> nn.Module:
             f"model ends in {head}. Pass layers= and a callable target (output -> (B, K) scores) to mmcam.CAM for other heads"
         )
     return inner
+
+
+_FUSED: "weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]]" = weakref.WeakKeyDictionary()
+_FUSING = threading.Lock()
+
+
+def fused(inner: nn.Module) -> nn.Module:
+    """The fused copy the predictor runs (``deepcopy`` + ``fuse()``), cached per model until its
+    weights change (a parameter's storage or in-place version). Layer names are unchanged."""
+    key = tuple((p.data_ptr(), p._version) for p in inner.parameters())
+    with _FUSING:
+        hit = _FUSED.get(inner)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        twin = copy.deepcopy(inner)
+        if hasattr(twin, "fuse"):
+            with torch.no_grad():
+                twin = twin.fuse(verbose=False) if "verbose" in twin.fuse.__code__.co_varnames else twin.fuse()
+        if _channels_last(twin):  # AutoBackend's memory format on x86 CPUs (and CUDA): other conv kernels, other last bits
+            twin = twin.to(memory_format=torch.channels_last)
+        _FUSED[inner] = (key, twin)
+        return twin
+
+
+def _channels_last(model: nn.Module) -> bool:
+    """AutoBackend's rule for a ``.pt`` model: channels-last on CUDA, and on x86 Linux / Windows
+    CPUs with oneDNN."""
+    import platform
+    import sys
+
+    device = next(model.parameters()).device.type if any(True for _ in model.parameters()) else "cpu"
+    if device == "cuda":
+        return True
+    return (
+        device == "cpu" and platform.machine() in {"AMD64", "x86_64"} and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled and sys.platform in ("linux", "win32")
+    )
 
 
 def neck_layers(inner: nn.Module) -> list[str]:
@@ -143,7 +187,7 @@ class YoloFamily(Family):
         candidates: "tuple[Any, Any] | None" = None, box_weight: float = 0.0,
     ):
         super().__init__(model)
-        self.inner = inner_model(model)
+        self.inner = fused(inner_model(model))
         self.stride = max(int(self.inner.stride.max()), 32) if hasattr(self.inner, "stride") else 32
         self.imgsz = _imgsz(model, self.stride, size)
         self.conf, self.iou, self.max_det = conf, iou, max_det

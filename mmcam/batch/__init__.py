@@ -14,7 +14,7 @@ uses it to turn each rank's ``evaluate(..., shard=(rank, world))`` into the whol
 (``torchrun ... -m mmcam.cli evaluate`` does this), equal to a single process's.
 """
 from .distributed import Distributed, all_reduce_evaluation, all_reduce_sums, means, shards_for_rank
-from .engines import BATCHED_TASKS, TASKS
+from ..tasks.registry import BATCHED_TASKS, TASKS
 from .run import BatchResult, run_batch
 from .source import Record, list_records
 

@@ -20,7 +20,8 @@ from ..errors import InputError, MMCamError
 from ..explain import TaskExplanation, _jsonable, map_stats
 from . import store
 from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
-from .engines import TASKS, Engine, build_engine
+from ..tasks.base import Task as Engine
+from ..tasks.registry import TASKS, build_task
 from .source import ImageDataset, Record, collate, die_with_parent, list_records, records_digest, unpack
 
 __all__ = ["run_batch", "BatchResult"]
@@ -129,7 +130,7 @@ def run_batch(
             pending = [s for s in mine if not store.is_done(out, s)]
             if pending:
                 model, processor = _load(model_spec, weights, task, device)
-                engine = build_engine(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, device=device)
+                engine = build_task(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, device=device)
             explain_start = time.perf_counter()
             if pending:
                 _explain_shards(engine, records, pending, shard_size, batch_size, num_workers, out, dist, progress)
@@ -163,7 +164,7 @@ def _explain_shards(engine: Engine, records: list[Record], pending: list[int], s
         worker_init_fn=die_with_parent if num_workers else None,
     )
     show = dist.is_main and (progress if progress is not None else True)
-    bar = tqdm(total=sum(len(m) for m in members.values()), desc=f"mmcam batch {engine.task}", unit="image", disable=not show)
+    bar = tqdm(total=sum(len(m) for m in members.values()), desc=f"mmcam batch {engine.name}", unit="image", disable=not show)
     rows: dict[int, list[dict[str, Any]]] = {s: [] for s in pending}
     maps: dict[int, dict[str, np.ndarray]] = {s: {} for s in pending}
     done: dict[int, int] = {s: 0 for s in pending}

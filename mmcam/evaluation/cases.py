@@ -74,7 +74,8 @@ def _pixels(inputs: Any) -> torch.Tensor:
 
 
 def _classify(model, processor, sample, layers=None) -> list[Case]:
-    from ..explain import _label_names, explain_classification, prepare_image
+    from ..explain import label_names, prepare_image
+    from ..tasks.classification import explain_classification
     from ..methods.guided import GuidedBackprop
     from ..targets import logits_of
 
@@ -90,7 +91,7 @@ def _classify(model, processor, sample, layers=None) -> list[Case]:
         logits = run(model, x[None])[0]
     order = logits.argsort(descending=True).tolist()
     c, runner_up = order[0], order[1] if len(order) > 1 else order[0]
-    names = _label_names(model, None)
+    names = label_names(model, None)
     category = _category(names.get(c, str(c)))
     hits = [i for i, cat in enumerate(sample.categories) if cat == category]
     if not hits:

@@ -25,8 +25,10 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#
 h1{font-size:22px;margin:0 0 4px} .sub{color:#666;margin-bottom:20px}
 section{background:#fff;border:1px solid #e3e3e3;border-radius:10px;padding:16px;margin:0 0 18px}
 section h2{font-size:16px;margin:0 0 10px} .row{display:flex;gap:18px;flex-wrap:wrap;align-items:flex-start}
-.stage{position:relative;width:320px;height:320px;flex:none} .stage img{width:320px;height:320px;image-rendering:pixelated;border-radius:6px}
-.stage svg{position:absolute;left:0;top:0;width:320px;height:320px}
+.stage{position:relative;flex:none;width:min(640px,100%);cursor:zoom-in} .stage img{display:block;width:100%;height:auto;border-radius:6px}
+.stage.small{width:320px} .stage.small img{image-rendering:pixelated}
+.stage.full{width:auto;max-width:none;cursor:zoom-out} .stage.full img{width:auto;max-width:none}
+.stage svg{position:absolute;left:0;top:0;width:100%;height:100%}
 .stage rect{fill:transparent;stroke:#fff;stroke-width:2;cursor:pointer} .stage rect.active{stroke:#ff2d55;stroke-width:3}
 .side{flex:1;min-width:260px} .caption{font-size:20px;line-height:1.8;margin:4px 0 10px}
 .word,.chip{cursor:pointer;padding:2px 5px;border-radius:5px} .word:hover,.word.active,.chip.active{background:#ffd60a}
@@ -47,6 +49,8 @@ document.querySelectorAll('section[data-section]').forEach(function(sec){
       el.classList.toggle('active', el.getAttribute('data-item-ref') === String(k));});
     if(now){ now.textContent = 'showing: ' + sec.getAttribute('data-label-' + k); }
   }
+  var stage = sec.querySelector('.stage');
+  if(stage && view){ view.addEventListener('click', function(){ stage.classList.toggle('full'); }); }
   sec.querySelectorAll('[data-item-ref]').forEach(function(el){
     var k = el.getAttribute('data-item-ref');
     el.addEventListener('mouseenter', function(){ show(k); });
@@ -94,13 +98,28 @@ def _default_footer(explanations: Sequence[Any]) -> dict:
     return out
 
 
+def _uri(img: Any) -> str:
+    """PNG for small images (exact pixels), JPEG for photos (a report of a dozen 1080p overlays
+    stays a few MB)."""
+    if max(img.shape[:2]) <= 256:
+        return data_uri(img)
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(img).save(buffer, format="JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _section(index: int, exp: Any, name: str) -> str:
     overlays = exp.overlays()
     attrs = "".join(
-        f' data-src-{k}="{data_uri(img)}" data-label-{k}="{html.escape(label, quote=True)}"'
+        f' data-src-{k}="{_uri(img)}" data-label-{k}="{html.escape(label, quote=True)}"'
         for k, (img, label) in enumerate(zip(overlays, exp.items))
     )
-    first = data_uri(overlays[0]) if overlays else data_uri(exp.image)
+    first = _uri(overlays[0]) if overlays else _uri(exp.image)
     h, w = exp.image.shape[:2]
     svg = _boxes_svg(exp.meta.get("boxes"), w, h)
     body = [_task_header(exp)]
@@ -126,7 +145,8 @@ def _section(index: int, exp: Any, name: str) -> str:
     return (
         f"<section data-section='{index}' data-task='{exp.task}' data-name='{html.escape(name, quote=True)}'{attrs}>"
         f"<h2>{html.escape(name)} — {html.escape(exp.task)}</h2><div class='row'>"
-        f"<div class='stage'><img class='view' data-item='0' src='{first}' alt='heatmap'/>{svg}</div>"
+        f"<div class='stage{' small' if max(h, w) <= 256 else ''}' title='click: full size / fit'>"
+        f"<img class='view' data-item='0' src='{first}' alt='heatmap' width='{w}' height='{h}'/>{svg}</div>"
         f"<div class='side'>{''.join(body)}</div></div></section>"
     )
 

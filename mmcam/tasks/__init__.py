@@ -5,6 +5,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "explain_classification": "mmcam.tasks.classification",
+    "ClassificationExplanation": "mmcam.tasks.classification",
+    "ClassificationTask": "mmcam.tasks.classification",
+    "DetectionTask": "mmcam.tasks.detection",
+    "SegmentationTask": "mmcam.tasks.segmentation",
     "explain_action": "mmcam.tasks.action",
     "ActionExplanation": "mmcam.tasks.action",
     "explain_segmentation": "mmcam.tasks.segmentation",

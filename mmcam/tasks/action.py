@@ -9,12 +9,15 @@ import torch
 from torch import nn
 
 from ..engine import CAM
+from ..adapters.base import Family, Prepared
+from ..adapters.frame import Frame
 from ..errors import InputError
 from ..explain import TaskExplanation
-from ..render.overlay import resize_map, to_uint8_image
+from ..render.overlay import to_uint8_image
 from ..targets import ActionValue, GreedyActionValue
+from .base import Task, device_of, stack
 
-__all__ = ["ActionExplanation", "explain_action"]
+__all__ = ["ActionExplanation", "ActionTask", "explain_action"]
 
 
 @dataclass
@@ -47,6 +50,65 @@ def _display(x: torch.Tensor, image: Any, scale: int) -> np.ndarray:
     return np.kron(arr, np.ones((scale, scale, 1), np.uint8))
 
 
+class ActionTask(Task):
+    """The requested actions (default: each observation's greedy action), one map each, for
+    a batch of observations in one forward (see :func:`explain_action`)."""
+
+    name = "action"
+
+    def __init__(self, model: nn.Module, action: "int | list[int] | None" = None, *, method: str | None = "gradcam", layers: Any = None,
+                 action_names: "list[str] | None" = None, image: Any = None, scale: int = 8, device: Any = None):
+        self.model, self.image, self.scale, self.device = model, image, scale, device
+        self.actions = None if action is None else ([action] if isinstance(action, int) else list(action))
+        self.action_names = action_names
+        self.cam = CAM(model, layers, method=method or "gradcam")
+        self.family = Family(model)
+
+    def read(self, path: str) -> Any:
+        """An observation ``(C, H, W)`` (frame stacks on C) from a ``.npy`` file (no pickles)."""
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise InputError(f"cannot read observation {str(path)!r}: {error}; pass a .npy array (C, H, W) saved with numpy.save") from None
+
+    def prepare(self, obs: Any) -> Prepared:
+        x = _observation(obs)
+        shown = _display(x, self.image, self.scale)
+        return Prepared(x, shown, Frame.resize(tuple(x.shape[-2:]), tuple(x.shape[-2:]), "the observation as given"))
+
+    def explain(self, batch: list[Prepared]) -> list[ActionExplanation]:
+        results: list[Any] = [None] * len(batch)
+        for rows in self.groups(batch):
+            x = stack([batch[i] for i in rows], self.device or device_of(self.model))
+            targets = [GreedyActionValue()] if self.actions is None else [ActionValue(a) for a in self.actions]
+            exp = self.cam(x, targets, input_size=tuple(x.shape[-2:]))
+            q_all = exp.output if isinstance(exp.output, torch.Tensor) else getattr(exp.output, "logits", exp.output)
+            q_all = torch.as_tensor(q_all)
+            names = self.action_names or list(getattr(self.model, "labels", None) or []) or [str(a) for a in range(q_all.shape[1])]
+            for b, i in enumerate(rows):
+                q, shown = q_all[b], batch[i].photo
+                greedy = int(q.argmax())
+                actions = self.actions if self.actions is not None else [greedy]
+                # maps on the display (cells upscaled); the grid-aligned cell maps say which cells mattered
+                display = Frame.resize(shown.shape[:2], tuple(x.shape[-2:]), "cells upscaled for display")
+                results[i] = ActionExplanation(
+                    image=shown,
+                    maps=display.maps_to_photo(exp.maps[b]),
+                    items=[names[a] if a < len(names) else str(a) for a in actions],
+                    scores=exp.scores[b],
+                    method=exp.method,
+                    layers=exp.layers,
+                    meta={
+                        "actions": actions,
+                        "action": greedy,
+                        "action_name": names[greedy] if greedy < len(names) else str(greedy),
+                        "q_values": [round(float(v), 4) for v in q],
+                        "cell_maps": exp.maps[b].tolist(),
+                    },
+                )
+        return results
+
+
 def explain_action(
     model: nn.Module,
     obs: Any,
@@ -63,30 +125,4 @@ def explain_action(
     ``obs``: ``(C, H, W)`` or ``(1, C, H, W)`` (stacked frames on C). ``image``: an RGB
     rendering to draw the maps on (else the first planes, upscaled ``scale`` times).
     """
-    x = _observation(obs)
-    actions = None if action is None else ([action] if isinstance(action, int) else list(action))
-    targets = [GreedyActionValue()] if actions is None else [ActionValue(a) for a in actions]
-    exp = CAM(model, layers, method=method)(x, targets, input_size=tuple(x.shape[-2:]))
-    q = exp.output if isinstance(exp.output, torch.Tensor) else getattr(exp.output, "logits", exp.output)
-    q = torch.as_tensor(q)[0]
-    greedy = int(q.argmax())
-    actions = actions if actions is not None else [greedy]
-    names = action_names or list(getattr(model, "labels", None) or []) or [str(a) for a in range(q.shape[0])]
-    shown = _display(x, image, scale)
-    maps = torch.stack([torch.from_numpy(resize_map(m.numpy(), shown.shape[:2])) for m in exp.maps[0]])
-    # the grid-aligned raw map says which cells mattered, without interpolation
-    return ActionExplanation(
-        image=shown,
-        maps=maps,
-        items=[names[a] if a < len(names) else str(a) for a in actions],
-        scores=exp.scores[0],
-        method=exp.method,
-        layers=exp.layers,
-        meta={
-            "actions": actions,
-            "action": greedy,
-            "action_name": names[greedy] if greedy < len(names) else str(greedy),
-            "q_values": [round(float(v), 4) for v in q],
-            "cell_maps": exp.maps[0].tolist(),
-        },
-    )
+    return ActionTask(model, action, method=method, layers=layers, action_names=action_names, image=image, scale=scale)(obs)

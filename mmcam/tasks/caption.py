@@ -31,11 +31,13 @@ from ..adapters.hf_text import (
     text_ids,
     vision_layers,
 )
+from ..adapters.base import Family, Prepared
 from ..errors import InputError
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
+from .base import Task
 
-__all__ = ["CaptionExplanation", "explain_caption", "merge_subwords"]
+__all__ = ["CaptionExplanation", "CaptionTask", "explain_caption", "merge_subwords"]
 
 
 @dataclass
@@ -57,6 +59,65 @@ class CaptionExplanation(TaskExplanation):
 
             paths.append(save_png(caption_strip(self.image, self.maps, self.items), Path(out_dir) / f"{stem}_strip.png"))
         return paths
+
+
+class CaptionTask(Task):
+    """Every word of each photo's caption (see :func:`explain_caption`); one photo per forward
+    (each caption is generated on its own before the teacher-forced pass)."""
+
+    name = "caption"
+    batched = False
+
+    def __init__(self, model: nn.Module, processor: Any, caption: str | None = None, *, method: str | None = None, layers: Any = None, max_length: int | None = None):
+        if processor is None:
+            raise InputError("the caption task needs the model's processor (e.g. --model zoo:captioner, or a directory saved with its processor)")
+        self.decoding = decoding_for(model, CAPTIONERS)
+        self.method = method or ("gae" if layers is None and self.decoding.family == "VisionEncoderDecoderModel" else "gradcam")
+        require_attention_family(self.method, self.decoding.family, ("VisionEncoderDecoderModel", "BlipForConditionalGeneration"))
+        if caption is not None and not caption.strip():
+            raise InputError("the caption is empty; pass some words or caption=None to generate one")
+        self.model, self.processor, self.caption, self.layers, self.max_length = model, processor, caption, layers, max_length
+        self.family = Family(model, processor)
+
+    def prepare(self, image: Any) -> Prepared:
+        return processor_inputs(self.processor, image)
+
+    def explain(self, batch: list[Prepared]) -> list[CaptionExplanation]:
+        return [self._one(prepared) for prepared in batch]
+
+    def _one(self, prepared: Prepared) -> CaptionExplanation:
+        model, decoding, method = self.model, self.decoding, self.method
+        pixel_values = prepared.inputs["pixel_values"]
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        if self.caption is None:
+            ids = decoding.generate({"pixel_values": pixel_values}, **({"max_length": self.max_length} if self.max_length else {}))
+        else:
+            ids = text_ids(decoding, tokenizer, self.caption)
+        forced = teacher_forced(decoding, tokenizer, ids)
+        chosen = chosen_layers(self.layers, method, lambda: vision_layers(model, pixel_values))
+        forward_inputs = decoding.forward_inputs({"pixel_values": pixel_values}, forced.decoder_ids)
+        exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
+        logits = exp.output["logits"] if isinstance(exp.output, dict) else exp.output.logits
+        offset = logits.shape[1] - forced.decoder_ids.shape[1]  # GIT: image tokens come first
+        predicted = generated_argmax(logits[0], decoding, [p + offset for p in forced.target.positions])
+        return CaptionExplanation(
+            image=prepared.photo,
+            maps=prepared.frame.maps_to_photo(exp.maps[0]),
+            items=forced.words,
+            scores=exp.scores[0],
+            method=exp.method,
+            layers=exp.layers,
+            meta={
+                "caption": " ".join(forced.words),
+                "family": decoding.family,
+                "generated": self.caption is None,
+                "token_ids": forced.token_ids,
+                "teacher_forced_argmax_matches": predicted == forced.token_ids,
+                "word_log_probs": [round(float(s), 5) for s in exp.scores[0]],
+                "pipeline": prepared.frame.to_meta(),
+            },
+            tokens=forced.tokens,
+        )
 
 
 def explain_caption(
@@ -89,40 +150,4 @@ def explain_caption(
         exp.items          # the words; exp.maps[k] is word k's map
         exp.save("out/")   # one overlay per word + a strip
     """
-    decoding = decoding_for(model, CAPTIONERS)
-    method = method or ("gae" if layers is None and decoding.family == "VisionEncoderDecoderModel" else "gradcam")
-    require_attention_family(method, decoding.family, ("VisionEncoderDecoderModel", "BlipForConditionalGeneration"))
-    inputs, shown = processor_inputs(processor, image)
-    pixel_values = inputs["pixel_values"]
-    tokenizer = getattr(processor, "tokenizer", processor)
-    if caption is None:
-        kwargs = {"max_length": max_length} if max_length else {}
-        ids = decoding.generate({"pixel_values": pixel_values}, **kwargs)
-    else:
-        if not caption.strip():
-            raise InputError("the caption is empty; pass some words or caption=None to generate one")
-        ids = text_ids(decoding, tokenizer, caption)
-    forced = teacher_forced(decoding, tokenizer, ids)
-    chosen = chosen_layers(layers, method, lambda: vision_layers(model, pixel_values))
-    forward_inputs = decoding.forward_inputs({"pixel_values": pixel_values}, forced.decoder_ids)
-    exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
-    logits = exp.output["logits"] if isinstance(exp.output, dict) else exp.output.logits
-    offset = logits.shape[1] - forced.decoder_ids.shape[1]  # GIT: image tokens come first
-    predicted = generated_argmax(logits[0], decoding, [p + offset for p in forced.target.positions])
-    return CaptionExplanation(
-        image=shown,
-        maps=exp.maps[0],
-        items=forced.words,
-        scores=exp.scores[0],
-        method=exp.method,
-        layers=exp.layers,
-        meta={
-            "caption": " ".join(forced.words),
-            "family": decoding.family,
-            "generated": caption is None,
-            "token_ids": forced.token_ids,
-            "teacher_forced_argmax_matches": predicted == forced.token_ids,
-            "word_log_probs": [round(float(s), 5) for s in exp.scores[0]],
-        },
-        tokens=forced.tokens,
-    )
+    return CaptionTask(model, processor, caption, method=method, layers=layers, max_length=max_length)(image)

@@ -72,14 +72,15 @@ def explain_similarity(
             "For another model use mmcam.CAM(model, layers=<an image-encoder layer>) with "
             "mmcam.targets.ImageTextSimilarity() or a target callable over its similarity scores"
         )
-    inputs, shown = processor_inputs(processor, image, text=texts, padding=True)
+    prepared = processor_inputs(processor, image, text=texts, padding=True)
+    inputs = prepared.inputs
     chosen = layers if layers is not None else vision_layers(model, inputs["pixel_values"])
     exp = run_cam(model, model, chosen, method, inputs, [ImageTextSimilarity()])
     cosine = ImageTextSimilarity(scaled=False).similarities(exp.output)[0]
     probability = exp.scores[0].softmax(-1)
     return SimilarityExplanation(
-        image=shown,
-        maps=exp.maps[0],
+        image=prepared.photo,
+        maps=prepared.frame.maps_to_photo(exp.maps[0]),
         items=texts,
         scores=exp.scores[0],
         method=exp.method,
@@ -89,5 +90,6 @@ def explain_similarity(
             "cosine": [round(float(c), 5) for c in cosine],
             "probability": [round(float(p), 5) for p in probability],
             "best": texts[int(exp.scores[0].argmax())],
+            "pipeline": prepared.frame.to_meta(),
         },
     )

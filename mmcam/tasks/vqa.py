@@ -28,13 +28,15 @@ from torch import nn
 from ..adapters.hf_text import ANSWER_GENERATORS, chosen_layers, decoding_for, generated_argmax, processor_inputs, require_attention_family, run_cam, teacher_forced, text_ids, vision_layers
 from ..engine.layers import default_layers
 from ..engine import CAM
+from ..adapters.base import Family, Prepared
 from ..errors import InputError, TargetError, close_matches
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
 from ..reshape import ScatterTokens
 from ..targets import ClassLogit, TopClasses, logits_of
+from .base import Task
 
-__all__ = ["VQAExplanation", "explain_vqa", "seeded_patches", "patch_order", "SUPPORTED"]
+__all__ = ["VQAExplanation", "VQATask", "explain_vqa", "seeded_patches", "patch_order", "SUPPORTED"]
 
 SUPPORTED = ("ViltForQuestionAnswering", *ANSWER_GENERATORS)
 
@@ -83,28 +85,49 @@ def explain_vqa(
         exp.meta["answer"], exp.maps[0]     # the answer and where it was grounded
         exp.save("out/")                    # overlay + answer-grounding panel + JSON
     """
-    family = type(model).__name__
-    if family not in SUPPORTED:
-        raise InputError(
-            f"explain_vqa supports {', '.join(SUPPORTED)}; got {family}. For another model use "
-            "mmcam.CAM(model, layers=<an image-encoder layer>) with a target over its answer logits "
-            "(mmcam.targets.ClassLogit(i) for a classifier, mmcam.targets.CaptionTokens for generated text)"
-        )
-    if not question or not question.strip():
-        raise InputError("the question is empty; pass a question about the image")
-    if family == "ViltForQuestionAnswering":
-        method = method or ("gae" if layers is None else "gradcam")
-        return _explain_vilt(model, processor, image, question, answer, method, layers)
-    return _explain_generative(model, processor, image, question, answer, method or "gradcam", layers, max_length)
+    return VQATask(model, processor, question, answer, method=method, layers=layers, max_length=max_length)(image)
 
 
-def _explain_generative(model, processor, image, question, answer, method, layers, max_length) -> VQAExplanation:
+class VQATask(Task):
+    """The answer to ``question`` on each photo, grounded (see :func:`explain_vqa`); one photo
+    per forward (generative answers are generated on their own first)."""
+
+    name = "vqa"
+    batched = False
+
+    def __init__(self, model: nn.Module, processor: Any, question: str, answer: "str | int | None" = None, *, method: str | None = None, layers: Any = None, max_length: int | None = None):
+        family = type(model).__name__
+        if family not in SUPPORTED:
+            raise InputError(
+                f"explain_vqa supports {', '.join(SUPPORTED)}; got {family}. For another model use "
+                "mmcam.CAM(model, layers=<an image-encoder layer>) with a target over its answer logits "
+                "(mmcam.targets.ClassLogit(i) for a classifier, mmcam.targets.CaptionTokens for generated text)"
+            )
+        if processor is None:
+            raise InputError("the vqa task needs the model's processor (e.g. --model zoo:vqa, or a directory saved with its processor)")
+        if not question or not question.strip():
+            raise InputError("the question is empty; pass a question about the image, e.g. --question 'what color is the circle ?'")
+        self.vilt = family == "ViltForQuestionAnswering"
+        self.method = method or ("gae" if self.vilt and layers is None else "gradcam")
+        self.model, self.processor, self.question, self.answer, self.layers, self.max_length = model, processor, question, answer, layers, max_length
+        self.family = Family(model, processor)
+
+    def prepare(self, image: Any) -> Prepared:
+        return processor_inputs(self.processor, image, text=self.question)
+
+    def explain(self, batch: list[Prepared]) -> list[VQAExplanation]:
+        if self.vilt:
+            return [_explain_vilt(self.model, p, self.question, self.answer, self.method, self.layers) for p in batch]
+        return [_explain_generative(self.model, self.processor, p, self.question, self.answer, self.method, self.layers, self.max_length) for p in batch]
+
+
+def _explain_generative(model, processor, prepared, question, answer, method, layers, max_length) -> VQAExplanation:
     """BLIP-VQA: generate (or take) the answer, teacher-force it, explain log p(answer)."""
     decoding = decoding_for(model, ANSWER_GENERATORS)
     require_attention_family(method, decoding.family, ("ViltForQuestionAnswering",))
     if answer is not None and not isinstance(answer, str):
         raise InputError(f"{decoding.family} generates its answer as text: pass answer= as a string, got {answer!r}")
-    inputs, shown = processor_inputs(processor, image, text=question)
+    inputs = prepared.inputs
     tokenizer = getattr(processor, "tokenizer", processor)
     question_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "pixel_values") if k in inputs}
     if answer is None:
@@ -121,8 +144,8 @@ def _explain_generative(model, processor, image, question, answer, method, layer
     predicted = generated_argmax(logits, decoding, forced.target.positions)
     text = forced.words[0]
     return VQAExplanation(
-        image=shown,
-        maps=exp.maps[0],
+        image=prepared.photo,
+        maps=prepared.frame.maps_to_photo(exp.maps[0]),
         items=[text],
         scores=exp.scores[0],
         method=exp.method,
@@ -137,6 +160,7 @@ def _explain_generative(model, processor, image, question, answer, method, layer
             "token_ids": forced.token_ids,
             "tokens": forced.tokens,
             "teacher_forced_argmax_matches": predicted == forced.token_ids,
+            "pipeline": prepared.frame.to_meta(),
         },
     )
 
@@ -181,8 +205,8 @@ def patch_order(model: nn.Module, pixel_values: torch.Tensor, pixel_mask: torch.
     return index, (int(h), int(w))
 
 
-def _explain_vilt(model, processor, image, question, answer, method, layers) -> VQAExplanation:
-    inputs, shown = processor_inputs(processor, image, text=question)
+def _explain_vilt(model, prepared, question, answer, method, layers) -> VQAExplanation:
+    inputs = dict(prepared.inputs)
     pixel_values = inputs["pixel_values"]
     inputs.setdefault("pixel_mask", torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:], dtype=torch.long))
     patch_index, (h, w) = patch_order(model, pixel_values, inputs["pixel_mask"])
@@ -210,8 +234,8 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
     index = int(probs.argmax()) if answer is None else target.index
     top = probs.topk(min(3, probs.numel()))
     return VQAExplanation(
-        image=shown,
-        maps=exp.maps[0],
+        image=prepared.photo,
+        maps=prepared.frame.maps_to_photo(exp.maps[0]),
         items=[id2label.get(index, str(index))],
         scores=exp.scores[0],
         method=exp.method,
@@ -222,6 +246,7 @@ def _explain_vilt(model, processor, image, question, answer, method, layers) -> 
             "family": "ViltForQuestionAnswering",
             "probability": round(float(probs[index]), 5),
             "top": [[id2label.get(int(i), str(int(i))), round(float(p), 5)] for p, i in zip(top.values, top.indices)],
+            "pipeline": prepared.frame.to_meta(),
         },
     )
 

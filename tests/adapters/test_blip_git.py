@@ -12,6 +12,7 @@ from mmcam.errors import InputError, MethodError, TargetError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_vqa
 from modelstate import assert_same_state, snapshot
+from mmcam.adapters.frame import Frame
 from vl_models import DEC, IMAGE, SIZE, blip, git
 
 QUESTION = "what color is the circle"
@@ -77,7 +78,7 @@ def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(fami
     assert exp.meta["teacher_forced_argmax_matches"]
     # each word's score is its log-probability in that forward
     torch.testing.assert_close(exp.scores, _logp(model, processor, exp), rtol=1e-4, atol=1e-5)
-    assert exp.maps.shape == (len(exp.items), SIZE, SIZE) and torch.isfinite(exp.maps).all()
+    assert exp.maps.shape == (len(exp.items), *IMAGE.shape[:2]) and torch.isfinite(exp.maps).all()  # the photo's size
     assert (exp.maps.flatten(1).std(1) > 0).all()
     paths = exp.save(tmp_path)  # the caption strip: one 96-px thumbnail per word
     from PIL import Image
@@ -115,7 +116,8 @@ def test_all_words_at_once_equal_one_word_at_a_time(family, blip_captioner, git_
             text_length=forced.target.text_length,
         )
         one = cam(run, [alone])
-        torch.testing.assert_close(exp.maps[k], one.maps[0, 0], rtol=1e-4, atol=1e-5)
+        on_photo = Frame.resize(IMAGE.shape[:2], (SIZE, SIZE)).maps_to_photo(one.maps[0, :1])[0]  # the processor squashes
+        torch.testing.assert_close(exp.maps[k], on_photo, rtol=1e-4, atol=1e-5)
 
 
 def test_blip_vqa_generated_answer_is_teacher_forced_through_the_text_decoder(blip_vqa):
@@ -140,7 +142,7 @@ def test_blip_vqa_generated_answer_is_teacher_forced_through_the_text_decoder(bl
     expected = sum(lp[t, tok] for t, tok in enumerate(exp.meta["token_ids"]))
     assert exp.scores[0].item() == pytest.approx(float(expected), abs=1e-4)
     assert exp.meta["probability"] == pytest.approx(float(expected.exp()), abs=1e-4)
-    assert exp.maps.shape == (1, SIZE, SIZE) and torch.isfinite(exp.maps).all() and exp.maps.std() > 0
+    assert exp.maps.shape == (1, *IMAGE.shape[:2]) and torch.isfinite(exp.maps).all() and exp.maps.std() > 0
     assert exp.layers == ["vision_model.encoder.layers.1.layer_norm1"]
     assert_same_state(before, snapshot(model))
 

@@ -57,31 +57,33 @@ def test_segment_box_maps_equal_single_box_runs(yolo_seg):
 def test_instances_are_ultralytics_masks_and_scores_are_mask_logit_sums(yolo_seg):
     """explain_segmentation on a YOLO segment model: one map per kept instance, its region the
     mask ultralytics predicts, its score Σ over that region of the mask logits c_k · P."""
-    from mmcam.adapters.ultralytics import KeptInstances
+    from mmcam.adapters.frame import Frame
+    from mmcam.adapters.ultralytics import YoloFamily
     from mmcam.tasks import explain_segmentation
 
+    # predict() fuses Conv + BN into the model in place (AutoBackend): run it first so both see one model
+    results = yolo_seg.predict(source=IMAGE[..., ::-1].copy(), imgsz=64, conf=0.01, verbose=False, device="cpu")
+    theirs = results[0]
     before = snapshot(yolo_seg.model)
     exp = explain_segmentation(yolo_seg, IMAGE, conf=0.01, size=64)
     k = len(exp.items)
     assert k >= 3 and exp.maps.shape == (k, 64, 64) and torch.isfinite(exp.maps).all()
     assert exp.method == "layercam" and exp.layers == default_layers(yolo_seg.model)
-    results = yolo_seg.predict(source=IMAGE[..., ::-1].copy(), imgsz=64, conf=0.01, iou=0.45, verbose=False, device="cpu")
-    theirs = results[0]
     assert exp.meta["classes"] == [int(c) for c in theirs.boxes.cls.tolist()]
     assert np.array_equal(np.stack(exp.regions), theirs.masks.data.bool().numpy())
     # the score by hand, from a plain forward: the kept anchors' coefficients against the prototypes
     x = torch.from_numpy(IMAGE.astype(np.float32) / 255).permute(2, 0, 1)[None]
-    inner = yolo_seg.model
+    family = YoloFamily(yolo_seg, conf=0.01, size=64)
+    inner = family.inner  # the fused copy the predictor runs (the user's model is never touched)
     with eval_mode(inner), torch.no_grad():
         (y, protos), raw = inner(x)
-        kept = KeptInstances((64, 64), conf=0.01, nc=80)
-        kept(((y, protos), raw))
+        [kept] = family.decide(((y, protos), raw), [Frame.resize((64, 64), (64, 64))])
         for j, (index, region) in enumerate(zip(exp.meta["raw_indices"], kept.regions)):
             logits = torch.einsum("n,nhw->hw", raw["mask_coefficient"][0, :, index], protos[0])
             assert exp.scores[j].item() == pytest.approx(float(logits[region].sum()), rel=1e-4, abs=1e-4)
         # each instance's map equals explaining that instance alone (same regions, one column)
         for j in range(2):
-            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [lambda out, j=j: kept(out)[:, [j]]])
+            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [lambda out, j=j: family.mask_scores(out, kept, 0, len(kept))[:, [j]]])
             torch.testing.assert_close(alone.maps[0, 0], exp.maps[j], rtol=1e-4, atol=1e-5)
     assert_same_state(before, snapshot(yolo_seg.model))
 
@@ -99,22 +101,22 @@ def test_instance_segmentation_bad_input(yolo_seg):
 
 
 def test_batch_segment_engine_explains_instances(yolo_seg, monkeypatch):
-    from mmcam.batch.engines import PerImageEngine, build_engine
-    from mmcam.tasks import explain_segmentation
+    from mmcam.tasks import SegmentationTask, explain_segmentation
+    from mmcam.tasks.registry import build_task
 
     monkeypatch.setitem(yolo_seg.overrides, "imgsz", 64)  # the model's own input size (a checkpoint's overrides)
-    engine = build_engine("segment", yolo_seg, None, method=None, layers=None, conf=0.01)
-    assert isinstance(engine, PerImageEngine)
-    [batch] = engine.explain([IMAGE])
+    engine = build_task("segment", yolo_seg, None, conf=0.01)
+    assert isinstance(engine, SegmentationTask)
+    [batch] = engine.explain([engine.prepare(IMAGE)])
     single = explain_segmentation(yolo_seg, IMAGE, conf=0.01, size=64)
     assert batch.items == single.items and len(batch.items) >= 1
     torch.testing.assert_close(batch.maps, single.maps)
 
 
 def test_batch_detect_engine_keeps_the_same_boxes_as_the_single_call(yolo_seg):
-    from mmcam.batch.engines import DetectEngine
+    from mmcam.tasks import DetectionTask
 
-    engine = DetectEngine(yolo_seg, None, None, conf=0.01, size=64)
+    engine = DetectionTask(yolo_seg, conf=0.01, size=64)
     other = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)
     results = engine.explain([engine.prepare(__import__("PIL.Image", fromlist=["Image"]).fromarray(im)) for im in (IMAGE, other)])
     for image, got in zip((IMAGE, other), results):

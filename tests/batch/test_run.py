@@ -11,10 +11,10 @@ from modelstate import assert_same_state, snapshot
 
 from mmcam import zoo
 from mmcam.batch import all_reduce_sums, means, run_batch, shards_for_rank
-from mmcam.batch.engines import ClassifyEngine, SegmentEngine
+from mmcam.tasks.registry import build_task
 from mmcam.cli import main
 from mmcam.errors import InputError
-from mmcam.explain import explain_classification
+from mmcam.tasks.classification import explain_classification
 from mmcam.tasks.segmentation import explain_segmentation
 
 
@@ -58,7 +58,7 @@ def test_classify_engine_batch_equals_explain_classification_and_leaves_model_un
     model, processor = zoo.load("classifier")
     images = _scene_arrays(5, seed=11)
     before = snapshot(model)
-    engine = ClassifyEngine(model, processor, "gradcam", None, topk=2)
+    engine = build_task("classify", model, processor, method="gradcam", topk=2)
     batched = engine.explain([engine.prepare(img) for img in images])  # one forward for 5 images x 2 classes
     assert_same_state(before, snapshot(model))
     for img, got in zip(images, batched):
@@ -71,7 +71,7 @@ def test_classify_engine_batch_equals_explain_classification_and_leaves_model_un
 def test_segment_engine_batch_equals_explain_segmentation():
     model, processor = zoo.load("segmenter")
     images = _scene_arrays(4, seed=5)
-    engine = SegmentEngine(model, processor, "gradcam", None)
+    engine = build_task("segment", model, processor, method="gradcam")
     batched = engine.explain([engine.prepare(img) for img in images])
     assert len({len(e.items) for e in batched}) > 1  # images with different K share one forward
     for img, got in zip(images, batched):
@@ -117,13 +117,12 @@ def test_all_reduce_sums_is_the_identity_in_one_process():
 
 
 def test_action_engine_batch_equals_explain_action_and_runs_over_npy_folder(tmp_path):
-    from mmcam.batch.engines import ActionEngine
     from mmcam.data import generate_grids
     from mmcam.tasks.action import explain_action
 
     model, _ = zoo.load("qnet")
     states = generate_grids(6, seed=4)
-    engine = ActionEngine(model, "gradcam", None)
+    engine = build_task("action", model, method="gradcam")
     batched = engine.explain([engine.prepare(s.obs) for s in states])
     for state, got in zip(states, batched):
         want = explain_action(model, state.obs)
@@ -139,12 +138,11 @@ def test_action_engine_batch_equals_explain_action_and_runs_over_npy_folder(tmp_
 
 
 def test_detect_engine_batch_equals_explain_detections_on_yolo(tmp_path):
-    from mmcam.batch.engines import DetectEngine
     from mmcam.tasks.detection import explain_detections
 
     model, _ = zoo.load("yolo")
     images = _scene_arrays(4, seed=8) + [np.full((64, 64, 3), 255, np.uint8)]  # a blank image keeps no box
-    engine = DetectEngine(model, None, None)
+    engine = build_task("detect", model)
     from PIL import Image
 
     batched = engine.explain([engine.prepare(Image.fromarray(img)) for img in images])
