@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "GuidedBackprop": ("mmcam.methods.guided", "GuidedBackprop"),
-    "GuidedGradCAM": ("mmcam.methods.guided", "GuidedGradCAM"),
+    "GuidedBackprop": ("mmcam.engine.guided", "GuidedBackprop"),
+    "GuidedGradCAM": ("mmcam.engine.guided", "GuidedGradCAM"),
     "explain_classification": ("mmcam.explain", "explain_classification"),
     "ClassificationExplanation": ("mmcam.explain", "ClassificationExplanation"),
     "TTA": ("mmcam.smooth", "TTA"),

@@ -75,7 +75,7 @@ def _pixels(inputs: Any) -> torch.Tensor:
 
 def _classify(model, processor, sample, layers=None) -> list[Case]:
     from ..explain import _label_names, explain_classification, prepare_image
-    from ..methods.guided import GuidedBackprop
+    from ..engine.guided import GuidedBackprop
     from ..targets import logits_of
 
     image = sample.load_image()
@@ -273,7 +273,7 @@ def _vqa(model, processor, sample, layers=None) -> list[Case]:
 
 
 def _action(model, processor, state, layers=None) -> list[Case]:
-    from ..methods.guided import GuidedBackprop
+    from ..engine.guided import GuidedBackprop
     from ..tasks.action import explain_action
 
     obs = torch.from_numpy(state.obs)
