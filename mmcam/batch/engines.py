@@ -162,7 +162,7 @@ class ActionEngine(Engine):
         self.cam = CAM(model, layers, method=method)
 
     def read(self, path: str) -> Any:
-        from ..cli import load_observation
+        from ..loading import load_observation
 
         return load_observation(path)
 
