@@ -189,3 +189,15 @@ def test_cli_explains_with_a_genuine_checkpoint(tmp_path):
     res = _cli("explain", str(BUS), "--task", "detect", "--model", str(path), "--conf", "0.0001", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert (out / "summary.json").exists() and list(out.glob("bus_*.png"))
+
+
+@pytest.mark.parametrize("command", ["batch", "evaluate"])
+def test_batch_and_evaluate_refuse_a_payload(tmp_path, command):
+    path, marker = _payload_pt(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "bus.jpg").write_bytes(BUS.read_bytes())
+    where = [str(images)] if command == "batch" else ["--images", "1"]
+    res = _cli(command, *where, "--task", "detect", "--model", str(path), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "--trust-pickle" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    assert not marker.exists()
