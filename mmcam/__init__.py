@@ -62,7 +62,7 @@ _LAZY = {
     "explain_vqa": ("mmcam.tasks.vqa", "explain_vqa"),
     "explain_similarity": ("mmcam.tasks.similarity", "explain_similarity"),
 }
-_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks"}
+_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks", "loading"}
 
 
 def __getattr__(name: str) -> Any:
