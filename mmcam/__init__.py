@@ -50,8 +50,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "GuidedBackprop": ("mmcam.methods.guided", "GuidedBackprop"),
-    "GuidedGradCAM": ("mmcam.methods.guided", "GuidedGradCAM"),
+    "GuidedBackprop": ("mmcam.engine.guided", "GuidedBackprop"),
+    "GuidedGradCAM": ("mmcam.engine.guided", "GuidedGradCAM"),
     "explain_classification": ("mmcam.tasks.classification", "explain_classification"),
     "ClassificationExplanation": ("mmcam.tasks.classification", "ClassificationExplanation"),
     "TTA": ("mmcam.smooth", "TTA"),
@@ -62,7 +62,7 @@ _LAZY = {
     "explain_vqa": ("mmcam.tasks.vqa", "explain_vqa"),
     "explain_similarity": ("mmcam.tasks.similarity", "explain_similarity"),
 }
-_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks"}
+_SUBMODULES = {"data", "zoo", "metrics", "render", "adapters", "explain", "smooth", "tasks", "loading"}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,8 @@
     mmcam batch COCO.json|DIR --task classify --model zoo:classifier [--out DIR]   a dataset; under torchrun: sharded
     mmcam evaluate --task classify [--method gradcam,layercam] [--images 200] [--out DIR]   metrics table (Markdown + JSON)
 
+Model files load safely by default (pickled ``.pt``/``.bin`` through restricted unpicklers,
+see ``docs/safety.md``); ``--trust-pickle`` opts in to full unpickling for trusted files.
 Errors a user can cause are reported as one line (``mmcam: error: ...``) and exit code 2,
 without a traceback. ``summary.json`` follows ``mmcam/schemas/explain_summary.schema.json``.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, MMCamError
+from .loading import load_model, load_observation
 
 TASKS = ("classify", "caption", "vqa", "detect", "segment", "action")
 ZOO_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "detr": "detect", "captioner": "caption", "vqa": "vqa", "qnet": "action"}
@@ -34,14 +37,6 @@ def _offline_env() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.cwd() / ".yolo"))
 
 
-HF_AUTO = {
-    "classify": "AutoModelForImageClassification",
-    "segment": "AutoModelForSemanticSegmentation",
-    "caption": "VisionEncoderDecoderModel",
-    "vqa": "AutoModelForVisualQuestionAnswering",
-    "detect": "AutoModelForObjectDetection",
-}
-
 #: What ``mmcam explain`` / the ``explain_*`` calls adapt, shown by ``mmcam list``.
 FAMILIES = {
     "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt",
@@ -53,81 +48,11 @@ FAMILIES = {
 }
 
 
-def load_model(spec: str, weights: str | None = None, task: str = "classify") -> tuple[Any, Any]:
-    """``(model, processor)`` for ``zoo:NAME``, an ultralytics weights/yaml file, a local HF
-    model directory (``save_pretrained`` output), or a torchvision model name (``--weights``)."""
-    if spec.startswith("zoo:"):
-        from . import zoo
-
-        return zoo.load(spec[4:])
-    path = Path(spec)
-    if spec.endswith((".pt", ".yaml", ".yml")):
-        if not path.exists() and not spec.endswith((".yaml", ".yml")):
-            raise InputError(f"ultralytics weights file {spec!r} does not exist; pass the path of your .pt file")
-        from ultralytics import YOLO
-
-        return YOLO(spec), None
-    if not path.exists() and _looks_like_hub_id(spec):
-        return _load_hf(spec, task, f"{spec!r} (no such local directory; read as an HF hub id)")
-    if path.is_dir():
-        if not (path / "config.json").exists():
-            raise InputError(f"{spec!r} is a directory without config.json; pass a local HF model directory (save_pretrained)")
-        return _load_hf(spec, task, f"directory {spec!r}")
-    import torchvision
-
-    if spec in torchvision.models.list_models(module=torchvision.models):
-        import torch
-
-        model = torchvision.models.get_model(spec, weights=None)
-        if weights:
-            state = _load_weights(Path(weights))
-            model.load_state_dict(state)
-        return model.eval(), None
-    raise InputError(
-        f"unknown model spec {spec!r}; pass zoo:NAME (see `mmcam list`), a local HF model directory, an "
-        "ultralytics .pt file, or a torchvision model name with --weights FILE"
-    )
-
-
-def _looks_like_hub_id(spec: str) -> bool:
-    import re
-
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec) is not None
-
-
-def _load_hf(spec: str, task: str, what: str) -> tuple[Any, Any]:
-    """A transformers model + processor from a local directory or the local HF cache, never
-    the network (``local_files_only``): a hub id that is not cached is a one-line error."""
-    if task not in HF_AUTO:
-        raise InputError(f"HF models are supported for tasks {sorted(HF_AUTO)}, not {task!r}")
-    import transformers
-
-    try:
-        model = getattr(transformers, HF_AUTO[task]).from_pretrained(spec, local_files_only=True).eval()
-    except OSError:
-        raise InputError(
-            f"{what} is not in the local HF cache, and loading it would need the network; on a connected machine run "
-            f"`hf download {spec}` (or save_pretrained to a directory) and pass that, or pass zoo:NAME"
-        ) from None
-    except ValueError as error:
-        raise InputError(f"{what} cannot do the {task!r} task ({str(error).splitlines()[0]}); pass a model made for it") from None
-    try:
-        processor = transformers.AutoProcessor.from_pretrained(spec, local_files_only=True)
-    except (OSError, ValueError):
-        raise InputError(f"no processor saved with {what}; save it beside the model with processor.save_pretrained()") from None
-    return model, processor
-
-
-def _load_weights(path: Path) -> dict:
-    if not path.exists():
-        raise InputError(f"weights file {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    import torch
-
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+def _check_zoo_task(model: str, task: str) -> None:
+    """A zoo model asked for another task than its own is one error up front."""
+    own = ZOO_TASKS.get(model[4:], task) if model.startswith("zoo:") else task
+    if own != task:
+        raise InputError(f"zoo model {model[4:]!r} does the {own!r} task, not {task!r}; pass --task {own}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -150,8 +75,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     if args.task == "vqa" and not args.question:
         raise InputError("the vqa task needs --question, e.g. --question 'what color is the circle ?'")
-    if args.model.startswith("zoo:") and ZOO_TASKS.get(args.model[4:], args.task) != args.task:
-        raise InputError(f"zoo model {args.model[4:]!r} does the {ZOO_TASKS[args.model[4:]]!r} task, not {args.task!r}; pass --task {ZOO_TASKS[args.model[4:]]}")
+    _check_zoo_task(args.model, args.task)
     if args.method:
         from . import methods
 
@@ -159,7 +83,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     images = _inputs(args.input, args.task)
     out = Path(args.out)
     _ensure_writable(out)
-    model, processor = load_model(args.model, args.weights, args.task)
+    model, processor = load_model(args.model, args.weights, args.task, trust_pickle=args.trust_pickle)
     ok, failed = 0, []
     from tqdm.auto import tqdm
 
@@ -205,16 +129,6 @@ def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Pat
     return task(task.read(str(path)))
 
 
-def load_observation(path: Path) -> Any:
-    """An observation ``(C, H, W)`` (frame stacks on C) from a ``.npy`` file (no pickles)."""
-    import numpy as np
-
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read observation {str(path)!r}: {error}; pass a .npy array (C, H, W) saved with numpy.save") from None
-
-
 def _inputs(path: str, task: str) -> list[Path]:
     """The files to explain: images, or ``.npy`` observations for the action task."""
     from .io import list_images
@@ -243,12 +157,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     """``mmcam batch``: a whole dataset, sharded over ``torchrun`` ranks, resumable."""
     from .batch import run_batch
 
-    if args.model.startswith("zoo:") and ZOO_TASKS.get(args.model[4:], args.task) != args.task:
-        raise InputError(f"zoo model {args.model[4:]!r} does the {ZOO_TASKS[args.model[4:]]!r} task, not {args.task!r}; pass --task {ZOO_TASKS[args.model[4:]]}")
+    _check_zoo_task(args.model, args.task)
     result = run_batch(
         args.task, args.model, args.source, args.out, batch_size=args.batch_size, num_workers=args.workers, method=args.method,
         layers=args.layer or None, question=args.question, topk=args.topk, conf=args.conf, weights=args.weights,
-        image_dir=args.image_dir, shard_size=args.shard_size, device=args.device,
+        image_dir=args.image_dir, shard_size=args.shard_size, device=args.device, trust_pickle=args.trust_pickle,
     )
     if result.rank == 0:
         print(
@@ -263,8 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import ZOO_MODEL, evaluate
 
     model = args.model or f"zoo:{ZOO_MODEL[args.task]}"
-    if model.startswith("zoo:") and ZOO_TASKS.get(model[4:], args.task) != args.task:
-        raise InputError(f"zoo model {model[4:]!r} does the {ZOO_TASKS[model[4:]]!r} task, not {args.task!r}; pass --task {ZOO_TASKS[model[4:]]}")
+    _check_zoo_task(model, args.task)
     out = Path(args.out)
     _ensure_writable(out)
     methods = [m for group in (args.method or ["gradcam"]) for m in group.split(",") if m]
@@ -277,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             args.task, model, methods=methods, layers=_layer_arg(args.layer), dataset=args.dataset, image_dir=args.image_dir, images=args.images, seed=args.seed,
             faithfulness_images=args.faithfulness_images, attributions=attributions, attribution_images=args.attribution_images,
             sanity_images=args.sanity_images, steps=args.steps, tolerance=args.tolerance, threads=args.threads,
-            command=_evaluate_command(args, model, methods, attributions), shard=(dist.rank, dist.world_size) if dist.world_size > 1 else None,
+            command=_evaluate_command(args, model, methods, attributions), trust_pickle=args.trust_pickle, shard=(dist.rank, dist.world_size) if dist.world_size > 1 else None,
         ))
     finally:
         dist.close()
@@ -298,6 +210,7 @@ def _layer_arg(groups: "list[str] | None") -> "list[str] | None":
 def _evaluate_command(args: argparse.Namespace, model: str, methods: list[str], attributions: list[str]) -> str:
     """The command that reproduces this table, every setting spelled out."""
     parts = ["mmcam evaluate", f"--task {args.task}", f"--model {model}", f"--method {','.join(methods)}"]
+    parts += ["--trust-pickle"] if args.trust_pickle else []
     parts += [f"--layer {','.join(_layer_arg(args.layer))}"] if args.layer else []
     parts += [f"--dataset {args.dataset}"] if args.dataset else []
     parts += [f"--images {args.images}", f"--seed {args.seed}", f"--faithfulness-images {args.faithfulness_images}"]
@@ -329,9 +242,14 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--model", required=True, help="zoo:NAME, a local HF model directory or cached hub id, an ultralytics .pt/.yaml, or a torchvision model name")
     p.add_argument("--weights", help="weights file for a torchvision model (.safetensors or .pt state dict)")
+    _trust_argument(p)
     p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect and YOLO segment models; gae for VisionEncoderDecoder captions and ViLT answers)")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
     p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+
+
+def _trust_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-pickle", action="store_true", help="load pickled model files (ultralytics .pt, HF .bin) with the full unpickler: only for files you trust as code (see docs/safety.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure a task's maps: localisation, faithfulness, sanity checks, with baselines")
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--model", help="as for `mmcam explain`; default: the task's zoo model")
+    _trust_argument(p)
     p.add_argument("--method", action="append", help="CAM method(s), comma-separated or repeated (default gradcam)")
     p.add_argument("--dataset", help="a COCO annotation .json (default: scenes generated from --seed)")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError, MMCamError
 from ..explain import TaskExplanation, _jsonable, map_stats
+from ..loading import load_model
 from . import store
 from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
 from ..tasks.base import Task as Engine
@@ -69,13 +70,15 @@ def run_batch(
     shard_size: int = 64,
     device: str = "cpu",
     progress: bool | None = None,
+    trust_pickle: bool = False,
 ) -> BatchResult:
     """Explain every image of ``source`` with ``task`` and write maps + an index under ``out_dir``.
 
     ``source``: a COCO annotation ``.json`` (images in ``image_dir``, default ``images/``
     beside ``annotations/``) or a folder of images. ``model_spec``: what ``mmcam explain
     --model`` takes (``zoo:NAME``, an HF directory, a YOLO ``.pt``, a torchvision name with
-    ``weights``) or a ``(model, processor)`` pair.
+    ``weights``) or a ``(model, processor)`` pair; ``trust_pickle`` as for
+    :func:`mmcam.loading.load_model` (default: pickled model files are refused).
 
     How it runs:
 
@@ -129,7 +132,7 @@ def run_batch(
             mine = shards_for_rank(num_shards, dist.rank, dist.world_size)
             pending = [s for s in mine if not store.is_done(out, s)]
             if pending:
-                model, processor = _load(model_spec, weights, task, device)
+                model, processor = _load(model_spec, weights, task, device, trust_pickle)
                 engine = build_task(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, device=device)
             explain_start = time.perf_counter()
             if pending:
@@ -302,11 +305,9 @@ def _ensure_dir(path: Path) -> None:
         raise InputError(f"cannot write to output directory {str(path.parent)!r} ({error.strerror}); pass a writable --out") from None
 
 
-def _load(model_spec: Any, weights: str | None, task: str, device: str) -> tuple[Any, Any]:
+def _load(model_spec: Any, weights: str | None, task: str, device: str, trust_pickle: bool = False) -> tuple[Any, Any]:
     if isinstance(model_spec, str):
-        from ..cli import load_model
-
-        model, processor = load_model(model_spec, weights, task)
+        model, processor = load_model(model_spec, weights, task, trust_pickle=trust_pickle)
     else:
         model, processor = model_spec
     if isinstance(model, torch.nn.Module) and device != "cpu":

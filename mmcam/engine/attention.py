@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,12 +21,11 @@ from torch import nn
 from ..errors import GradientError, MethodError, TargetError
 from ..methods.attention import encoder_decoder_relevance, self_relevance
 from .combine import normalize, upsample
+from .explanation import Explanation, detached
+from .gradients import batched_grads, looped_grads
 from .hooks import frozen_parameters
 from .inputs import Inputs
 from .targets import TargetSet
-
-if TYPE_CHECKING:
-    from .core import CAM, Explanation
 
 __all__ = ["eager_attention", "explain_with_attention"]
 
@@ -143,8 +142,6 @@ def _run(model: nn.Module, batch: Inputs) -> tuple[Any, dict[str, Any]]:
 
 def _gradients(scores: torch.Tensor, tensors: list[torch.Tensor], grad_mode: str) -> list[torch.Tensor]:
     """``(K, *t.shape)`` gradients of every score column w.r.t. each tensor (zeros where unused)."""
-    from .core import _batched_grads, _looped_grads
-
     if not scores.requires_grad:
         raise GradientError("the explained scores do not depend on the model's attention maps; pass a target computed from the model output")
     usable = [t for t in tensors if t.requires_grad]
@@ -152,13 +149,13 @@ def _gradients(scores: torch.Tensor, tensors: list[torch.Tensor], grad_mode: str
         raise GradientError("no attention map of the model is on the autograd graph; is it running under torch.no_grad()?")
     if grad_mode != "loop" and scores.shape[1] > 1:
         try:
-            grads = _batched_grads(scores, usable, retain=grad_mode == "auto")
+            grads = batched_grads(scores, usable, retain=grad_mode == "auto")
         except RuntimeError as error:  # e.g. an op without a batching rule: the loop always works
             if grad_mode == "batched":
                 raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error
-            grads = _looped_grads(scores, usable)
+            grads = looped_grads(scores, usable)
     else:
-        grads = _looped_grads(scores, usable)
+        grads = looped_grads(scores, usable)
     by_id = {id(t): g for t, g in zip(usable, grads)}
     k = scores.shape[1]
     out = [by_id.get(id(t)) for t in tensors]
@@ -194,11 +191,11 @@ def _rows(targets: TargetSet, image: int, columns: int, default: list[int], stre
     return rows
 
 
-def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: tuple[int, int] | None) -> "Explanation":
-    """``cam(inputs, targets)`` for an attention method (``cam.method.attention``)."""
-    from .core import Explanation, _detached
-
-    model, method = cam.model, cam.method
+def explain_with_attention(
+    model: nn.Module, method: Any, reshape: Any, grad_mode: str, batch: Inputs, targets: TargetSet, size: tuple[int, int] | None
+) -> Explanation:
+    """What ``CAM(model, method=...)(inputs, targets)`` returns for an attention method
+    (``method.attention``); ``reshape`` lays token relevance out on the grid."""
     with eager_attention(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
         output, parts = _run(model, batch)
         stream, maps = _streams(model, output, parts)
@@ -209,7 +206,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
         names = [f"{_TITLES[name]} x{len(v)}" for name, v in maps.items()]
         if k == 0:
             zeros = scores.new_zeros((b, 0, *(size or (1, 1))))
-            return Explanation(zeros, zeros, scores.detach(), method.name, names, [[] for _ in range(b)], _detached(output))
+            return Explanation(zeros, zeros, scores.detach(), method.name, names, [[] for _ in range(b)], detached(output))
         tensors = [t for v in maps.values() for t in v]
         if any(t.shape[0] != b for t in tensors):
             raise MethodError(
@@ -217,7 +214,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
                 f"{b}: windowed attention (e.g. Swin), not one self-attention over the image's tokens, which gae's rollout "
                 "needs. Use a CAM method"
             )
-        grads = _gradients(scores, tensors, cam.grad_mode)
+        grads = _gradients(scores, tensors, grad_mode)
     with torch.no_grad():
         attns = [t.detach() for t in tensors]
         if stream == "self":
@@ -235,7 +232,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
                     raise TargetError(f"query row {max(positions)} is out of range for {relevance.shape[2]} tokens")
                 vectors[column, image] = relevance[column, image, positions].sum(0)
         tokens = vectors.flatten(0, 1)[..., None]  # (K * B, N, 1), k-major like the CAM gradients
-        grid = cam.reshape.for_tensor(tokens, size)(tokens, size)  # (K * B, 1, h, w)
+        grid = reshape.for_tensor(tokens, size)(tokens, size)  # (K * B, 1, h, w)
         raw = torch.relu(grid[:, 0].unflatten(0, (k, b)).transpose(0, 1))
         out_maps = normalize(upsample(raw, size) if size is not None else raw)
     return Explanation(
@@ -245,7 +242,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
         method=method.name,
         layers=names,
         targets=[[repr(t) for t in targets.items(i)] for i in range(b)],
-        output=_detached(output),
+        output=detached(output),
         layer_raw=[raw],
         resolved_targets=[list(targets.items(i)) for i in range(b)],
     )

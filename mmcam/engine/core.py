@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +19,10 @@ from .. import methods as methods_mod
 from .. import reshape as reshape_mod
 from ..errors import GradientError, InputError, LayerError
 from ..methods.base import Context
+from .attention import explain_with_attention
 from .combine import fuse, normalize, upsample
+from .explanation import Explanation, detached
+from .gradients import batched_grads, looped_grads
 from .hooks import Capture, frozen_parameters, resolve_layers
 from .inputs import Inputs
 from .targets import TargetSet
@@ -33,55 +34,6 @@ GRAD_MODES = ("auto", "batched", "loop")
 # model -> the gradient strategy "auto" measured faster on it, shared by every CAM on that model
 # (the one-call task functions build a new CAM per call and would otherwise measure each time)
 _MEASURED: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
-
-
-@dataclass
-class Explanation:
-    """Class activation maps for B images × K targets.
-
-    ``maps``: ``(B, K, H, W)`` in [0, 1] at input resolution; ``raw``: ``(B, K, h, w)`` at
-    layer resolution after ReLU (several layers: summed at the finest grid); ``scores``:
-    ``(B, K)`` the explained scalars; ``output``: the model output, detached;
-    ``resolved_targets``: each image's target callables (defaults filled in).
-    """
-
-    maps: torch.Tensor
-    raw: torch.Tensor
-    scores: torch.Tensor
-    method: str
-    layers: list[str]
-    targets: list[list[str]]
-    output: Any = None
-    layer_raw: list[torch.Tensor] = field(default_factory=list)
-    resolved_targets: list[list[Any]] = field(default_factory=list)
-
-    def __repr__(self) -> str:
-        b, k, h, w = self.maps.shape
-        return f"Explanation(method={self.method!r}, layers={self.layers}, maps={b}x{k}x{h}x{w})"
-
-    def _repr_html_(self) -> str:
-        """Jupyter display: one colour-mapped map per image (row) and target (column), with
-        the target's name and explained score."""
-        import html
-
-        from ..render.overlay import colorize, data_uri
-
-        b, k, h, w = self.maps.shape
-        scale = max(1, 128 // max(h, w, 1))
-        rows = []
-        for i in range(b):
-            cells = []
-            for j in range(k):
-                name = self.targets[i][j] if i < len(self.targets) and j < len(self.targets[i]) else str(j)
-                uri = data_uri(colorize(self.maps[i, j].detach().float().cpu().numpy()), scale)
-                cells.append(
-                    f'<figure style="display:inline-block;margin:4px;text-align:center"><img src="{uri}" '
-                    f'style="image-rendering:pixelated"/><figcaption style="font-size:12px">{html.escape(str(name))} '
-                    f"({float(self.scores[i, j]):.3g})</figcaption></figure>"
-                )
-            rows.append(f"<div>image {i}: {''.join(cells)}</div>")
-        head = f"<b>{html.escape(self.method)}</b> @ {html.escape(', '.join(self.layers))} · {b}×{k} maps"
-        return f"<div>{head}{''.join(rows)}</div>"
 
 
 class CAM:
@@ -145,9 +97,7 @@ class CAM:
         batch = Inputs(inputs)
         size = tuple(input_size) if input_size is not None else batch.spatial_size
         if getattr(self.method, "attention", False):
-            from .attention import explain_with_attention
-
-            return explain_with_attention(self, batch, TargetSet(targets, batch.batch_size), size)
+            return explain_with_attention(self.model, self.method, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
         if self.layers is None:
             from .layers import default_layers
 
@@ -178,7 +128,7 @@ class CAM:
             method=self.method.name,
             layers=[name for name, _ in self.layers],
             targets=[[repr(t) for t in targets_set.items(b)] for b in range(batch.batch_size)],
-            output=_detached(output),
+            output=detached(output),
             layer_raw=per_layer,
             resolved_targets=[list(targets_set.items(b)) for b in range(batch.batch_size)],
         )
@@ -193,7 +143,7 @@ class CAM:
             method=self.method.name,
             layers=[name for name, _ in self.layers],
             targets=[[repr(t) for t in targets_set.items(i)] for i in range(b)],
-            output=_detached(output),
+            output=detached(output),
             resolved_targets=[list(targets_set.items(i)) for i in range(b)],
         )
 
@@ -220,23 +170,23 @@ class CAM:
             try:
                 # keep the graph when a failure falls back to the loop: a batched backward that
                 # fails midway has already freed the buffers of the nodes it ran
-                return self._check_grads(_batched_grads(scores, leaves, retain=self.grad_mode == "auto"), leaves)
+                return self._check_grads(batched_grads(scores, leaves, retain=self.grad_mode == "auto"), leaves)
             except RuntimeError as error:
                 if self.grad_mode == "batched":
                     raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error
                 self._choose("loop")
-        return self._check_grads(_looped_grads(scores, leaves), leaves)
+        return self._check_grads(looped_grads(scores, leaves), leaves)
 
     def _measure_modes(self, scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
         """Time both gradient strategies once and keep the faster for this model."""
         start = time.perf_counter()
         try:
-            batched = _batched_grads(scores, leaves, retain=True)
+            batched = batched_grads(scores, leaves, retain=True)
         except RuntimeError:
             self._choose("loop")
-            return self._check_grads(_looped_grads(scores, leaves), leaves)
+            return self._check_grads(looped_grads(scores, leaves), leaves)
         middle = time.perf_counter()
-        looped = _looped_grads(scores, leaves)
+        looped = looped_grads(scores, leaves)
         end = time.perf_counter()
         self._choose("batched" if middle - start <= end - middle else "loop")
         return self._check_grads(batched if self._chosen_mode == "batched" else looped, leaves)
@@ -306,43 +256,3 @@ class CAM:
         )
         cam = self.method.cam(acts.flatten(2), grid_grads, ctx)
         return torch.relu(cam).reshape(b, k, h, w)
-
-
-def _batched_grads(scores: torch.Tensor, leaves: list[torch.Tensor], retain: bool = False) -> list[torch.Tensor]:
-    k = scores.shape[1]
-    eye = torch.eye(k, dtype=scores.dtype, device=scores.device)
-    seeds = eye[:, None, :].expand(k, scores.shape[0], k).contiguous()
-    return list(
-        torch.autograd.grad(
-            scores, leaves, grad_outputs=seeds, is_grads_batched=True, allow_unused=True, retain_graph=retain
-        )
-    )
-
-
-def _looped_grads(scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor | None]:
-    k = scores.shape[1]
-    per_target = [
-        torch.autograd.grad(scores[:, j].sum(), leaves, retain_graph=j < k - 1, allow_unused=True) for j in range(k)
-    ]
-    out: list[torch.Tensor | None] = []
-    for i in range(len(leaves)):
-        column = [g[i] for g in per_target]
-        out.append(None if any(g is None for g in column) else torch.stack(column))
-    return out
-
-
-def _detached(value: Any) -> Any:
-    """A copy of a model output with every tensor detached (keeps no autograd graph)."""
-    if isinstance(value, torch.Tensor):
-        return value.detach()
-    if isinstance(value, Mapping):
-        items = {k: _detached(v) for k, v in value.items()}
-        try:
-            return type(value)(**items)
-        except TypeError:
-            return items
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_detached(v) for v in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_detached(v) for v in value)
-    return value

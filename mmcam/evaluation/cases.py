@@ -74,9 +74,9 @@ def _pixels(inputs: Any) -> torch.Tensor:
 
 
 def _classify(model, processor, sample, layers=None) -> list[Case]:
+    from ..engine.guided import GuidedBackprop
     from ..explain import label_names, prepare_image
     from ..tasks.classification import explain_classification
-    from ..methods.guided import GuidedBackprop
     from ..targets import logits_of
 
     image = sample.load_image()
@@ -274,7 +274,7 @@ def _vqa(model, processor, sample, layers=None) -> list[Case]:
 
 
 def _action(model, processor, state, layers=None) -> list[Case]:
-    from ..methods.guided import GuidedBackprop
+    from ..engine.guided import GuidedBackprop
     from ..tasks.action import explain_action
 
     obs = torch.from_numpy(state.obs)

@@ -5,8 +5,8 @@
 ['ablationcam', 'cam', 'eigencam', 'eigengradcam', 'gae', 'gradcam', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
-:func:`register`. Pixel-space methods (Guided Backprop, Guided Grad-CAM) live in
-:mod:`mmcam.methods.guided` beside them.
+:func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
+Guided Grad-CAM) live in :mod:`mmcam.engine.guided`.
 """
 from __future__ import annotations
 

@@ -29,10 +29,10 @@ def available() -> list[str]:
 
 def config(name: str) -> dict[str, Any]:
     """A shipped model's JSON config (architecture, preprocessing, labels, metrics)."""
-    path = WEIGHTS_DIR / f"{name}.json"
-    if not path.exists() or not path.with_suffix(".safetensors").exists():
-        raise InputError(f"no zoo model named {name!r}; available: {', '.join(available()) or 'none'}")
-    return json.loads(path.read_text())
+    shipped = available()
+    if name not in shipped:  # only the shipped names: never a path to another file
+        raise InputError(f"no zoo model named {name!r}; available: {', '.join(shipped) or 'none'}")
+    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
 
 
 def load(name: str) -> tuple[Any, Any]:

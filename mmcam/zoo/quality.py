@@ -5,7 +5,7 @@ The training recipes measure each model once, on the evaluation seed, when they 
 this script loads the *shipped* weights (``mmcam.zoo.load``) and measures them again on
 scenes from another seed, with each recipe's own quality function, so a reader can check the
 README's zoo table without training anything. YOLO is measured here with pycocotools (the
-same :func:`mmcam.zoo.train.coco_map` as DETR) on ultralytics' own predictions at
+same :func:`mmcam.zoo.recipes.common.coco_map` as DETR) on ultralytics' own predictions at
 ``conf=0.001``. Exit status 1 if a model misses its bar.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ SIZES = {"classifier": 500, "vit": 500, "captioner": 300, "vqa": 200, "yolo": 30
 def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]:
     """COCO mAP of an ultralytics ``YOLO`` on ``n`` fresh scenes (plain/textured/cluttered thirds)."""
     from ..data import SceneConfig, generate_scenes
-    from .train import BACKGROUNDS, coco_map
+    from .recipes.common import BACKGROUNDS, coco_map
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     scenes = [s for i in range(3) for s in generate_scenes(n // 3 + 1, seed + i, SceneConfig(background=BACKGROUNDS[i]))][:n]
@@ -56,18 +56,23 @@ def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]
 def measure(name: str, n: int, seed: int) -> dict[str, Any]:
     """Quality of the shipped ``name`` on ``n`` fresh scenes from ``seed``."""
     from . import load
-    from . import train as recipes
+    from .recipes.captioner import captioner_quality
+    from .recipes.classifier import classifier_quality
+    from .recipes.detr import detr_quality
+    from .recipes.qnet import qnet_quality
+    from .recipes.segmenter import segmenter_quality
+    from .recipes.vqa import vqa_quality
 
     model, processor = load(name)
     measures: dict[str, Callable[[], dict[str, Any]]] = {
-        "classifier": lambda: recipes.classifier_quality(model, n, seed),
-        "vit": lambda: recipes.classifier_quality(model, n, seed),
-        "captioner": lambda: recipes.captioner_quality(model, processor, n, seed),
-        "vqa": lambda: recipes.vqa_quality(model, processor, n, seed),
+        "classifier": lambda: classifier_quality(model, n, seed),
+        "vit": lambda: classifier_quality(model, n, seed),
+        "captioner": lambda: captioner_quality(model, processor, n, seed),
+        "vqa": lambda: vqa_quality(model, processor, n, seed),
         "yolo": lambda: yolo_quality(model, n, seed),
-        "detr": lambda: recipes.detr_quality(model, processor, n, seed),
-        "segmenter": lambda: recipes.segmenter_quality(model, n, seed),
-        "qnet": lambda: recipes.qnet_quality(model, n, seed),
+        "detr": lambda: detr_quality(model, processor, n, seed),
+        "segmenter": lambda: segmenter_quality(model, n, seed),
+        "qnet": lambda: qnet_quality(model, n, seed),
     }
     return measures[name]()
 

@@ -51,7 +51,7 @@ def test_explain_action_defaults_to_greedy_and_leaves_model():
 
 def _segmenter():
     from mmcam.zoo.models import build
-    from mmcam.zoo.train import train_segmenter  # noqa: F401  (the recipe's architecture)
+    from mmcam.zoo.recipes.segmenter import train_segmenter  # noqa: F401  (the recipe's architecture)
 
     torch.manual_seed(0)
     config = {

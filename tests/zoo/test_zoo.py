@@ -68,7 +68,7 @@ def test_qnet_meets_the_bar():
 def test_segmenter_meets_the_bar():
     if "segmenter" not in zoo.available():
         pytest.skip("segmenter not shipped yet")
-    from mmcam.zoo.train import segmenter_quality
+    from mmcam.zoo.recipes.segmenter import segmenter_quality
 
     assert segmenter_quality(zoo.load("segmenter")[0], n=48, seed=SEED)["mIoU"] >= 0.75
 
@@ -121,7 +121,7 @@ def test_detr_meets_the_bar():
         pytest.skip("detr not shipped: the recipe has not reached the bar on this machine (see the zoo README)")
     from transformers import DetrForObjectDetection
 
-    from mmcam.zoo.train import detr_quality
+    from mmcam.zoo.recipes.detr import detr_quality
 
     model, processor = zoo.load("detr")
     assert isinstance(model, DetrForObjectDetection) and not model.training
@@ -136,7 +136,7 @@ def test_captioner_meets_the_bar():
     _needs("captioner")
     from transformers import VisionEncoderDecoderModel
 
-    from mmcam.zoo.train import captioner_quality
+    from mmcam.zoo.recipes.captioner import captioner_quality
 
     model, processor = zoo.load("captioner")
     assert isinstance(model, VisionEncoderDecoderModel) and not model.training
@@ -145,7 +145,7 @@ def test_captioner_meets_the_bar():
 
 
 def _vqa_per_type():
-    from mmcam.zoo.train import vqa_quality
+    from mmcam.zoo.recipes.vqa import vqa_quality
 
     model, processor = zoo.load("vqa")
     return vqa_quality(model, processor, n=40, seed=SEED)["per_type"]
@@ -173,7 +173,7 @@ def test_coco_map_is_one_for_the_truth_and_zero_for_wrong_classes():
     """The mAP helper against hand-known answers: ground-truth boxes as detections score 1,
     the same boxes with every class shifted score 0."""
     from mmcam.data import SceneConfig, generate_scenes
-    from mmcam.zoo.train import coco_map
+    from mmcam.zoo.recipes.common import coco_map
 
     scenes = generate_scenes(12, SEED, SceneConfig())
 

@@ -1,4 +1,4 @@
-"""Pixel-space methods: Guided Backpropagation and Guided Grad-CAM.
+"""Pixel-space explainers composed on the engine: Guided Backpropagation and Guided Grad-CAM.
 
 Guided Backpropagation (Springenberg et al., ICLR-W 2015, https://arxiv.org/abs/1412.6806)
 passes back through every ReLU only positive gradients at positive inputs:
@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.core import CAM, _batched_grads, _looped_grads
-from ..engine.combine import normalize
-from ..engine.hooks import frozen_parameters
-from ..engine.inputs import Inputs
-from ..engine.targets import TargetSet
 from ..errors import GradientError, InputError
+from .combine import normalize
+from .core import CAM
+from .gradients import batched_grads, looped_grads
+from .hooks import frozen_parameters
+from .inputs import Inputs
+from .targets import TargetSet
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "PixelExplanation"]
 
@@ -84,7 +85,7 @@ class GuidedBackprop:
                     scores = targets_set.scores(output)
                     if not scores.requires_grad:
                         raise GradientError("the scores do not depend on the input image (no_grad or detached output)")
-                    grads = (_batched_grads(scores, [x]) if scores.shape[1] > 1 else _looped_grads(scores, [x]))[0]
+                    grads = (batched_grads(scores, [x]) if scores.shape[1] > 1 else looped_grads(scores, [x]))[0]
             finally:
                 for handle in handles:
                     handle.remove()
