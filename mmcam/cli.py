@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, MMCamError
-from .loading import load_model, load_observation
+from .loading import load_model
 
 TASKS = ("classify", "caption", "vqa", "detect", "segment", "action")
 ZOO_TASKS = {"classifier": "classify", "vit": "classify", "segmenter": "segment", "yolo": "detect", "detr": "detect", "captioner": "caption", "vqa": "vqa", "qnet": "action"}

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 import torch.nn.functional as F
 from torch import nn
 
@@ -129,11 +130,9 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
 
     image = sample.load_image()
     first = explain_detections(model, image)
-    side = first.meta["input_size"]
     if not first.meta["raw_indices"]:
         return []
-    scale_y, scale_x = side / image.shape[0], side / image.shape[1]
-    gt = [(b[0] * scale_x, b[1] * scale_y, (b[0] + b[2]) * scale_x, (b[1] + b[3]) * scale_y) for b in sample.boxes.tolist()]
+    gt = [(b[0], b[1], b[0] + b[2], b[1] + b[3]) for b in sample.boxes.tolist()]  # boxes and maps are in the photo's pixels
     keep, matched = [], []
     for k, box in enumerate(first.meta["boxes"]):
         if gt:
@@ -143,12 +142,15 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
                 matched.append(best)
     if not keep:
         return []
-    size = (side, side)
+    size = tuple(first.image.shape[:2])
     masks = _fit(torch.from_numpy(sample.masks).float(), size) > 0.5
     indices = [first.meta["raw_indices"][k] for k in keep]
     classes = [first.meta["class_ids"][k] for k in keep]
-    x = torch.from_numpy(first.image.astype(np.float32) / 255.0).permute(2, 0, 1)
-    inner = yolo.inner_model(model)
+    family = yolo.YoloFamily(model)
+    prepared = family.prepare(Image.fromarray(first.image))
+    if not prepared.frame.is_identity:
+        raise InputError(f"the detect evaluation needs scenes the model takes as they are (got {prepared.frame.pipeline}); pass scenes at the model's imgsz")
+    x, inner = prepared.inputs[0], family.inner  # the fused copy the predictor runs
     dtype = next(inner.parameters()).dtype
 
     def probabilities(xs):

@@ -12,6 +12,7 @@ from ..engine import CAM
 from ..adapters.base import Family, Prepared
 from ..adapters.frame import Frame
 from ..errors import InputError
+from ..loading import load_observation
 from ..explain import TaskExplanation
 from ..render.overlay import to_uint8_image
 from ..targets import ActionValue, GreedyActionValue
@@ -66,10 +67,7 @@ class ActionTask(Task):
 
     def read(self, path: str) -> Any:
         """An observation ``(C, H, W)`` (frame stacks on C) from a ``.npy`` file (no pickles)."""
-        try:
-            return np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise InputError(f"cannot read observation {str(path)!r}: {error}; pass a .npy array (C, H, W) saved with numpy.save") from None
+        return load_observation(path)
 
     def prepare(self, obs: Any) -> Prepared:
         x = _observation(obs)
