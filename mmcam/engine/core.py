@@ -22,6 +22,7 @@ from .. import reshape as reshape_mod
 from ..errors import GradientError, InputError, LayerError
 from ..methods.base import Context
 from .combine import fuse, normalize, upsample
+from .guard import model_lock, prepare_inputs, run_model, warn_zero_maps
 from .hooks import Capture, frozen_parameters, resolve_layers
 from .inputs import Inputs
 from .targets import TargetSet
@@ -142,20 +143,29 @@ class CAM:
     def __call__(self, inputs: Any, targets: Any = None, *, input_size: tuple[int, int] | None = None) -> Explanation:
         if torch.is_inference_mode_enabled():
             raise InputError("mmcam needs autograd: call it outside torch.inference_mode()")
-        batch = Inputs(inputs)
-        size = tuple(input_size) if input_size is not None else batch.spatial_size
-        if getattr(self.method, "attention", False):
-            from .attention import explain_with_attention
+        # one call at a time per model: hooks, frozen parameters and restored buffers are the
+        # model's, so concurrent calls would interleave them (see engine/guard.py)
+        with model_lock(self.model):
+            batch = prepare_inputs(Inputs(inputs), self.model)
+            size = tuple(input_size) if input_size is not None else batch.spatial_size
+            if getattr(self.method, "attention", False):
+                from .attention import explain_with_attention
 
-            return explain_with_attention(self, batch, TargetSet(targets, batch.batch_size), size)
-        if self.layers is None:
-            from .layers import default_layers
+                return explain_with_attention(self, batch, TargetSet(targets, batch.batch_size), size)
+            exp = self._explain(batch, TargetSet(targets, batch.batch_size), size)
+        warn_zero_maps(exp.raw, exp.targets, exp.layers)
+        return exp
 
-            self.layers = resolve_layers(self.model, default_layers(self.model, batch))
-        targets_set = TargetSet(targets, batch.batch_size)
+    def _explain(self, batch: Inputs, targets_set: TargetSet, size: tuple[int, int] | None) -> Explanation:
         with frozen_parameters(self.model):
+            if self.layers is None:
+                # the probing forward runs inside the same restore: a train-mode model's
+                # BatchNorm statistics come back exactly
+                from .layers import default_layers
+
+                self.layers = resolve_layers(self.model, default_layers(self.model, batch))
             with Capture(self.layers) as capture, torch.enable_grad():
-                output = batch.run(self.model)
+                output = run_model(self.model, batch)
             leaves = capture.check(self.model)
             with torch.enable_grad():
                 if not targets_set.resolved:

@@ -1,0 +1,173 @@
+"""Guarding one call on the user's model: one lock per model, inputs checked and cast to the
+model's dtype, the model's own errors translated, warnings for suspicious inputs and maps.
+
+* **Threads.** Hooks, ``requires_grad`` toggles and BatchNorm buffers are per model, so two
+  threads explaining with one model would interleave them (a layer "runs twice", parameters
+  stay frozen, running statistics change). :func:`model_lock` gives every model one
+  re-entrant lock, held around the whole hooked forward / backward / restore: concurrent
+  calls on one model run one after the other and each is correct; calls on different models
+  still run in parallel.
+* **Inputs.** A 3-D tensor for a 2-D convolutional model is one image without its batch
+  dimension; floating inputs are cast to the model's parameter dtype (an fp16 / bf16 model
+  takes the float32 tensor every preprocessing produces); NaN/Inf inputs warn.
+* **Errors.** An exception from the model's forward becomes a :class:`~mmcam.errors.ForwardError`
+  saying what was passed and what to pass instead, with the original as ``__cause__``.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ForwardError, InputError, MMCamError, MMCamWarning
+from .inputs import Inputs
+
+__all__ = ["model_lock", "prepare_inputs", "run_model", "warn_zero_maps", "describe"]
+
+_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock of ``model`` (one per model object, created on first use and
+    dropped with the model): hold it around anything that hooks, freezes or runs it."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's first floating parameter (or buffer), if any."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return None
+
+
+def prepare_inputs(batch: Inputs, model: nn.Module) -> Inputs:
+    """``batch`` checked against ``model`` and with its floating tensors in the model's dtype."""
+    image = batch.image
+    if isinstance(batch.value, torch.Tensor) and image is not None and image.ndim == 3:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        if convs and any(int(image.shape[0]) == m.in_channels for m in convs):
+            raise InputError(
+                f"the input tensor has shape {tuple(image.shape)}: one image (C, H, W) without a batch "
+                f"dimension, and {type(model).__name__} takes batches; pass x[None] (shape "
+                f"{(1, *image.shape)})"
+            )
+    dtype = model_dtype(model)
+    if dtype is not None:
+        batch = _cast(batch, dtype)
+    bad = [key for key, t in _floating(batch) if not bool(torch.isfinite(t).all())]
+    if bad:
+        warnings.warn(
+            f"the inputs {bad} hold NaN or Inf values (after casting to the model's {dtype}); their "
+            "maps will be empty or meaningless. Pass finite inputs (torch.nan_to_num(x)), in the "
+            "range the model was trained on",
+            MMCamWarning,
+            stacklevel=3,
+        )
+    return batch
+
+
+def _floating(batch: Inputs) -> list[tuple[str, torch.Tensor]]:
+    if isinstance(batch.value, torch.Tensor):
+        return [("input", batch.value)]
+    return [(k, v) for k, v in batch.value.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+
+
+def _cast(batch: Inputs, dtype: torch.dtype) -> Inputs:
+    if isinstance(batch.value, torch.Tensor):
+        return batch if batch.value.dtype == dtype else Inputs(batch.value.to(dtype))
+    changed = {
+        k: v.to(dtype)
+        for k, v in batch.value.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype
+    }
+    return Inputs({**batch.value, **changed}, batch.image_key) if changed else batch
+
+
+_CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
+_HINTS = (
+    (re.compile(r"same dtype|dtype.*should be the same|type \(.*\) and (weight|bias) type|Half|BFloat16", re.I),
+     "pass inputs in the model's dtype (x.to(next(model.parameters()).dtype))"),
+    (re.compile(r"same device|cuda|device type", re.I),
+     "pass inputs on the model's device (x.to(next(model.parameters()).device))"),
+    (re.compile(r"unexpected keyword argument|missing \d+ required|positional argument", re.I),
+     "pass a dict whose keys are the model's forward() arguments, or a tensor for model(x)"),
+)
+
+
+def run_model(model: nn.Module, batch: Inputs) -> Any:
+    """``batch.run(model)``; an exception of the model's forward (not mmcam's own) becomes a
+    one-line :class:`ForwardError` that says what was passed and what to pass instead."""
+    try:
+        return batch.run(model)
+    except MMCamError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise ForwardError(_forward_message(model, batch, error)) from error
+
+
+def _forward_message(model: nn.Module, batch: Inputs, error: BaseException) -> str:
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    name = type(model).__name__
+    found = _CHANNELS.search(str(error))
+    if found:
+        shape = tuple(int(s) for s in found.group(1).split(","))
+        want = int(found.group(2))
+        return (
+            f"{name} expects {want} input channels, got {found.group(3)} (inputs of shape {shape}); pass a "
+            f"(B, {want}, H, W) tensor (e.g. image.convert('RGB') for 3, x.mean(1, keepdim=True) for 1)"
+        )
+    hint = next((h for pattern, h in _HINTS if pattern.search(first)), None)
+    image = batch.image
+    if hint is None and image is not None and image.ndim == 3:
+        hint = f"if the tensor is one image (C, H, W), pass x[None] (shape {(1, *image.shape)})"
+    if hint is None:
+        hint = "pass inputs of the shape, dtype and device the model was built for"
+    return f"{name}'s forward failed on inputs {describe(batch.value)}: {type(error).__name__}: {first}; {hint}"
+
+
+def describe(value: Any, depth: int = 0) -> str:
+    """A short description of a tensor or a (nested) model output: types and shapes."""
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    if depth > 1:
+        return type(value).__name__
+    if isinstance(value, dict) or hasattr(value, "keys") and hasattr(value, "__getitem__"):
+        try:
+            items = [f"{k}: {describe(value[k], depth + 1)}" for k in list(value.keys())[:6]]
+        except Exception:  # noqa: BLE001 - a description never fails
+            return type(value).__name__
+        return f"{type(value).__name__}({', '.join(items)})"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(describe(v, depth + 1) for v in value[:4]) + (", ..." if len(value) > 4 else "")
+        return f"{type(value).__name__}[{len(value)}]({inner})"
+    return type(value).__name__
+
+
+def warn_zero_maps(raw: torch.Tensor, targets: list[list[str]], layers: list[str]) -> None:
+    """Warn when some ``(B, K, h, w)`` maps are zero everywhere after the ReLU."""
+    if raw.numel() == 0:
+        return
+    zero = raw.flatten(2).amax(-1) <= 0
+    count = int(zero.sum())
+    if count == 0:
+        return
+    b, k = (int(i) for i in zero.nonzero()[0])
+    first = targets[b][k] if b < len(targets) and k < len(targets[b]) else f"column {k}"
+    warnings.warn(
+        f"{count} of {zero.numel()} maps are all zero (first: target {first} of image {b}): the evidence "
+        f"at {layers} is negative everywhere, so the ReLU removed it. Try another layer, a method such "
+        "as 'layercam' or 'eigencam', or check the target",
+        MMCamWarning,
+        stacklevel=3,
+    )
