@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from ..errors import TargetError
+from ..errors import MMCamError, TargetError
 from ..targets import ClassLogit, logits_of
+from .guard import describe
 
 __all__ = ["TargetSet"]
 
@@ -109,10 +110,26 @@ def _as_target(t: Any) -> Callable:
     return t
 
 
+def _call(target: Callable, output: Any) -> Any:
+    """``target(output)``; an exception raised inside a user's target becomes a
+    :class:`TargetError` naming the target and what the output is (the original as cause)."""
+    try:
+        return target(output)
+    except MMCamError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure inside the user's callable
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise TargetError(
+            f"target {target!r} raised {type(error).__name__}: {first} — on a model output "
+            f"{describe(output)}; pass a target that fits this output (a class index in range, "
+            "or a callable reading the right field; see mmcam.targets)"
+        ) from error
+
+
 def _columns(targets: list[Callable], output: Any) -> torch.Tensor:
     cols = []
     for t in targets:
-        s = t(output)
+        s = _call(t, output)
         if not isinstance(s, torch.Tensor):
             raise TargetError(f"target {t!r} returned {type(s).__name__}; a target must return a tensor (B,) or (B, K)")
         if s.ndim == 1:

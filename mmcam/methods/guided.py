@@ -21,6 +21,7 @@ from torch import nn
 
 from ..engine.core import CAM, _batched_grads, _looped_grads
 from ..engine.combine import normalize
+from ..engine.guard import model_lock, prepare_inputs
 from ..engine.hooks import frozen_parameters
 from ..engine.inputs import Inputs
 from ..engine.targets import TargetSet
@@ -63,7 +64,7 @@ class GuidedBackprop:
         self.model = model
 
     def __call__(self, inputs: Any, targets: Any = None) -> PixelExplanation:
-        batch = Inputs(inputs)
+        batch = prepare_inputs(Inputs(inputs), self.model)
         image = batch.image
         if image is None or image.ndim != 4:
             raise InputError("guided backprop needs an image tensor (B, C, H, W) as input or under 'pixel_values'")
@@ -73,7 +74,7 @@ class GuidedBackprop:
         targets_set = TargetSet(targets, batch.batch_size)
         relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
         handles = []
-        with frozen_parameters(self.model):
+        with model_lock(self.model), frozen_parameters(self.model):
             try:
                 for relu in relus:
                     handles.append(relu.register_forward_hook(lambda m, a, out: _GuidedReLUGrad.apply(out)))
