@@ -123,9 +123,9 @@ class CAM:
         progress: bool | None = None,
     ):
         if not isinstance(model, nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass the model itself")
         if grad_mode not in GRAD_MODES:
-            raise InputError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+            raise InputError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}; pass one of those")
         self.model = model
         self.method = methods_mod.get(method)
         self.reshape = reshape_mod.resolve(reshape, model)
@@ -142,7 +142,7 @@ class CAM:
 
     def __call__(self, inputs: Any, targets: Any = None, *, input_size: tuple[int, int] | None = None) -> Explanation:
         if torch.is_inference_mode_enabled():
-            raise InputError("mmcam needs autograd: call it outside torch.inference_mode()")
+            raise InputError("mmcam needs autograd: call it outside torch.inference_mode() (use torch.no_grad() around your own code instead)")
         # one call at a time per model: hooks, frozen parameters and restored buffers are the
         # model's, so concurrent calls would interleave them (see engine/guard.py)
         with model_lock(self.model):
@@ -278,12 +278,13 @@ class CAM:
     def _layer_map(self, index, leaf, grad, scores, batch, targets_set, size) -> torch.Tensor:
         name, module = self.layers[index]
         shape = self.reshape.for_tensor(leaf, size)
-        acts = shape(leaf.detach(), size)
+        acts = _wide(shape(leaf.detach(), size))
+        scores = _wide(scores)
         b, c, h, w = acts.shape
         k = scores.shape[1]
         grid_grads = None
         if grad is not None:
-            grid_grads = shape(grad.flatten(0, 1), size).unflatten(0, (k, b)).transpose(0, 1)
+            grid_grads = _wide(shape(grad.flatten(0, 1), size).unflatten(0, (k, b)).transpose(0, 1))
             if not bool(torch.count_nonzero(grid_grads)) and bool(torch.count_nonzero(grad)):
                 raise GradientError(
                     f"at layer {name!r} only the prefix (CLS/register) tokens receive gradient: the "
@@ -316,6 +317,12 @@ class CAM:
         )
         cam = self.method.cam(acts.flatten(2), grid_grads, ctx)
         return torch.relu(cam).reshape(b, k, h, w)
+
+
+def _wide(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 activations and gradients weighted and normalised in float32: maps of a
+    half-precision model match its float32 twin's to float16 precision, not worse."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def _batched_grads(scores: torch.Tensor, leaves: list[torch.Tensor], retain: bool = False) -> list[torch.Tensor]:

@@ -62,6 +62,8 @@ def prepare_inputs(batch: Inputs, model: nn.Module) -> Inputs:
                 f"dimension, and {type(model).__name__} takes batches; pass x[None] (shape "
                 f"{(1, *image.shape)})"
             )
+    if batch.batch_size == 0:
+        raise InputError("the input batch is empty (0 rows); pass at least one image")
     dtype = model_dtype(model)
     if dtype is not None:
         batch = _cast(batch, dtype)
