@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 from PIL import Image
 from torch import nn
 
@@ -40,9 +41,8 @@ from mmcam.errors import (
     MMCamWarning,
     TargetError,
 )
-from modelstate import assert_same_state, snapshot
 
-SAYS_WHAT_TO_PASS = re.compile(r"\b(pass|hook|use|try)\b", re.I)
+SAYS_WHAT_TO_PASS = re.compile(r"\b(pass|hook|use|try)\b", re.IGNORECASE)
 
 
 class SmallCNN(nn.Module):

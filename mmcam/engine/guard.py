@@ -19,6 +19,8 @@ import re
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -27,7 +29,7 @@ from torch import nn
 from ..errors import ForwardError, InputError, MMCamError, MMCamWarning
 from .inputs import Inputs
 
-__all__ = ["model_lock", "prepare_inputs", "run_model", "warn_zero_maps", "describe"]
+__all__ = ["model_lock", "untouched", "prepare_inputs", "run_model", "warn_zero_maps", "describe"]
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -41,6 +43,29 @@ def model_lock(model: nn.Module) -> threading.RLock:
         if lock is None:
             lock = _LOCKS[model] = threading.RLock()
         return lock
+
+
+@contextmanager
+def untouched(model: nn.Module) -> Iterator[nn.Module]:
+    """For code that runs the model outside :class:`~mmcam.CAM` (a task's prediction pass,
+    ``generate()``, an ``eval_mode`` toggle): the model's lock held, and after the block —
+    even when it fails — every ``training`` flag, ``requires_grad`` and (when a module was in
+    training mode) every buffer put back as found. Nothing is changed during the block."""
+    with model_lock(model):
+        flags = [(m, m.training) for m in model.modules()]
+        params = [(p, p.requires_grad) for p in model.parameters()]
+        training = any(flag for _, flag in flags)
+        buffers = [(b, b.detach().clone()) for b in model.buffers()] if training else []
+        try:
+            yield model
+        finally:
+            for module, flag in flags:
+                module.training = flag
+            for param, flag in params:
+                param.requires_grad_(flag)
+            with torch.no_grad():
+                for buffer, value in buffers:
+                    buffer.copy_(value)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -98,11 +123,11 @@ def _cast(batch: Inputs, dtype: torch.dtype) -> Inputs:
 
 _CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
 _HINTS = (
-    (re.compile(r"same dtype|dtype.*should be the same|type \(.*\) and (weight|bias) type|Half|BFloat16", re.I),
+    (re.compile(r"same dtype|dtype.*should be the same|type \(.*\) and (weight|bias) type|Half|BFloat16", re.IGNORECASE),
      "pass inputs in the model's dtype (x.to(next(model.parameters()).dtype))"),
-    (re.compile(r"same device|cuda|device type", re.I),
+    (re.compile(r"same device|cuda|device type", re.IGNORECASE),
      "pass inputs on the model's device (x.to(next(model.parameters()).device))"),
-    (re.compile(r"unexpected keyword argument|missing \d+ required|positional argument", re.I),
+    (re.compile(r"unexpected keyword argument|missing \d+ required|positional argument", re.IGNORECASE),
      "pass a dict whose keys are the model's forward() arguments, or a tensor for model(x)"),
 )
 

@@ -117,7 +117,7 @@ def _call(target: Callable, output: Any) -> Any:
         return target(output)
     except MMCamError:
         raise
-    except Exception as error:  # noqa: BLE001 - any failure inside the user's callable
+    except Exception as error:  # any failure inside the user's callable
         first = (str(error).strip().splitlines() or [""])[0]
         raise TargetError(
             f"target {target!r} raised {type(error).__name__}: {first} — on a model output "

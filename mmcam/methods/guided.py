@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.core import CAM, _batched_grads, _looped_grads
 from ..engine.combine import normalize
+from ..engine.core import CAM, _batched_grads, _looped_grads
 from ..engine.guard import model_lock, prepare_inputs
 from ..engine.hooks import frozen_parameters
 from ..engine.inputs import Inputs

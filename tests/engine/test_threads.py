@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 
 import torch
+from modelstate import assert_same_state, snapshot
 from torch import nn
 
 import mmcam
 from mmcam.engine.guard import model_lock
-from modelstate import assert_same_state, snapshot
 
 
 class SmallCNN(nn.Module):
@@ -114,3 +114,38 @@ def test_lock_is_per_model_reentrant_and_dropped_with_the_model():
     del a
     gc.collect()
     assert ref() is None  # the lock table holds models weakly
+
+
+def test_untouched_restores_what_task_code_changes_and_locks():
+    """``untouched`` is for task code that runs the model outside CAM (a prediction forward
+    of a train-mode model, an eval-mode toggle, a failure midway)."""
+    from mmcam.engine.guard import untouched
+
+    model = _model()
+    before = snapshot(model)
+    try:
+        with untouched(model):
+            with torch.no_grad():
+                model(torch.rand(2, 3, 16, 16))  # train-mode BatchNorm updates its statistics
+            model.eval()
+            model.fc.weight.requires_grad_(False)
+            raise KeyError("midway")
+    except KeyError:
+        pass
+    assert_same_state(before, snapshot(model))
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with untouched(model):
+            held.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    assert not model_lock(model).acquire(timeout=0.05)  # another thread's call waits
+    release.set()
+    thread.join()
+    assert model_lock(model).acquire(timeout=1)
+    model_lock(model).release()

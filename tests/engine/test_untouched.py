@@ -6,10 +6,10 @@ import gc
 import pytest
 import torch
 import torchvision
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.errors import ForwardError
-from modelstate import assert_same_state, snapshot
 
 
 def _prepared_model():
