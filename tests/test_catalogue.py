@@ -88,6 +88,16 @@ def user_model(kind: str = "plain") -> nn.Module:
 X = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
 
 
+def tiny_vit() -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=3)
+    model = ViTForImageClassification(config).train()  # train mode: dropout flags must come back
+    model.classifier.reset_parameters()  # torchvision/HF heads may start at zero
+    return model
+
+
 def _png_declaring(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, "PNG")
@@ -244,6 +254,12 @@ BAD = [
     Bad("target-returns-numpy", _cam()(X, [lambda out: out.detach().numpy()[:, 0]]), TargetError, "returned ndarray"),
     Bad("target-returns-3d", _cam()(X, [lambda out: out[:, :, None, None].expand(2, 5, 2, 2)[..., 0]]), TargetError, r"returned shape \(2, 5, 2\)"),
     Bad("targets-different-batch", _cam()(X, [0, lambda out: out[:1, 0]]), TargetError, "different batch sizes"),
+    Bad("target-class-probability-out-of-range", _cam()(X, [mmcam.targets.ClassProbability(10)]), TargetError, "out of range"),
+    Bad("target-raw-score-of-logits", _cam()(X, [mmcam.targets.RawScore()]), TargetError, "pass index="),
+    Bad("target-action-out-of-range", _cam()(X, [mmcam.targets.ActionValue(9)]), TargetError, "action 9 is out of range"),
+    Bad("target-caption-on-class-logits", _cam()(X, [mmcam.targets.CaptionTokens([0], [1])]), TargetError, r"\(B, T, vocab\)"),
+    Bad("target-segmentation-on-class-logits", _cam()(X, [mmcam.targets.SegmentationRegion([1])]), TargetError, r"\(B, C, h, w\)"),
+    Bad("target-sum-of-mismatched-shapes", _cam()(X, [mmcam.targets.ClassLogit(0) + (lambda out: out[:, :2])]), TargetError, r"ClassLogit\(0\) \+ <function", cause=RuntimeError),
     Bad("target-detached", _cam()(X, [lambda out: out[:, 0].detach()]), GradientError, "do not depend"),
     Bad("target-constant", _cam()(X, [lambda out: out[:, 0] * 0]), GradientError, "all zero"),
     # -- layers and methods ------------------------------------------------------------
@@ -254,6 +270,8 @@ BAD = [
     Bad("layer-runs-twice", _cam("act")(torch.rand(1, 3, 16, 16), [0]), LayerError, "ran 2 times", model=lambda: SharedReLU()),
     Bad("method-unknown", _cam(method="gradcm")(X, [0]), MethodError, "close matches: 'gradcam'"),
     Bad("grad-mode-unknown", _cam(grad_mode="fast")(X, [0]), InputError, "grad_mode"),
+    Bad("gae-vit-wrong-channels", _cam(None, method="gae")({"pixel_values": torch.rand(1, 4, 16, 16)}, [0]), ForwardError, "forward failed", model=tiny_vit),
+    Bad("gae-vit-class-out-of-range", _cam(None, method="gae")({"pixel_values": torch.rand(1, 3, 16, 16)}, [5]), TargetError, "out of range", model=tiny_vit),
     Bad("gae-on-a-cnn", _cam(None, method="gae")(X, [0]), MethodError, "CAM method"),
     Bad("explain-class-out-of-range", _explain(np.zeros((8, 8, 3), np.uint8), target=9), TargetError, "out of range"),
     Bad("explain-method-unknown", _explain(np.zeros((8, 8, 3), np.uint8), method="nope"), MethodError, "pass one of: .*gradcam"),
@@ -372,6 +390,8 @@ GOOD = [
     Good("train-mode-default-layer", user_model, lambda m, t: mmcam.CAM(m)(X, [1]), lambda e: e.layers == ["block"] or pytest.fail(e.layers)),
     Good("train-mode-scorecam", user_model, lambda m, t: mmcam.CAM(m, "block", method="scorecam")(X, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
     Good("guided-gradcam-train-mode", user_model, lambda m, t: mmcam.GuidedGradCAM(m, "block")(X, [1]), lambda e: e.pixels.shape == (2, 1, 3, 16, 16) or pytest.fail()),
+    Good("gae-vit-train-mode", tiny_vit, lambda m, t: mmcam.CAM(m, None, method="gae")({"pixel_values": torch.rand(2, 3, 16, 16)}, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
+    Good("vit-default-layer-bf16", lambda: tiny_vit().to(torch.bfloat16), lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 16, 16)}, [1]), lambda e: e.layers[0].endswith("layernorm_before") or pytest.fail(e.layers)),
     Good("tiny-1x1-input", lambda: user_model("eval"), lambda m, t: mmcam.CAM(m, "block")(torch.rand(1, 3, 1, 1), [0]), lambda e: e.maps.shape == (1, 1, 1, 1) or pytest.fail()),
     Good("fp16-explain-from-path", _half(torch.float16), _explain_ok("rotated.jpg", topk=2), _shown((20, 12))),
     Good("bf16-explain-from-array", _half(torch.bfloat16), _explain_ok(np.full((10, 14, 3), 0.25, np.float32)), _shown((10, 14))),
@@ -482,3 +502,20 @@ def test_torch_compile():
 
 def test_catalogue_size():
     assert len(BAD) + len(GOOD) + 3 + 2 + 1 >= 60
+
+
+def test_gae_twice_leaves_no_transformers_capture_hooks():
+    """transformers installs output-capturing hooks on a model's first output_attentions call
+    and keeps them; gae removes the ones it caused, and the next call still captures."""
+    model = tiny_vit().eval()
+    before = snapshot(model)
+    x = {"pixel_values": torch.rand(1, 3, 16, 16)}
+    first = mmcam.CAM(model, None, method="gae")(x, [1])
+    assert_same_state(before, snapshot(model))
+    second = mmcam.CAM(model, None, method="gae")(x, [1])
+    torch.testing.assert_close(first.maps, second.maps)
+    assert_same_state(before, snapshot(model))
+    model(**x, output_attentions=True)  # the user's own call: transformers' hooks, kept as it installs them
+    hooked = snapshot(model)
+    mmcam.CAM(model, None, method="gae")(x, [1])
+    assert_same_state(hooked, snapshot(model))

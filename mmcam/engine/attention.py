@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..errors import GradientError, MethodError, TargetError
+from ..errors import ForwardError, GradientError, MethodError, MMCamError, TargetError
 from ..methods.attention import encoder_decoder_relevance, self_relevance
 from .combine import normalize, upsample
+from .guard import forward_message
 from .hooks import frozen_parameters
 from .inputs import Inputs
 from .targets import TargetSet
@@ -28,7 +29,7 @@ from .targets import TargetSet
 if TYPE_CHECKING:
     from .core import CAM, Explanation
 
-__all__ = ["eager_attention", "explain_with_attention"]
+__all__ = ["eager_attention", "explain_with_attention", "transient_capture_hooks"]
 
 SUPPORTED = (
     "Hugging Face transformers models that return attention probabilities with "
@@ -77,6 +78,36 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
     finally:
         for config, value in saved:
             config._attn_implementation_internal = value
+
+
+_INSTALLED = "_output_capturing_hooks_installed"  # transformers 5 marks models it hooked so
+
+
+@contextmanager
+def transient_capture_hooks(model: nn.Module) -> Iterator[None]:
+    """transformers 5 installs output-capturing forward hooks on a model the first time it is
+    called with ``output_attentions=True`` and keeps them, marking the model. For the call:
+    hooks that appeared on a model whose mark was set during the call are removed after, and
+    the mark put back, so the model keeps exactly the hooks it had. (If transformers stops
+    marking models, nothing is removed: its hooks stay, as after any call of the user's.)"""
+    modules = list(model.modules())
+    marks = [getattr(m, _INSTALLED, None) for m in modules]
+    hooks = [set(m._forward_hooks) for m in modules]
+    try:
+        yield
+    finally:
+        newly = [m for m, mark in zip(modules, marks) if not mark and getattr(m, _INSTALLED, None)]
+        if newly:
+            for module, before in zip(modules, hooks):
+                for key in set(module._forward_hooks) - before:
+                    for table in (module._forward_hooks, module._forward_hooks_with_kwargs, module._forward_hooks_always_called):
+                        table.pop(key, None)
+            for module, mark in zip(modules, marks):
+                if module in newly:
+                    if mark is None:
+                        delattr(module, _INSTALLED)
+                    else:
+                        setattr(module, _INSTALLED, mark)
 
 
 def _field(output: Any, name: str) -> Any:
@@ -136,6 +167,10 @@ def _run(model: nn.Module, batch: Inputs) -> tuple[Any, dict[str, Any]]:
         if isinstance(batch.value, dict):
             return model(**batch.value, output_attentions=True), parts
         return model(batch.value, output_attentions=True), parts
+    except MMCamError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise ForwardError(forward_message(model, batch, error)) from error
     finally:
         for handle in handles:
             handle.remove()
@@ -199,7 +234,7 @@ def explain_with_attention(cam: "CAM", batch: Inputs, targets: TargetSet, size: 
     from .core import Explanation, _detached
 
     model, method = cam.model, cam.method
-    with eager_attention(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
+    with eager_attention(model), transient_capture_hooks(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
         output, parts = _run(model, batch)
         stream, maps = _streams(model, output, parts)
         if not targets.resolved:

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ForwardError, InputError, MMCamError, MMCamWarning
 from .inputs import Inputs
 
-__all__ = ["model_lock", "untouched", "prepare_inputs", "run_model", "warn_zero_maps", "describe"]
+__all__ = ["model_lock", "untouched", "prepare_inputs", "run_model", "forward_message", "warn_zero_maps", "describe"]
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -140,10 +140,11 @@ def run_model(model: nn.Module, batch: Inputs) -> Any:
     except MMCamError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
-        raise ForwardError(_forward_message(model, batch, error)) from error
+        raise ForwardError(forward_message(model, batch, error)) from error
 
 
-def _forward_message(model: nn.Module, batch: Inputs, error: BaseException) -> str:
+def forward_message(model: nn.Module, batch: Inputs, error: BaseException) -> str:
+    """One line: what the model was given, its error's first line, and what to pass instead."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     name = type(model).__name__
     found = _CHANNELS.search(str(error))
