@@ -12,12 +12,9 @@ compiled module's submodules, same maps), but compiling takes ~25 s on a 2-core 
 """
 from __future__ import annotations
 
-import io
 import os
 import re
-import struct
 import warnings
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from catalogue_models import (
+    Buggy,
+    SharedReLU,
+    X,
+    all_frozen,
+    channels_last,
+    data_parallel,
+    half,
+    tiny_vit,
+    user_model,
+    with_every_hook,
+    write_file,
+)
 from modelstate import assert_same_state, snapshot
 from PIL import Image
 from torch import nn
@@ -45,116 +55,6 @@ from mmcam.errors import (
 SAYS_WHAT_TO_PASS = re.compile(r"\b(pass|hook|use|try)\b", re.IGNORECASE)
 
 
-class SmallCNN(nn.Module):
-    def __init__(self, in_channels: int = 3):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.fc = nn.Linear(16, 5)
-
-    def forward(self, x):
-        return self.fc(self.block(self.stem(x)).mean((2, 3)))
-
-
-class SharedReLU(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a, self.b, self.act = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.ReLU()
-        self.fc = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.fc(self.act(self.b(self.act(self.a(x)))).mean((2, 3)))
-
-
-class Buggy(SmallCNN):
-    def forward(self, x):
-        return super().forward(x)[:, :, None] @ torch.ones(3, 3)  # a bug in the user's model
-
-
-def user_model(kind: str = "plain") -> nn.Module:
-    """A small CNN the way users hold it: mixed training flags, a frozen parameter, a stale
-    ``.grad``, the user's own hooks."""
-    torch.manual_seed(0)
-    model = SmallCNN().train()
-    model.stem.eval()
-    model.stem[0].weight.requires_grad_(False)
-    model.fc.weight.grad = torch.full_like(model.fc.weight, 0.5)
-    model.block.register_forward_hook(lambda m, i, o: None)
-    if kind == "eval":
-        model.eval()
-    return model
-
-
-X = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-
-
-def tiny_vit() -> nn.Module:
-    from transformers import ViTConfig, ViTForImageClassification
-
-    torch.manual_seed(0)
-    config = ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, num_labels=3)
-    model = ViTForImageClassification(config).train()  # train mode: dropout flags must come back
-    model.classifier.reset_parameters()  # torchvision/HF heads may start at zero
-    return model
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
-def _write(tmp: Path, name: str) -> Path:
-    """The catalogue's files, written on demand into ``tmp``."""
-    path = tmp / name
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 255, (12, 20, 3), np.uint8)
-    good = io.BytesIO()
-    Image.fromarray(rgb).save(good, "PNG")
-    if name == "truncated.png":
-        path.write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
-    elif name == "random.jpg":
-        path.write_bytes(rng.integers(0, 255, 400, np.uint8).tobytes())
-    elif name == "empty.png":
-        path.write_bytes(b"")
-    elif name == "text.png":
-        path.write_text("hello, not a picture\n")
-    elif name == "bomb.png":
-        path.write_bytes(_png_declaring(20000, 20000))
-    elif name == "huge.png":
-        path.write_bytes(_png_declaring(8200, 8200))
-    elif name == "odd.tif":
-        Image.fromarray(np.linspace(-3, 7, 64, dtype=np.float32).reshape(8, 8)).save(path)
-    elif name == "nan.tif":
-        arr = np.zeros((8, 8), np.float32)
-        arr[2, 2] = np.nan
-        Image.fromarray(arr).save(path)
-    elif name == "rotated.jpg":
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        Image.fromarray(rgb).save(path, exif=exif)
-    elif name == "gray16.png":
-        Image.fromarray((np.arange(12 * 20).reshape(12, 20) * 200).astype(np.uint16)).save(path)
-    elif name == "unit.tif":
-        Image.fromarray(np.linspace(0, 1, 240, dtype=np.float32).reshape(12, 20)).save(path)
-    elif name == "palette.png":
-        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(path, transparency=0)
-    elif name == "la.png":
-        Image.fromarray(rgb).convert("LA").save(path)
-    elif name == "rgba.png":
-        Image.fromarray(np.dstack([rgb, rng.integers(0, 255, (12, 20), np.uint8)])).save(path)
-    elif name == "cmyk.jpg":
-        Image.fromarray(rgb).convert("CMYK").save(path)
-    elif name == "bilevel.png":
-        Image.fromarray(rgb).convert("1").save(path)
-    elif name == "dir":
-        path.mkdir()
-    return path
-
-
 @dataclass
 class Bad:
     """``call(model, tmp)`` must raise ``error`` whose message matches ``match``."""
@@ -172,7 +72,7 @@ def _cam(layers: Any = "block", **kw: Any) -> Callable:
 
 
 def _explain_file(name: str, **kw: Any) -> Callable:
-    return lambda model, tmp: mmcam.explain_classification(model, _write(tmp, name), **kw)
+    return lambda model, tmp: mmcam.explain_classification(model, write_file(tmp, name), **kw)
 
 
 def _explain(image: Any, **kw: Any) -> Callable:
@@ -305,37 +205,6 @@ def _reference(x: torch.Tensor, targets: list, layers: str = "block") -> mmcam.E
     return mmcam.CAM(user_model("eval"), layers, grad_mode="loop")(x, targets)
 
 
-def _half(dtype):
-    def build():
-        return user_model("eval").to(dtype)
-
-    return build
-
-
-def _channels_last():
-    return user_model("eval").to(memory_format=torch.channels_last)
-
-
-def _data_parallel():
-    return nn.DataParallel(user_model("eval"))
-
-
-def _all_frozen():
-    model = user_model("eval")
-    model.requires_grad_(False)
-    return model
-
-
-def _with_every_hook():
-    model = user_model("eval")
-    model.stem.register_forward_pre_hook(lambda m, a: None)
-    model.block.register_forward_hook(lambda m, a, out: out * 1.0)  # a hook that replaces the output
-    model.block.register_full_backward_hook(lambda m, gi, go: None)
-    model.fc.register_full_backward_pre_hook(lambda m, go: None)
-    model.register_forward_hook(lambda m, a, kw, out: None, with_kwargs=True)
-    return model
-
-
 @dataclass
 class Good:
     id: str
@@ -365,7 +234,7 @@ def _shown(shape: tuple[int, int]):
 
 
 def _explain_ok(image: Any, **kw: Any):
-    return lambda model, tmp: mmcam.explain_classification(model, _write(tmp, image) if isinstance(image, str) else image, **kw)
+    return lambda model, tmp: mmcam.explain_classification(model, write_file(tmp, image) if isinstance(image, str) else image, **kw)
 
 
 def _not_flat(exp):
@@ -379,22 +248,22 @@ def _photo(name: str) -> Path:
 
 
 GOOD = [
-    Good("fp16-model", _half(torch.float16), *_same_maps(atol=0.05)),
-    Good("bf16-model", _half(torch.bfloat16), *_same_maps(atol=0.08)),
+    Good("fp16-model", half(torch.float16), *_same_maps(atol=0.05)),
+    Good("bf16-model", half(torch.bfloat16), *_same_maps(atol=0.08)),
     Good("float64-input", lambda: user_model("eval"), *_same_maps(x=X.double(), atol=1e-5)),
-    Good("channels-last-model", _channels_last, *_same_maps(x=X.to(memory_format=torch.channels_last), atol=1e-5)),
-    Good("data-parallel-explicit-layer", _data_parallel, *_same_maps(layers="module.block", atol=1e-5)),
-    Good("data-parallel-default-layer", _data_parallel, lambda m, t: mmcam.CAM(m)(X, [1]), lambda e: e.layers == ["module.block"] or pytest.fail(e.layers)),
-    Good("all-parameters-frozen", _all_frozen, *_same_maps(atol=1e-5)),
-    Good("user-hooks-everywhere", _with_every_hook, *_same_maps(atol=1e-5)),
+    Good("channels-last-model", channels_last, *_same_maps(x=X.to(memory_format=torch.channels_last), atol=1e-5)),
+    Good("data-parallel-explicit-layer", data_parallel, *_same_maps(layers="module.block", atol=1e-5)),
+    Good("data-parallel-default-layer", data_parallel, lambda m, t: mmcam.CAM(m)(X, [1]), lambda e: e.layers == ["module.block"] or pytest.fail(e.layers)),
+    Good("all-parameters-frozen", all_frozen, *_same_maps(atol=1e-5)),
+    Good("user-hooks-everywhere", with_every_hook, *_same_maps(atol=1e-5)),
     Good("train-mode-default-layer", user_model, lambda m, t: mmcam.CAM(m)(X, [1]), lambda e: e.layers == ["block"] or pytest.fail(e.layers)),
     Good("train-mode-scorecam", user_model, lambda m, t: mmcam.CAM(m, "block", method="scorecam")(X, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
     Good("guided-gradcam-train-mode", user_model, lambda m, t: mmcam.GuidedGradCAM(m, "block")(X, [1]), lambda e: e.pixels.shape == (2, 1, 3, 16, 16) or pytest.fail()),
     Good("gae-vit-train-mode", tiny_vit, lambda m, t: mmcam.CAM(m, None, method="gae")({"pixel_values": torch.rand(2, 3, 16, 16)}, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
     Good("vit-default-layer-bf16", lambda: tiny_vit().to(torch.bfloat16), lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 16, 16)}, [1]), lambda e: e.layers[0].endswith("layernorm_before") or pytest.fail(e.layers)),
     Good("tiny-1x1-input", lambda: user_model("eval"), lambda m, t: mmcam.CAM(m, "block")(torch.rand(1, 3, 1, 1), [0]), lambda e: e.maps.shape == (1, 1, 1, 1) or pytest.fail()),
-    Good("fp16-explain-from-path", _half(torch.float16), _explain_ok("rotated.jpg", topk=2), _shown((20, 12))),
-    Good("bf16-explain-from-array", _half(torch.bfloat16), _explain_ok(np.full((10, 14, 3), 0.25, np.float32)), _shown((10, 14))),
+    Good("fp16-explain-from-path", half(torch.float16), _explain_ok("rotated.jpg", topk=2), _shown((20, 12))),
+    Good("bf16-explain-from-array", half(torch.bfloat16), _explain_ok(np.full((10, 14, 3), 0.25, np.float32)), _shown((10, 14))),
     Good("exif-rotated-jpeg", user_model, _explain_ok("rotated.jpg"), _shown((20, 12))),
     Good("gray-16-bit-png", user_model, _explain_ok("gray16.png"), lambda e: (_shown((12, 20))(e), _not_flat(e))),
     Good("float-tiff", user_model, _explain_ok("unit.tif"), lambda e: (_shown((12, 20))(e), _not_flat(e))),

@@ -2,13 +2,12 @@
 size limits and unreadable files — checked on pixels, not only on the absence of errors."""
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from catalogue_models import png_declaring
 from PIL import Image
 
 from mmcam.errors import InputError
@@ -136,33 +135,19 @@ def test_bad_arrays_refused_with_what_to_pass(bad, match):
     assert "pass" in str(info.value) and "\n" not in str(info.value)
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    """A real 8×8 PNG whose header (IHDR, CRC recomputed) declares ``width × height``: costs
-    nothing to write, gigabytes to decode."""
-    import io
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
-
-
 def test_decompression_bomb_refused_before_decoding(tmp_path):
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_declaring(20000, 20000))
+    path.write_bytes(png_declaring(20000, 20000))
     with pytest.raises(InputError, match="decompression bomb.*at most 67108864 pixels") as info:
         load_image(path)
     assert "\n" not in str(info.value)
     assert isinstance(info.value.__cause__, Image.DecompressionBombError)  # PIL's error, caught
     # PIL's warning band (between its limit and twice it) is refused too, not warned about
-    path.write_bytes(_png_declaring(10000, 10000))
+    path.write_bytes(png_declaring(10000, 10000))
     with pytest.raises(InputError, match="decompression bomb"):
         load_image(path, max_pixels=10**9)
     # past mmcam's limit but below PIL's: refused from the header, before decoding
-    path.write_bytes(_png_declaring(8200, 8200))
+    path.write_bytes(png_declaring(8200, 8200))
     with pytest.raises(InputError, match="8200x8200 = 67240000 pixels, more than the limit.*MAX_PIXELS"):
         load_image(path)
     with pytest.raises(InputError, match="cannot read image"):  # allowed, then the body is short
