@@ -154,3 +154,15 @@ def with_every_hook():
     model.fc.register_full_backward_pre_hook(lambda m, go: None)
     model.register_forward_hook(lambda m, a, kw, out: None, with_kwargs=True)
     return model
+
+
+def tiny_segformer() -> nn.Module:
+    """A train-mode Segformer: its decode head's BatchNorm updates statistics on any forward."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    torch.manual_seed(0)
+    config = SegformerConfig(
+        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
+    )
+    return SegformerForSemanticSegmentation(config).train()

@@ -31,6 +31,7 @@ from catalogue_models import (
     channels_last,
     data_parallel,
     half,
+    tiny_segformer,
     tiny_vit,
     user_model,
     with_every_hook,
@@ -261,6 +262,7 @@ GOOD = [
     Good("guided-gradcam-train-mode", user_model, lambda m, t: mmcam.GuidedGradCAM(m, "block")(X, [1]), lambda e: e.pixels.shape == (2, 1, 3, 16, 16) or pytest.fail()),
     Good("gae-vit-train-mode", tiny_vit, lambda m, t: mmcam.CAM(m, None, method="gae")({"pixel_values": torch.rand(2, 3, 16, 16)}, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
     Good("vit-default-layer-bf16", lambda: tiny_vit().to(torch.bfloat16), lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 16, 16)}, [1]), lambda e: e.layers[0].endswith("layernorm_before") or pytest.fail(e.layers)),
+    Good("segformer-train-mode-cam", tiny_segformer, lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 32, 32)}, [mmcam.targets.SegmentationRegion([1])]), lambda e: e.maps.shape == (1, 1, 32, 32) or pytest.fail()),
     Good("tiny-1x1-input", lambda: user_model("eval"), lambda m, t: mmcam.CAM(m, "block")(torch.rand(1, 3, 1, 1), [0]), lambda e: e.maps.shape == (1, 1, 1, 1) or pytest.fail()),
     Good("fp16-explain-from-path", half(torch.float16), _explain_ok("rotated.jpg", topk=2), _shown((20, 12))),
     Good("bf16-explain-from-array", half(torch.bfloat16), _explain_ok(np.full((10, 14, 3), 0.25, np.float32)), _shown((10, 14))),
@@ -388,3 +390,34 @@ def test_gae_twice_leaves_no_transformers_capture_hooks():
     hooked = snapshot(model)
     mmcam.CAM(model, None, method="gae")(x, [1])
     assert_same_state(hooked, snapshot(model))
+
+
+# -- task calls (the lead's task code wires engine.guard.untouched around its own forwards) --
+
+
+def test_task_wrapped_in_untouched_leaves_train_mode_segformer_as_found():
+    from mmcam.engine.guard import untouched
+
+    model = tiny_segformer()
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with untouched(model):
+            mmcam.explain_segmentation(model, image, class_id=1)
+    assert_same_state(before, snapshot(model))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="explain_segmentation's prediction forward runs outside CAM's restore (tasks/segmentation.py); "
+    "passes once the task wraps it in mmcam.engine.guard.untouched(model) — then remove this marker",
+)
+def test_explain_segmentation_leaves_train_mode_segformer_as_found():
+    model = tiny_segformer()
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mmcam.explain_segmentation(model, image, class_id=1)
+    assert_same_state(before, snapshot(model))

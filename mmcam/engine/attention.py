@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ForwardError, GradientError, MethodError, MMCamError, TargetError
 from ..methods.attention import encoder_decoder_relevance, self_relevance
 from .combine import normalize, upsample
-from .guard import forward_message
+from .guard import forward_message, transient_capture_hooks
 from .hooks import frozen_parameters
 from .inputs import Inputs
 from .targets import TargetSet
@@ -29,7 +29,7 @@ from .targets import TargetSet
 if TYPE_CHECKING:
     from .core import CAM, Explanation
 
-__all__ = ["eager_attention", "explain_with_attention", "transient_capture_hooks"]
+__all__ = ["eager_attention", "explain_with_attention"]
 
 SUPPORTED = (
     "Hugging Face transformers models that return attention probabilities with "
@@ -78,36 +78,6 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
     finally:
         for config, value in saved:
             config._attn_implementation_internal = value
-
-
-_INSTALLED = "_output_capturing_hooks_installed"  # transformers 5 marks models it hooked so
-
-
-@contextmanager
-def transient_capture_hooks(model: nn.Module) -> Iterator[None]:
-    """transformers 5 installs output-capturing forward hooks on a model the first time it is
-    called with ``output_attentions=True`` and keeps them, marking the model. For the call:
-    hooks that appeared on a model whose mark was set during the call are removed after, and
-    the mark put back, so the model keeps exactly the hooks it had. (If transformers stops
-    marking models, nothing is removed: its hooks stay, as after any call of the user's.)"""
-    modules = list(model.modules())
-    marks = [getattr(m, _INSTALLED, None) for m in modules]
-    hooks = [set(m._forward_hooks) for m in modules]
-    try:
-        yield
-    finally:
-        newly = [m for m, mark in zip(modules, marks) if not mark and getattr(m, _INSTALLED, None)]
-        if newly:
-            for module, before in zip(modules, hooks):
-                for key in set(module._forward_hooks) - before:
-                    for table in (module._forward_hooks, module._forward_hooks_with_kwargs, module._forward_hooks_always_called):
-                        table.pop(key, None)
-            for module, mark in zip(modules, marks):
-                if module in newly:
-                    if mark is None:
-                        delattr(module, _INSTALLED)
-                    else:
-                        setattr(module, _INSTALLED, mark)
 
 
 def _field(output: Any, name: str) -> Any:

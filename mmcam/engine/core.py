@@ -22,7 +22,7 @@ from .. import reshape as reshape_mod
 from ..errors import GradientError, InputError, LayerError
 from ..methods.base import Context
 from .combine import fuse, normalize, upsample
-from .guard import model_lock, prepare_inputs, run_model, warn_zero_maps
+from .guard import model_lock, prepare_inputs, run_model, transient_capture_hooks, warn_zero_maps
 from .hooks import Capture, frozen_parameters, resolve_layers
 from .inputs import Inputs
 from .targets import TargetSet
@@ -157,7 +157,7 @@ class CAM:
         return exp
 
     def _explain(self, batch: Inputs, targets_set: TargetSet, size: tuple[int, int] | None) -> Explanation:
-        with frozen_parameters(self.model):
+        with transient_capture_hooks(self.model), frozen_parameters(self.model):
             if self.layers is None:
                 # the probing forward runs inside the same restore: a train-mode model's
                 # BatchNorm statistics come back exactly

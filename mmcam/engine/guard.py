@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ForwardError, InputError, MMCamError, MMCamWarning
 from .inputs import Inputs
 
-__all__ = ["model_lock", "untouched", "prepare_inputs", "run_model", "forward_message", "warn_zero_maps", "describe"]
+__all__ = ["model_lock", "untouched", "transient_capture_hooks", "prepare_inputs", "run_model", "forward_message", "warn_zero_maps", "describe"]
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -51,7 +51,7 @@ def untouched(model: nn.Module) -> Iterator[nn.Module]:
     ``generate()``, an ``eval_mode`` toggle): the model's lock held, and after the block —
     even when it fails — every ``training`` flag, ``requires_grad`` and (when a module was in
     training mode) every buffer put back as found. Nothing is changed during the block."""
-    with model_lock(model):
+    with model_lock(model), transient_capture_hooks(model):
         flags = [(m, m.training) for m in model.modules()]
         params = [(p, p.requires_grad) for p in model.parameters()]
         training = any(flag for _, flag in flags)
@@ -66,6 +66,37 @@ def untouched(model: nn.Module) -> Iterator[nn.Module]:
             with torch.no_grad():
                 for buffer, value in buffers:
                     buffer.copy_(value)
+
+
+_INSTALLED = "_output_capturing_hooks_installed"  # transformers 5 marks models it hooked so
+
+
+@contextmanager
+def transient_capture_hooks(model: nn.Module) -> Iterator[None]:
+    """transformers 5 installs output-capturing forward hooks on a model the first time it is
+    asked for attentions or hidden states (``output_attentions=True``; Segformer's head asks its
+    encoder for hidden states on every forward) and keeps them, marking the model. For the call:
+    hooks that appeared on a model whose mark was set during the call are removed after, and
+    the mark put back, so the model keeps exactly the hooks it had. (If transformers stops
+    marking models, nothing is removed: its hooks stay, as after any call of the user's.)"""
+    modules = list(model.modules())
+    marks = [getattr(m, _INSTALLED, None) for m in modules]
+    hooks = [set(m._forward_hooks) for m in modules]
+    try:
+        yield
+    finally:
+        newly = [m for m, mark in zip(modules, marks) if not mark and getattr(m, _INSTALLED, None)]
+        if newly:
+            for module, before in zip(modules, hooks):
+                for key in set(module._forward_hooks) - before:
+                    for table in (module._forward_hooks, module._forward_hooks_with_kwargs, module._forward_hooks_always_called):
+                        table.pop(key, None)
+            for module, mark in zip(modules, marks):
+                if module in newly:
+                    if mark is None:
+                        delattr(module, _INSTALLED)
+                    else:
+                        setattr(module, _INSTALLED, mark)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError
-from .guard import model_lock, run_model
+from .guard import model_lock, run_model, transient_capture_hooks
 from .hooks import first_tensor, frozen_parameters
 
 __all__ = ["default_layers", "per_layout", "probe"]
@@ -65,7 +65,7 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
 
         return record
 
-    with model_lock(model), frozen_parameters(model):
+    with model_lock(model), transient_capture_hooks(model), frozen_parameters(model):
         try:
             for name, module in modules.items():
                 if name:
