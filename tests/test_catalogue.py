@@ -421,3 +421,23 @@ def test_explain_segmentation_leaves_train_mode_segformer_as_found():
         warnings.simplefilter("ignore")
         mmcam.explain_segmentation(model, image, class_id=1)
     assert_same_state(before, snapshot(model))
+
+
+def test_three_d_batches_that_models_expand_themselves_are_not_refused():
+    """Only a Conv2d that receives a 3-D tensor proves a missing batch dimension: a model
+    taking (B, T, F) spectrograms and adding the channel itself works with B = 1."""
+
+    class Spectrogram(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x[:, None])).mean((2, 3)))
+
+    model = Spectrogram()
+    before = snapshot(model)
+    exp = mmcam.CAM(model, "conv")(torch.rand(1, 12, 20), [0])
+    assert exp.raw.shape == (1, 1, 12, 20)
+    assert_same_state(before, snapshot(model))

@@ -7,8 +7,8 @@ model's dtype, the model's own errors translated, warnings for suspicious inputs
   re-entrant lock, held around the whole hooked forward / backward / restore: concurrent
   calls on one model run one after the other and each is correct; calls on different models
   still run in parallel.
-* **Inputs.** A 3-D tensor for a 2-D convolutional model is one image without its batch
-  dimension; floating inputs are cast to the model's parameter dtype (an fp16 / bf16 model
+* **Inputs.** A 3-D tensor that reaches a 2-D convolution is one image without its batch
+  dimension (refused); floating inputs are cast to the model's parameter dtype (an fp16 / bf16 model
   takes the float32 tensor every preprocessing produces); NaN/Inf inputs warn.
 * **Errors.** An exception from the model's forward becomes a :class:`~mmcam.errors.ForwardError`
   saying what was passed and what to pass instead, with the original as ``__cause__``.
@@ -109,15 +109,6 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
 
 def prepare_inputs(batch: Inputs, model: nn.Module) -> Inputs:
     """``batch`` checked against ``model`` and with its floating tensors in the model's dtype."""
-    image = batch.image
-    if isinstance(batch.value, torch.Tensor) and image is not None and image.ndim == 3:
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-        if convs and any(int(image.shape[0]) == m.in_channels for m in convs):
-            raise InputError(
-                f"the input tensor has shape {tuple(image.shape)}: one image (C, H, W) without a batch "
-                f"dimension, and {type(model).__name__} takes batches; pass x[None] (shape "
-                f"{(1, *image.shape)})"
-            )
     if batch.batch_size == 0:
         raise InputError("the input batch is empty (0 rows); pass at least one image")
     dtype = model_dtype(model)
@@ -166,12 +157,30 @@ _HINTS = (
 def run_model(model: nn.Module, batch: Inputs) -> Any:
     """``batch.run(model)``; an exception of the model's forward (not mmcam's own) becomes a
     one-line :class:`ForwardError` that says what was passed and what to pass instead."""
+    image = batch.image
+    handles = []
+    if image is not None and image.ndim == 3:
+        # torch's conv2d takes a 3-D tensor as ONE unbatched image: the "batch" of C rows would
+        # silently become channels. Only a conv that actually receives a 3-D tensor proves it
+        # (a spectrogram model may take (B, T, F) and add the channel itself).
+        def unbatched(module: nn.Module, args: tuple) -> None:
+            if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 3:
+                raise InputError(
+                    f"the input tensor has shape {tuple(image.shape)}, and {type(model).__name__}'s "
+                    f"{type(module).__name__} received it as one image without a batch dimension; pass "
+                    f"x[None] (shape {(1, *image.shape)})"
+                )
+
+        handles = [m.register_forward_pre_hook(unbatched) for m in model.modules() if isinstance(m, nn.Conv2d)]
     try:
         return batch.run(model)
     except MMCamError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
         raise ForwardError(forward_message(model, batch, error)) from error
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def forward_message(model: nn.Module, batch: Inputs, error: BaseException) -> str:
