@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ForwardError, InputError, MMCamError, MMCamWarning
 from .inputs import Inputs
 
-__all__ = ["model_lock", "untouched", "transient_capture_hooks", "prepare_inputs", "run_model", "forward_message", "warn_zero_maps", "describe"]
+__all__ = ["model_lock", "untouched", "transient_capture_hooks", "prepare_inputs", "cast_to_model", "run_model", "forward_message", "warn_zero_maps", "describe"]
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -112,8 +112,7 @@ def prepare_inputs(batch: Inputs, model: nn.Module) -> Inputs:
     if batch.batch_size == 0:
         raise InputError("the input batch is empty (0 rows); pass at least one image")
     dtype = model_dtype(model)
-    if dtype is not None:
-        batch = _cast(batch, dtype)
+    batch = cast_to_model(batch, model)
     bad = [key for key, t in _floating(batch) if not bool(torch.isfinite(t).all())]
     if bad:
         warnings.warn(
@@ -132,7 +131,11 @@ def _floating(batch: Inputs) -> list[tuple[str, torch.Tensor]]:
     return [(k, v) for k, v in batch.value.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
 
-def _cast(batch: Inputs, dtype: torch.dtype) -> Inputs:
+def cast_to_model(batch: Inputs, model: nn.Module) -> Inputs:
+    """``batch`` with its floating tensors in the model's floating dtype (unchanged if they are)."""
+    dtype = model_dtype(model)
+    if dtype is None:
+        return batch
     if isinstance(batch.value, torch.Tensor):
         return batch if batch.value.dtype == dtype else Inputs(batch.value.to(dtype))
     changed = {

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError
-from .guard import model_lock, run_model, transient_capture_hooks
+from .guard import cast_to_model, model_lock, run_model, transient_capture_hooks
 from .hooks import first_tensor, frozen_parameters
 
 __all__ = ["default_layers", "per_layout", "probe"]
@@ -46,7 +46,7 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
     model's BatchNorm statistics restored) and locked for the forward, whoever calls this."""
     from .inputs import Inputs
 
-    batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+    batch = cast_to_model(inputs if isinstance(inputs, Inputs) else Inputs(inputs), model)
     finished: list[str] = []
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
