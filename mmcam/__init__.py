@@ -15,7 +15,7 @@ from typing import Any
 
 from . import methods, reshape, targets
 from .engine import CAM, Explanation
-from .errors import GradientError, InputError, LayerError, MethodError, MMCamError, TargetError
+from .errors import ForwardError, GradientError, InputError, LayerError, MethodError, MMCamError, MMCamWarning, TargetError
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,8 @@ __all__ = [
     "TargetError",
     "GradientError",
     "InputError",
+    "ForwardError",
+    "MMCamWarning",
     "GuidedBackprop",
     "GuidedGradCAM",
     "explain_classification",

@@ -88,6 +88,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     summaries, explanations, names = [], [], []
+    from .io import unique_stems
+
+    stems = unique_stems(images)  # cat.png and cat.jpg in one folder do not overwrite each other
     for path in tqdm(images, desc="explaining", unit="image", disable=len(images) < 2):
         try:
             exp = _explain_one(args, model, processor, path)
@@ -96,7 +99,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             continue
         explanations.append(exp)
         names.append(path.name)
-        files = exp.save(out, stem=path.stem)
+        files = exp.save(out, stem=stems[Path(path)])
         summaries.append({"image": str(path), "files": [f.name for f in files], **exp.to_dict()})
         ok += 1
     summary = {

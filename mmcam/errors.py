@@ -15,6 +15,8 @@ __all__ = [
     "TargetError",
     "GradientError",
     "InputError",
+    "ForwardError",
+    "MMCamWarning",
     "close_matches",
 ]
 
@@ -41,6 +43,17 @@ class GradientError(MMCamError, RuntimeError):
 
 class InputError(MMCamError, ValueError):
     """Inputs of the wrong kind, shape or dtype, or unreadable image files."""
+
+
+class ForwardError(InputError, RuntimeError):
+    """The model's forward failed on the inputs given (wrong channel count, shape, device,
+    keyword arguments); the model's own exception is the ``__cause__``. A ``RuntimeError``
+    too, so code that caught torch's error still catches it."""
+
+
+class MMCamWarning(UserWarning):
+    """Something that still gives a result but probably not the one wanted: NaN/Inf inputs,
+    maps that are zero everywhere."""
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 5) -> str:

@@ -105,8 +105,8 @@ def prepare_image(image: Any, processor: Any = None, size: "int | tuple[int, int
 
     if isinstance(image, torch.Tensor) and processor is None:
         x = image if image.ndim == 4 else image[None]
-        if x.ndim != 4:
-            raise InputError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
+        if x.ndim != 4 or x.shape[0] != 1:
+            raise InputError(f"an image tensor must be (3, H, W) or (1, 3, H, W) (one image; a batch: mmcam.CAM), got {tuple(image.shape)}")
         shown = x[0].float()
         return x, to_uint8_image((shown - shown.min()) / (shown.max() - shown.min() + 1e-8))
     pil = load_image(image)

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import GradientError, MethodError, TargetError
+from ..errors import ForwardError, GradientError, MethodError, MMCamError, TargetError
 from ..methods.attention import encoder_decoder_relevance, self_relevance
 from .combine import normalize, upsample
 from .explanation import Explanation, detached
 from .gradients import batched_grads, looped_grads
+from .guard import forward_message, transient_capture_hooks
 from .hooks import frozen_parameters
 from .inputs import Inputs
 from .targets import TargetSet
@@ -135,6 +136,10 @@ def _run(model: nn.Module, batch: Inputs) -> tuple[Any, dict[str, Any]]:
         if isinstance(batch.value, dict):
             return model(**batch.value, output_attentions=True), parts
         return model(batch.value, output_attentions=True), parts
+    except MMCamError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise ForwardError(forward_message(model, batch, error)) from error
     finally:
         for handle in handles:
             handle.remove()
@@ -196,7 +201,7 @@ def explain_with_attention(
 ) -> Explanation:
     """What ``CAM(model, method=...)(inputs, targets)`` returns for an attention method
     (``method.attention``); ``reshape`` lays token relevance out on the grid."""
-    with eager_attention(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
+    with eager_attention(model), transient_capture_hooks(model), frozen_parameters(model, requires_grad=True), torch.enable_grad():
         output, parts = _run(model, batch)
         stream, maps = _streams(model, output, parts)
         if not targets.resolved:

@@ -23,6 +23,7 @@ from .attention import explain_with_attention
 from .combine import fuse, normalize, upsample
 from .explanation import Explanation, detached
 from .gradients import batched_grads, looped_grads
+from .guard import model_lock, prepare_inputs, run_model, transient_capture_hooks, warn_zero_maps
 from .hooks import Capture, frozen_parameters, resolve_layers
 from .inputs import Inputs
 from .targets import TargetSet
@@ -74,9 +75,9 @@ class CAM:
         progress: bool | None = None,
     ):
         if not isinstance(model, nn.Module):
-            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass the model itself")
         if grad_mode not in GRAD_MODES:
-            raise InputError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+            raise InputError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}; pass one of those")
         self.model = model
         self.method = methods_mod.get(method)
         self.reshape = reshape_mod.resolve(reshape, model)
@@ -93,19 +94,28 @@ class CAM:
 
     def __call__(self, inputs: Any, targets: Any = None, *, input_size: tuple[int, int] | None = None) -> Explanation:
         if torch.is_inference_mode_enabled():
-            raise InputError("mmcam needs autograd: call it outside torch.inference_mode()")
-        batch = Inputs(inputs)
-        size = tuple(input_size) if input_size is not None else batch.spatial_size
-        if getattr(self.method, "attention", False):
-            return explain_with_attention(self.model, self.method, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
-        if self.layers is None:
-            from .layers import default_layers
+            raise InputError("mmcam needs autograd: call it outside torch.inference_mode() (use torch.no_grad() around your own code instead)")
+        # one call at a time per model: hooks, frozen parameters and restored buffers are the
+        # model's, so concurrent calls would interleave them (see engine/guard.py)
+        with model_lock(self.model):
+            batch = prepare_inputs(Inputs(inputs), self.model)
+            size = tuple(input_size) if input_size is not None else batch.spatial_size
+            if getattr(self.method, "attention", False):
+                return explain_with_attention(self.model, self.method, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
+            exp = self._explain(batch, TargetSet(targets, batch.batch_size), size)
+        warn_zero_maps(exp.raw, exp.targets, exp.layers)
+        return exp
 
-            self.layers = resolve_layers(self.model, default_layers(self.model, batch))
-        targets_set = TargetSet(targets, batch.batch_size)
-        with frozen_parameters(self.model):
+    def _explain(self, batch: Inputs, targets_set: TargetSet, size: tuple[int, int] | None) -> Explanation:
+        with transient_capture_hooks(self.model), frozen_parameters(self.model):
+            if self.layers is None:
+                # the probing forward runs inside the same restore: a train-mode model's
+                # BatchNorm statistics come back exactly
+                from .layers import default_layers
+
+                self.layers = resolve_layers(self.model, default_layers(self.model, batch))
             with Capture(self.layers) as capture, torch.enable_grad():
-                output = batch.run(self.model)
+                output = run_model(self.model, batch)
             leaves = capture.check(self.model)
             with torch.enable_grad():
                 if not targets_set.resolved:
@@ -218,12 +228,13 @@ class CAM:
     def _layer_map(self, index, leaf, grad, scores, batch, targets_set, size) -> torch.Tensor:
         name, module = self.layers[index]
         shape = self.reshape.for_tensor(leaf, size)
-        acts = shape(leaf.detach(), size)
+        acts = _wide(shape(leaf.detach(), size))
+        scores = _wide(scores)
         b, c, h, w = acts.shape
         k = scores.shape[1]
         grid_grads = None
         if grad is not None:
-            grid_grads = shape(grad.flatten(0, 1), size).unflatten(0, (k, b)).transpose(0, 1)
+            grid_grads = _wide(shape(grad.flatten(0, 1), size).unflatten(0, (k, b)).transpose(0, 1))
             if not bool(torch.count_nonzero(grid_grads)) and bool(torch.count_nonzero(grad)):
                 raise GradientError(
                     f"at layer {name!r} only the prefix (CLS/register) tokens receive gradient: the "
@@ -256,3 +267,9 @@ class CAM:
         )
         cam = self.method.cam(acts.flatten(2), grid_grads, ctx)
         return torch.relu(cam).reshape(b, k, h, w)
+
+
+def _wide(tensor: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 activations and gradients weighted and normalised in float32: maps of a
+    half-precision model match its float32 twin's to float16 precision, not worse."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor

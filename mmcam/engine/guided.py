@@ -23,6 +23,7 @@ from ..errors import GradientError, InputError
 from .combine import normalize
 from .core import CAM
 from .gradients import batched_grads, looped_grads
+from .guard import model_lock, prepare_inputs
 from .hooks import frozen_parameters
 from .inputs import Inputs
 from .targets import TargetSet
@@ -64,7 +65,7 @@ class GuidedBackprop:
         self.model = model
 
     def __call__(self, inputs: Any, targets: Any = None) -> PixelExplanation:
-        batch = Inputs(inputs)
+        batch = prepare_inputs(Inputs(inputs), self.model)
         image = batch.image
         if image is None or image.ndim != 4:
             raise InputError("guided backprop needs an image tensor (B, C, H, W) as input or under 'pixel_values'")
@@ -74,7 +75,7 @@ class GuidedBackprop:
         targets_set = TargetSet(targets, batch.batch_size)
         relus = [m for m in self.model.modules() if isinstance(m, nn.ReLU)]
         handles = []
-        with frozen_parameters(self.model):
+        with model_lock(self.model), frozen_parameters(self.model):
             try:
                 for relu in relus:
                     handles.append(relu.register_forward_hook(lambda m, a, out: _GuidedReLUGrad.apply(out)))

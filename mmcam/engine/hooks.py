@@ -29,8 +29,8 @@ def resolve_layers(model: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]
         layers = [layers]
     if not isinstance(layers, Sequence) or not layers:
         raise LayerError(
-            "layers must be a module, a dotted name such as 'layer4', or a non-empty list of "
-            f"them; got {layers!r}"
+            f"cannot use {layers!r} as layers; pass a module, a dotted name such as 'layer4', or a "
+            "non-empty list of them"
         )
     names = {id(m): n for n, m in model.named_modules()}
     out = []
@@ -54,7 +54,7 @@ def resolve_layers(model: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]
                 )
             out.append((names[id(spec)] or type(spec).__name__, spec))
         else:
-            raise LayerError(f"a layer must be a module or a dotted name, got {type(spec).__name__}")
+            raise LayerError(f"cannot use {type(spec).__name__} as a layer; pass a module or a dotted name")
     return out
 
 
@@ -189,7 +189,7 @@ class Capture:
         for record in self.records:
             if record.calls == 0:
                 raise LayerError(
-                    f"layer {record.name!r} did not run during the forward pass; choose a layer "
+                    f"layer {record.name!r} did not run during the forward pass; pass a layer "
                     "on the path from the input to the output (see model.named_modules())"
                 )
             if record.calls > 1:

@@ -29,15 +29,18 @@ class Inputs:
                     "(B, C, H, W), e.g. x.float() / 255 normalised as the model expects"
                 )
             if value.ndim < 2:
-                raise InputError(f"the input tensor needs a batch dimension, got shape {tuple(value.shape)}")
+                raise InputError(
+                    f"the input tensor needs a batch dimension, got shape {tuple(value.shape)}; pass a batch "
+                    f"(B, ...), e.g. x[None] for one sample"
+                )
             self.value, self.image_key = value, None
         elif isinstance(value, Mapping):
             self.value = dict(value)
             self.image_key = image_key or _find_image_key(self.value)
         else:
             raise InputError(
-                f"inputs must be a tensor or a dict of tensors (passed as model(**inputs)), got "
-                f"{type(value).__name__}"
+                f"cannot use {type(value).__name__} as inputs; pass a tensor or a dict of tensors "
+                "(passed as model(**inputs)), e.g. torch.stack(images)"
             )
         self.batch_size = int(self.image.shape[0]) if self.image is not None else _first_batch(self.value)
 
@@ -85,4 +88,4 @@ def _first_batch(value: dict) -> int:
     for v in value.values():
         if isinstance(v, torch.Tensor) and v.ndim > 0:
             return int(v.shape[0])
-    raise InputError("the input dict holds no tensor with a batch dimension")
+    raise InputError("the input dict holds no tensor with a batch dimension; pass tensors shaped (B, ...)")

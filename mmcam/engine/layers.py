@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .hooks import first_tensor
 from ..errors import LayerError
+from .guard import cast_to_model, model_lock, run_model, transient_capture_hooks
+from .hooks import first_tensor, frozen_parameters
 
 __all__ = ["default_layers", "per_layout", "probe"]
 
@@ -41,10 +42,11 @@ _SKIP = (
 def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int, ...], int, bool]]:
     """Run ``model`` once without gradients; ``(name, module, output shape, calls, plain)`` for
     every module that returned a tensor (``plain``) or a container holding one (first
-    tensor's shape), in the order modules finished."""
+    tensor's shape), in the order modules finished. The model is left as found (a train-mode
+    model's BatchNorm statistics restored) and locked for the forward, whoever calls this."""
     from .inputs import Inputs
 
-    batch = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+    batch = cast_to_model(inputs if isinstance(inputs, Inputs) else Inputs(inputs), model)
     finished: list[str] = []
     calls: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -63,15 +65,16 @@ def probe(model: nn.Module, inputs: Any) -> list[tuple[str, nn.Module, tuple[int
 
         return record
 
-    try:
-        for name, module in modules.items():
-            if name:
-                handles.append(module.register_forward_hook(hook(name)))
-        with torch.no_grad():
-            batch.run(model)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with model_lock(model), transient_capture_hooks(model), frozen_parameters(model):
+        try:
+            for name, module in modules.items():
+                if name:
+                    handles.append(module.register_forward_hook(hook(name)))
+            with torch.no_grad():
+                run_model(model, batch)
+        finally:
+            for handle in handles:
+                handle.remove()
     return [(n, modules[n], shapes[n], calls[n], plain[n]) for n in finished]
 
 

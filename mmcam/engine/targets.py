@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 
-from ..errors import TargetError
+from ..errors import MMCamError, TargetError
 from ..targets import ClassLogit, logits_of
+from .guard import describe
 
 __all__ = ["TargetSet"]
 
@@ -30,8 +31,8 @@ class TargetSet:
             targets = [targets]
         if not isinstance(targets, Sequence) or isinstance(targets, str) or len(targets) == 0:
             raise TargetError(
-                "targets must be a target, a class index, a list of K targets for every image, or "
-                f"a list of {batch_size} lists (one per image); got {targets!r}"
+                f"cannot use {targets!r} as targets; pass a target, a class index, a list of K targets "
+                f"for every image, or a list of {batch_size} lists (one per image)"
             )
         nested = [isinstance(t, (list, tuple)) for t in targets]
         if all(nested):
@@ -45,7 +46,7 @@ class TargetSet:
             if len(lengths) != 1 or 0 in lengths:
                 raise TargetError(
                     f"per-image target lists have different lengths {sorted(lengths)}; every image "
-                    "needs the same number K of targets (explain images separately otherwise)"
+                    "needs the same number K of targets: pass K for each (or explain images separately)"
                 )
             self.per_image = [[_as_target(t) for t in ts] for ts in targets]
         elif any(nested):
@@ -105,22 +106,44 @@ def _as_target(t: Any) -> Callable:
     if isinstance(t, int):
         return ClassLogit(t)
     if not callable(t):
-        raise TargetError(f"a target must be callable (output -> scores) or a class index, got {t!r}")
+        raise TargetError(f"cannot use {t!r} as a target; pass a class index or a callable output -> scores (see mmcam.targets)")
     return t
+
+
+def _call(target: Callable, output: Any) -> Any:
+    """``target(output)``; an exception raised inside a user's target becomes a
+    :class:`TargetError` naming the target and what the output is (the original as cause)."""
+    try:
+        return target(output)
+    except MMCamError:
+        raise
+    except Exception as error:  # any failure inside the user's callable
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise TargetError(
+            f"target {target!r} raised {type(error).__name__}: {first} — on a model output "
+            f"{describe(output)}; pass a target that fits this output (a class index in range, "
+            "or a callable reading the right field; see mmcam.targets)"
+        ) from error
 
 
 def _columns(targets: list[Callable], output: Any) -> torch.Tensor:
     cols = []
     for t in targets:
-        s = t(output)
+        s = _call(t, output)
         if not isinstance(s, torch.Tensor):
-            raise TargetError(f"target {t!r} returned {type(s).__name__}; a target must return a tensor (B,) or (B, K)")
+            raise TargetError(
+                f"target {t!r} returned {type(s).__name__}; pass a target that returns a torch tensor (B,) or "
+                "(B, K) computed from the output (no .item(), .numpy() or .tolist())"
+            )
         if s.ndim == 1:
             s = s[:, None]
         if s.ndim != 2:
-            raise TargetError(f"target {t!r} returned shape {tuple(s.shape)}; a target must return (B,) or (B, K)")
+            raise TargetError(f"target {t!r} returned shape {tuple(s.shape)}; pass a target that returns (B,) or (B, K)")
         cols.append(s)
     batch = {c.shape[0] for c in cols}
     if len(batch) != 1:
-        raise TargetError(f"targets returned different batch sizes {sorted(batch)}")
+        raise TargetError(
+            f"targets returned different batch sizes {sorted(batch)}; pass targets that each return one "
+            "row per image of the batch"
+        )
     return torch.cat(cols, 1) if len(cols) > 1 else cols[0]

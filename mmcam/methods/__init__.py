@@ -71,7 +71,7 @@ def get(spec: "str | Method") -> Method:
         return EigenSmooth(key[: -len("+eigensmooth")])
     if key not in _REGISTRY:
         raise MethodError(
-            f"unknown method {spec!r}; available: {', '.join(available())} (close matches: "
+            f"unknown method {spec!r}; pass one of: {', '.join(available())} (close matches: "
             f"{close_matches(key, available())}); pixel-space methods are mmcam.GuidedBackprop "
             "and mmcam.GuidedGradCAM"
         )

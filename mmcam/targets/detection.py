@@ -82,9 +82,11 @@ class DetectionBoxScore(Target):
 
     def __init__(self, indices: Sequence[int], classes: Sequence[int], box_weight: float = 0.0):
         if len(indices) != len(classes):
-            raise TargetError("DetectionBoxScore needs one class per index")
+            raise TargetError(
+                f"DetectionBoxScore got {len(indices)} box indices and {len(classes)} classes; pass one class per index"
+            )
         if box_weight < 0:
-            raise TargetError(f"box_weight must be >= 0, got {box_weight}")
+            raise TargetError(f"box_weight must be >= 0, got {box_weight}; pass 0 for the class score alone")
         self.indices = [int(i) for i in indices]
         self.classes = [int(c) for c in classes]
         self.box_weight = float(box_weight)
@@ -93,9 +95,15 @@ class DetectionBoxScore(Target):
     def __call__(self, output: Any) -> torch.Tensor:
         logits = detection_logits(output)
         if self.indices and max(self.indices) >= logits.shape[2]:
-            raise TargetError(f"box index {max(self.indices)} is out of range for {logits.shape[2]} candidates")
-        if self.classes and max(self.classes) >= logits.shape[1]:
-            raise TargetError(f"class {max(self.classes)} is out of range for {logits.shape[1]} classes")
+            raise TargetError(
+                f"box index {max(self.indices)} is out of range for {logits.shape[2]} candidates; pass raw indices "
+                f"0..{logits.shape[2] - 1}"
+            )
+        if self.indices and min(self.indices) < 0:
+            raise TargetError(f"box index {min(self.indices)} is negative; pass raw candidate indices 0..{logits.shape[2] - 1}")
+        if self.classes and (max(self.classes) >= logits.shape[1] or min(self.classes) < 0):
+            bad = next(c for c in self.classes if not 0 <= c < logits.shape[1])
+            raise TargetError(f"class {bad} is out of range for {logits.shape[1]} classes; pass 0..{logits.shape[1] - 1}")
         scores = logits[:, self.classes, self.indices]
         if self.box_weight and self.indices:
             boxes = candidate_boxes(output)[:, self.indices]

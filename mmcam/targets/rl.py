@@ -21,7 +21,10 @@ def _action_scores(output: Any) -> torch.Tensor:
     else:
         raise TargetError(f"cannot find action values in a {type(output).__name__} output; pass a callable target")
     if scores.ndim != 2:
-        raise TargetError(f"action targets need (B, num_actions) values, got {tuple(scores.shape)}")
+        raise TargetError(
+            f"action targets need (B, num_actions) values, got {tuple(scores.shape)}; pass a callable target for "
+            "this output"
+        )
     return scores
 
 

@@ -21,7 +21,10 @@ def segmentation_logits(output: Any) -> torch.Tensor:
     except TargetError:
         logits = logits_of(output)
     if logits.ndim != 4:
-        raise TargetError(f"segmentation targets need (B, C, h, w) logits, got {tuple(logits.shape)}")
+        raise TargetError(
+            f"segmentation targets need (B, C, h, w) logits, got {tuple(logits.shape)}; pass a semantic "
+            "segmenter's output or a callable target"
+        )
     return logits
 
 

@@ -74,7 +74,7 @@ class ActionTask(Task):
         shown = _display(x, self.image, self.scale)
         return Prepared(x, shown, Frame.resize(tuple(x.shape[-2:]), tuple(x.shape[-2:]), "the observation as given"))
 
-    def explain(self, batch: list[Prepared]) -> list[ActionExplanation]:
+    def run(self, batch: list[Prepared]) -> list[ActionExplanation]:
         results: list[Any] = [None] * len(batch)
         for rows in self.groups(batch):
             x = stack([batch[i] for i in rows], self.device or device_of(self.model))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..adapters.base import Family, Prepared
-from ..errors import InputError
+from ..engine.guard import untouched
 from ..explain import TaskExplanation
 from ..io import load_image
 from ..targets.base import Target
@@ -39,6 +39,13 @@ class Task:
         return self.family.prepare(load_image(image))
 
     def explain(self, batch: list[Prepared]) -> list[TaskExplanation]:
+        """One explanation per prepared photo. The model is left exactly as found, also by the
+        task's own passes outside the engine (prediction forwards, ``generate()``, eval-mode
+        toggles), and concurrent calls on one model take turns (:func:`mmcam.engine.guard.untouched`)."""
+        with untouched(self.family.module):
+            return self.run(batch)
+
+    def run(self, batch: list[Prepared]) -> list[TaskExplanation]:
         raise NotImplementedError
 
     def __call__(self, image: Any) -> TaskExplanation:
@@ -105,8 +112,3 @@ class Decision:
     def targets(self, count: int) -> list[list[ImageItems]]:
         """One per-image target list for each of ``count`` images."""
         return [[ImageItems(self, b)] for b in range(count)]
-
-
-def check_one(items: list[Any], what: str) -> None:
-    if not items:
-        raise InputError(f"nothing to explain: pass at least one {what}")

@@ -82,7 +82,7 @@ class CaptionTask(Task):
     def prepare(self, image: Any) -> Prepared:
         return processor_inputs(self.processor, image)
 
-    def explain(self, batch: list[Prepared]) -> list[CaptionExplanation]:
+    def run(self, batch: list[Prepared]) -> list[CaptionExplanation]:
         return [self._one(prepared) for prepared in batch]
 
     def _one(self, prepared: Prepared) -> CaptionExplanation:

@@ -91,7 +91,7 @@ class ClassificationTask(Task):
             return _tensor_prepared(image)
         return self.family.prepare(load_image(image))
 
-    def explain(self, batch: list[Prepared]) -> list[ClassificationExplanation]:
+    def run(self, batch: list[Prepared]) -> list[ClassificationExplanation]:
         results: list[Any] = [None] * len(batch)
         device = self.device or device_of(self.family.module)
         for rows in self.groups(batch):

@@ -93,7 +93,7 @@ class DetectionTask(Task):
         given = None if labels is None else (dict(labels) if isinstance(labels, dict) else dict(enumerate(labels)))
         self.names = given if given is not None else getattr(self.family, "names", {})
 
-    def explain(self, batch: list[Prepared]) -> list[DetectionExplanation]:
+    def run(self, batch: list[Prepared]) -> list[DetectionExplanation]:
         results: list[Any] = [None] * len(batch)
         device = self.device or device_of(self.family.module)
         for rows in self.groups(batch):

@@ -128,7 +128,7 @@ class SegmentationTask(Task):
             id2label = getattr(getattr(model, "config", None), "id2label", {}) or {}
             self.names = dict(enumerate(labels)) if labels else {int(k): str(v) for k, v in id2label.items()}
 
-    def explain(self, batch: list[Prepared]) -> list[SegmentationExplanation]:
+    def run(self, batch: list[Prepared]) -> list[SegmentationExplanation]:
         results: list[Any] = [None] * len(batch)
         device = self.device or device_of(self.family.module)
         for rows in self.groups(batch):

@@ -115,7 +115,7 @@ class VQATask(Task):
     def prepare(self, image: Any) -> Prepared:
         return processor_inputs(self.processor, image, text=self.question)
 
-    def explain(self, batch: list[Prepared]) -> list[VQAExplanation]:
+    def run(self, batch: list[Prepared]) -> list[VQAExplanation]:
         if self.vilt:
             return [_explain_vilt(self.model, p, self.question, self.answer, self.method, self.layers) for p in batch]
         return [_explain_generative(self.model, self.processor, p, self.question, self.answer, self.method, self.layers, self.max_length) for p in batch]

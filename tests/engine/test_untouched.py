@@ -6,9 +6,10 @@ import gc
 import pytest
 import torch
 import torchvision
+from modelstate import assert_same_state, snapshot
 
 import mmcam
-from modelstate import assert_same_state, snapshot
+from mmcam.errors import ForwardError
 
 
 def _prepared_model():
@@ -36,16 +37,58 @@ def test_untouched_after_exception_in_target():
     def broken(output):
         raise RuntimeError("target failed")
 
-    with pytest.raises(RuntimeError, match="target failed"):
+    with pytest.raises(mmcam.TargetError, match="target <function .*broken.* raised RuntimeError: target failed") as info:
         mmcam.CAM(model, "layer4")(torch.randn(2, 3, 64, 64), [broken])
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "Tensor(2, 5) float32" in str(info.value)  # what the output was
     assert_same_state(before, snapshot(model))
 
 
 def test_untouched_after_exception_in_forward():
     model = _prepared_model()
     before = snapshot(model)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ForwardError, match=r"expects 3 input channels, got 5.*pass a \(B, 3, H, W\)"):
         mmcam.CAM(model, "layer4")(torch.randn(2, 5, 64, 64), [0])  # wrong channel count
+    assert_same_state(before, snapshot(model))
+
+
+class _BNNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        )
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def test_default_layer_probing_leaves_train_mode_batchnorm_untouched():
+    """The probing forward (layers=None) runs inside the same restore as the explained one."""
+    torch.manual_seed(0)
+    model = _BNNet().train()
+    before = snapshot(model)
+    exp = mmcam.CAM(model)(torch.randn(2, 3, 16, 16), [1])
+    assert exp.layers == ["features"]
+    assert_same_state(before, snapshot(model))
+    # the probe alone, as adapters call it, also restores
+    from mmcam.engine.layers import probe
+
+    probe(model, torch.randn(2, 3, 16, 16))
+    assert_same_state(before, snapshot(model))
+
+
+def test_untouched_after_failure_midway_with_default_layers():
+    model = _BNNet().train()
+    before = snapshot(model)
+
+    def broken(output):
+        return output[:, 99]
+
+    with pytest.raises(mmcam.TargetError, match="IndexError"):
+        mmcam.CAM(model)(torch.randn(2, 3, 16, 16), [broken])
     assert_same_state(before, snapshot(model))
 
 
