@@ -9,7 +9,8 @@ of ``h × w`` by a per-axis scale and an offset::
 (letterbox: offsets are the top / left padding; a centre crop: negative offsets). A
 :class:`Frame` records those facts; boxes and maps go back through its inverse, so
 everything a task returns is in the photo's coordinates. Maps are resampled at the photo's
-pixel centres (``grid_sample``, zero outside the model's view, e.g. a cropped-away border).
+pixel centres: the photo's region of the input (inside any letterbox padding) is cropped and
+resized to the photo; a centre crop is undone by sampling, zero outside the model's view.
 """
 from __future__ import annotations
 
@@ -70,27 +71,33 @@ class Frame:
         return self._sample(logits.float(), "bilinear")
 
     def _sample(self, x: torch.Tensor, mode: str) -> torch.Tensor:
-        if self.is_identity and tuple(x.shape[-2:]) == self.photo:
-            return x
-        if self.offset == (0.0, 0.0) and self._covers_input:
-            # a plain resize: interpolate the whole grid (exactly what the processors' own
-            # post-processing does with target_sizes)
-            kwargs = {} if mode == "nearest" else {"align_corners": False}
-            return F.interpolate(x, size=self.photo, mode=mode, **kwargs)
+        kwargs = {} if mode == "nearest" else {"align_corners": False}
         (ph, pw), (ih, iw), (sy, sx), (oy, ox) = self.photo, self.input, self.scale, self.offset
-        ys = ((torch.arange(ph, dtype=torch.float32, device=x.device) + 0.5) * sy + oy) / ih * 2 - 1
-        xs = ((torch.arange(pw, dtype=torch.float32, device=x.device) + 0.5) * sx + ox) / iw * 2 - 1
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1)[None].expand(x.shape[0], -1, -1, -1)
-        return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        gh, gw = x.shape[-2:]
+        if self.is_identity and (gh, gw) == self.photo:
+            return x
+        if oy >= 0 and ox >= 0:
+            # the photo lies inside the input (a plain resize, letterbox padding, bottom/right
+            # padding): crop its region on the map's grid and resize that to the photo, as
+            # ultralytics' scale_masks and the processors' target_sizes post-processing do
+            top, bottom = round(oy * gh / ih), round((oy + ph * sy) * gh / ih)
+            left, right = round(ox * gw / iw), round((ox + pw * sx) * gw / iw)
+            crop = x[..., max(top, 0) : max(bottom, top + 1), max(left, 0) : max(right, left + 1)]
+            return F.interpolate(crop, size=self.photo, mode=mode, **kwargs)
+        # the input is a crop of the photo: sample the input at the photo's pixel centres, zero
+        # where the model saw nothing
+        if (gh, gw) != (ih, iw):
+            x = F.interpolate(x, size=(ih, iw), mode=mode, **kwargs)
+        ys = (torch.arange(ph, dtype=torch.float32, device=x.device) + 0.5) * sy + oy
+        xs = (torch.arange(pw, dtype=torch.float32, device=x.device) + 0.5) * sx + ox
+        grid = torch.stack(torch.meshgrid(ys / ih * 2 - 1, xs / iw * 2 - 1, indexing="ij")[::-1], -1)[None].expand(x.shape[0], -1, -1, -1)
+        sampled = F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+        seen = ((ys >= 0) & (ys < ih))[:, None] & ((xs >= 0) & (xs < iw))[None, :]
+        return sampled * seen.to(sampled.dtype)
 
     @property
     def is_identity(self) -> bool:
         return self.photo == self.input and self.offset == (0.0, 0.0)
-
-    @property
-    def _covers_input(self) -> bool:
-        (ph, pw), (ih, iw), (sy, sx) = self.photo, self.input, self.scale
-        return abs(ph * sy - ih) < 0.5 and abs(pw * sx - iw) < 0.5
 
     def to_meta(self) -> dict[str, Any]:
         """What ``meta["pipeline"]`` records: the input size, scale and padding / crop offset."""
