@@ -84,24 +84,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _ensure_writable(out)
     model, processor = load_model(args.model, args.weights, args.task, trust_pickle=args.trust_pickle)
-    ok, failed = 0, []
+    task = _task(args, model, processor)  # one task object for every file: its errors come once, up front
     from tqdm.auto import tqdm
 
-    summaries, explanations, names = [], [], []
     from .io import unique_stems
 
     stems = unique_stems(images)  # cat.png and cat.jpg in one folder do not overwrite each other
-    for path in tqdm(images, desc="explaining", unit="image", disable=len(images) < 2):
-        try:
-            exp = _explain_one(args, model, processor, path)
-        except MMCamError as error:
-            failed.append({"image": str(path), "reason": str(error)})
-            continue
-        explanations.append(exp)
-        names.append(path.name)
-        files = exp.save(out, stem=stems[Path(path)])
-        summaries.append({"image": str(path), "files": [f.name for f in files], **exp.to_dict()})
-        ok += 1
+    summaries, explanations, names, failed, interrupted = [], [], [], [], False
+    try:
+        for path in tqdm(images, desc="explaining", unit="image", disable=len(images) < 2):
+            try:
+                exp = task(task.read(str(path)))
+            except MMCamError as error:
+                failed.append({"image": str(path), "reason": str(error)})
+                continue
+            files = _save_whole(exp, out, stems[Path(path)])
+            explanations.append(exp)
+            names.append(path.name)
+            summaries.append({"image": str(path), "files": [f.name for f in files], **exp.to_dict()})
+    except KeyboardInterrupt:  # Ctrl-C: the summary and report of what was done, no half-written file
+        interrupted = True
     summary = {
         "command": " ".join(["mmcam"] + sys.argv[1:]),
         "task": args.task,
@@ -110,6 +112,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         "failed": failed,
         "versions": _versions(),
     }
+    if interrupted:
+        summary["interrupted"] = f"stopped by the user after {len(summaries) + len(failed)} of {len(images)} file(s)"
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if explanations:
         from .render.report import write_report
@@ -117,19 +121,32 @@ def cmd_explain(args: argparse.Namespace) -> int:
         write_report(out / "report.html", explanations, title=f"mmcam explain · {args.task} · {args.model}", names=names)
     for item in failed:
         print(f"mmcam: skipped {item['image']}: {item['reason']}", file=sys.stderr)
-    print(f"explained {ok} of {len(images)} image(s) -> {out}")
-    return 0 if ok else 1
+    print(f"explained {len(summaries)} of {len(images)} image(s) -> {out}" + (" (interrupted)" if interrupted else ""))
+    if interrupted:
+        return 130
+    return 0 if summaries else 1
 
 
-def _explain_one(args: argparse.Namespace, model: Any, processor: Any, path: Path):
-    """One file through the task object ``mmcam batch`` runs too (its own read and pipeline)."""
+def _task(args: argparse.Namespace, model: Any, processor: Any) -> Any:
+    """The task object ``mmcam batch`` runs too (the model family's own read and pipeline)."""
     from .tasks.registry import build_task
 
-    task = build_task(
+    return build_task(
         args.task, model, processor, method=args.method or None, layers=args.layer or None, topk=args.topk, conf=args.conf,
         question=args.question, box_weight=getattr(args, "box_weight", 0.0),
     )
-    return task(task.read(str(path)))
+
+
+def _save_whole(exp: Any, out: Path, stem: str) -> list[Path]:
+    """``exp.save`` into a temporary folder, then each file moved into ``out``: an interrupted
+    save leaves no half-written file behind."""
+    import shutil
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{stem}-", dir=out))
+    try:
+        return [Path(shutil.move(str(f), str(out / f.name))) for f in exp.save(staging, stem=stem)]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _inputs(path: str, task: str) -> list[Path]:
@@ -248,22 +265,42 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     _trust_argument(p)
     p.add_argument("--method", help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect and YOLO segment models; gae for VisionEncoderDecoder captions and ViLT answers)")
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
-    p.add_argument("--topk", type=int, default=1, help="classify: explain the k top classes")
+    p.add_argument("--topk", type=_positive, default=1, help="classify: explain the k top classes")
 
 
 def _trust_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-pickle", action="store_true", help="load pickled model files (ultralytics .pt, HF .bin) with the full unpickler: only for files you trust as code (see docs/safety.md)")
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a confidence in [0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmcam", description="Explain what a vision model looked at.")
+    parser = argparse.ArgumentParser(
+        prog="mmcam", description="Explain what a vision model looked at.",
+        epilog="exit codes: 0 done, 1 nothing explained, 2 usage or input error, 3 unexpected error (add --debug for the traceback), 130 interrupted",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="methods, tasks and zoo models")
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("explain", help="explain an image or a folder of images")
     p.add_argument("input", help="an image file or a directory of images (action: .npy observations)")
     _model_arguments(p)
-    p.add_argument("--conf", type=float, default=0.25, help="detect (and YOLO segment models): confidence threshold")
+    p.add_argument("--conf", type=_probability, default=0.25, help="detect (and YOLO segment models): confidence threshold")
     p.add_argument("--box-weight", type=float, default=0.0, help="detect: add box-weight x IoU with the kept box to each box's score (for scorecam/ablationcam)")
     p.add_argument("--question", help="vqa: the question to answer")
     p.add_argument("--out", default="out/explain")
@@ -275,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="a whole dataset (COCO .json or image folder), batched, sharded under torchrun, resumable")
     p.add_argument("source", help="a COCO annotation .json (images in --image-dir) or a folder of images (action: of .npy observations)")
     _model_arguments(p)
-    p.add_argument("--conf", type=float, help="detect: confidence threshold (default: the detector's own, 0.25 for YOLO)")
+    p.add_argument("--conf", type=_probability, help="detect: confidence threshold (default: the detector's own, 0.25 for YOLO)")
     p.add_argument("--question", help="vqa: the question asked of every image")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward (classify, segment, action, detect on YOLO; caption/vqa go image by image)")
@@ -307,16 +344,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit codes: 0 done, 1 nothing could be explained, 2 a usage or input error (one line, no
+#: traceback), 3 an unexpected error (one line; ``--debug`` shows the traceback), 130 Ctrl-C
+EXIT_OK, EXIT_NOTHING, EXIT_INPUT, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
 def main(argv: list[str] | None = None) -> int:
     _offline_env()
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.fn(args)
     except MMCamError as error:
-        print(f"mmcam: error: {error}", file=sys.stderr)
-        return 2
+        if debug:
+            raise
+        print(f"mmcam: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt:
-        return 130
+        print("mmcam: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the one line a user sees instead of a traceback
+        if debug:
+            raise
+        print(f"mmcam: error: unexpected {type(error).__name__}: {_one_line(error)} (run again with --debug for the traceback)", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 if __name__ == "__main__":

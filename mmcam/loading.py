@@ -93,6 +93,16 @@ _SAFE_LOAD_LOCK = threading.Lock()
 
 def _load_yolo(spec: str, trust_pickle: bool) -> Any:
     """``ultralytics.YOLO(spec)``; unless trusted, under ultralytics' restricted loading."""
+    try:
+        return _yolo(spec, trust_pickle)
+    except FileNotFoundError as error:
+        raise InputError(
+            f"{spec!r} is neither a file nor an ultralytics model yaml ({' '.join(str(error).split())}); pass the path of your "
+            ".pt / .yaml file, or a yaml name ultralytics ships (yolov8n.yaml, yolo11n-seg.yaml, ...)"
+        ) from None
+
+
+def _yolo(spec: str, trust_pickle: bool) -> Any:
     from ultralytics import YOLO
 
     if trust_pickle:

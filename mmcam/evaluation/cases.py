@@ -128,6 +128,11 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
     from ..adapters import ultralytics as yolo
     from ..tasks.detection import explain_detections
 
+    if not yolo.is_yolo(model):
+        raise InputError(
+            f"mmcam evaluate --task detect measures ultralytics YOLO detectors (e.g. --model zoo:yolo); got {type(model).__name__}. "
+            "For DETR-family pointing run python -m bench.localization"
+        )
     image = sample.load_image()
     first = explain_detections(model, image)
     if not first.meta["raw_indices"]:
