@@ -42,8 +42,8 @@ FAMILIES = {
     "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt",
     "detect": "ultralytics YOLOv8/11 detect/segment (the YOLO object); HF DETR, Conditional DETR, RT-DETR (local directory); torchvision Faster R-CNN, RetinaNet, FCOS (Python API)",
     "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn; ultralytics YOLOv8/11 segment (one map per instance mask)",
-    "caption": "HF VisionEncoderDecoderModel (see README for BLIP / GIT)",
-    "vqa": "HF ViltForQuestionAnswering (see README for BLIP-VQA)",
+    "caption": "HF VisionEncoderDecoderModel (local directory); BLIP / GIT captioners through the Python API",
+    "vqa": "HF ViltForQuestionAnswering (local directory); BLIP-VQA through the Python API",
     "action": "any Q-network or policy nn.Module on (C, H, W) observations (.npy files)",
 }
 

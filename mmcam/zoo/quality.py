@@ -4,7 +4,7 @@
 The training recipes measure each model once, on the evaluation seed, when they finish;
 this script loads the *shipped* weights (``mmcam.zoo.load``) and measures them again on
 scenes from another seed, with each recipe's own quality function, so a reader can check the
-README's zoo table without training anything. YOLO is measured here with pycocotools (the
+the zoo table (docs/zoo.md) without training anything. YOLO is measured here with pycocotools (the
 same :func:`mmcam.zoo.recipes.common.coco_map` as DETR) on ultralytics' own predictions at
 ``conf=0.001``. Exit status 1 if a model misses its bar.
 """
