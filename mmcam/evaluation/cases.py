@@ -268,7 +268,7 @@ def _vqa(model, processor, sample, layers=None) -> list[Case]:
             mask = torch.ones(xs.shape[0], *xs.shape[-2:], dtype=torch.long)
             return model(**batch, pixel_values=xs, pixel_mask=mask).logits.sigmoid()[:, [a]]
 
-        def explain(m, method, q=qa.question, ans=answer):
+        def explain(m, method, q=qa.question, ans=answer, size=size):
             return _fit(explain_vqa(m, processor, image, q, answer=ans, method=method, layers=layers).maps, size)
 
         masks = _union(sample.masks, qa.object_ids, size)[None]

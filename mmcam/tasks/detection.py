@@ -100,7 +100,7 @@ class DetectionTask(Task):
             prepared = [batch[i] for i in rows]
             frames = [p.frame for p in prepared]
             inputs = stack(prepared, device)
-            decision = Decision(lambda output: self.family.decide(output, frames), self.family.box_scores, "KeptBoxes")
+            decision = Decision(lambda output, frames=frames: self.family.decide(output, frames), self.family.box_scores, "KeptBoxes")
             with self.family.context():
                 layers, reshape = self.family.layers_and_reshape(inputs, self.layers)
                 cam = CAM(self.family.module, layers, method=self.method, reshape=reshape)

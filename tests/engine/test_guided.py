@@ -37,7 +37,7 @@ def test_guided_backprop_matches_reference():
             return GuidedReLU.apply(inp)
 
     ref = copy.deepcopy(model)
-    for name, module in list(ref.named_modules()):
+    for _name, module in list(ref.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, torch.nn.ReLU):
                 setattr(module, child_name, Wrapped())

@@ -40,7 +40,7 @@ def _cases(task, model, processor, samples):
 
 def test_classify_links_the_predicted_class(samples):
     model, processor = zoo.load("classifier")
-    for case, sample in zip(_cases("classify", model, processor, samples), samples):
+    for case, _sample in zip(_cases("classify", model, processor, samples), samples):
         p = _check(case)
         with torch.no_grad():
             probs = model(case.pixels[None]).softmax(-1)[0]
