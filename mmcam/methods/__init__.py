@@ -16,6 +16,7 @@ from ..errors import MethodError, close_matches
 from .attention import GenericAttention
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
+from .cells import SARFA, CellOcclusion, CellShapley
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .perturbation import AblationCAM, ScoreCAM
@@ -41,6 +42,9 @@ __all__ = [
     "AblationCAM",
     "ClassActivationMap",
     "GenericAttention",
+    "CellOcclusion",
+    "SARFA",
+    "CellShapley",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -78,5 +82,5 @@ def get(spec: "str | Method") -> Method:
     return _REGISTRY[key]()
 
 
-for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention):
+for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention, CellOcclusion, SARFA, CellShapley):
     register(_cls.name, _cls)
