@@ -18,7 +18,7 @@ from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
-from .gradient import GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .perturbation import AblationCAM, ScoreCAM
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "CellOcclusion",
     "SARFA",
     "CellShapley",
+    "ODAM",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -82,5 +83,5 @@ def get(spec: "str | Method") -> Method:
     return _REGISTRY[key]()
 
 
-for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention, CellOcclusion, SARFA, CellShapley):
+for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention, CellOcclusion, SARFA, CellShapley, ODAM):
     register(_cls.name, _cls)
