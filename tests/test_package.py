@@ -19,7 +19,8 @@ def test_public_names():
     import mmcam
 
     assert mmcam.methods.available() == sorted(
-        ["ablationcam", "cam", "eigencam", "eigengradcam", "gae", "gradcam", "gradcam++", "gradcam-elementwise", "hirescam", "layercam", "scorecam", "xgradcam"]
+        ["ablationcam", "cam", "cell-occlusion", "eigencam", "eigengradcam", "gae", "gradcam", "gradcam++", "gradcam-elementwise", "hirescam", "layercam", "odam",
+         "sarfa", "scorecam", "shapley", "xgradcam"]
     )
     for name in ("explain_caption", "explain_detections", "explain_segmentation", "explain_action"):
         assert callable(getattr(mmcam.tasks, name)) and getattr(mmcam, name) is getattr(mmcam.tasks, name)

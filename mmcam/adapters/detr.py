@@ -168,11 +168,12 @@ class DetrFamily(Family):
 
     def __init__(
         self, model: nn.Module, processor: Any = None, conf: float = 0.5, max_boxes: int | None = None, size: int | None = None,
-        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, box_weight: float = 0.0,
+        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, box_weight: float = 0.0, attribute: str = "score",
     ):
         super().__init__(model, processor)
         self.scoring = family(model)
         self.conf, self.max_boxes, self.size, self.box_weight = conf, max_boxes, size, box_weight
+        self.attribute = attribute
         self.candidates = None if candidates is None else ([int(q) for q in candidates[0]], [int(c) for c in candidates[1]])
         self.names = class_names(model)
 
@@ -247,7 +248,7 @@ class DetrFamily(Family):
             return post(SimpleNamespace(logits=logits, pred_boxes=boxes), threshold=self.conf, target_sizes=sizes)
 
     def box_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
-        return padded_box_scores(output, kept, b, pad, self.box_weight)
+        return padded_box_scores(output, kept, b, pad, self.box_weight, self.attribute)
 
 
 def _corners(cxcywh: torch.Tensor) -> torch.Tensor:

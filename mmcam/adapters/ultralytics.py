@@ -184,7 +184,7 @@ class YoloFamily(Family):
 
     def __init__(
         self, model: Any, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, size: "int | tuple[int, int] | None" = None,
-        candidates: "tuple[Any, Any] | None" = None, box_weight: float = 0.0,
+        candidates: "tuple[Any, Any] | None" = None, box_weight: float = 0.0, attribute: str = "score",
     ):
         super().__init__(model)
         self.inner = fused(inner_model(model))
@@ -193,6 +193,7 @@ class YoloFamily(Family):
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.candidates = None if candidates is None else ([int(i) for i in candidates[0]], [int(c) for c in candidates[1]])
         self.box_weight = box_weight
+        self.attribute = attribute
         self.segment = is_segment(model)
         self.names = class_names(model)
 
@@ -270,7 +271,7 @@ class YoloFamily(Family):
 
     def box_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
         """``(N, pad)``: the class logits of image b's kept boxes (+ the box term), padded."""
-        return padded_box_scores(output, kept, b, pad, self.box_weight)
+        return padded_box_scores(output, kept, b, pad, self.box_weight, self.attribute)
 
     def mask_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
         """``(N, pad)``: instance k's mask logits ``c_k · P`` summed over its region (Seg-Grad-CAM

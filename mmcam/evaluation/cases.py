@@ -124,8 +124,43 @@ def _iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _detect(model, processor, sample, layers=None) -> list[Case]:
+def _detector_scoring(model, processor, photo, indices, classes):
+    """``(x, probabilities)``: the model input of a scene the detector takes as it is, and
+    ``(N, C, H, W) -> (N, K)`` the probabilities of the explained candidates on copies of it —
+    YOLO: the fused copy the predictor runs (class probabilities after the box); DETR family:
+    the query's class probability as its post-processing scores it."""
+    from ..adapters import detr
     from ..adapters import ultralytics as yolo
+
+    if detr.is_detr(model):
+        family = detr.DetrFamily(model, processor)
+    else:
+        family = yolo.YoloFamily(model)
+    prepared = family.prepare(Image.fromarray(photo))
+    if not prepared.frame.is_identity:
+        raise InputError(f"the detect evaluation needs scenes the model takes as they are (got {prepared.frame.pipeline}); pass scenes at the model's input size")
+    if isinstance(family, detr.DetrFamily):
+        x = prepared.inputs["pixel_values"][0]
+
+        def probabilities(xs):
+            with detr.eval_mode(model):
+                logits = model(pixel_values=xs).logits
+            probs = logits.softmax(-1) if family.scoring == "softmax" else logits.sigmoid()
+            return probs[:, indices, classes]
+
+        return x, probabilities
+    x, inner = prepared.inputs[0], family.inner  # the fused copy the predictor runs
+    dtype = next(inner.parameters()).dtype
+
+    def probabilities(xs):
+        with yolo.eval_mode(inner):
+            y = inner(xs.to(dtype))[0].float()  # (N, 4 + nc, A): class probabilities after the box
+        return y[:, 4:][:, classes, indices]
+
+    return x, probabilities
+
+
+def _detect(model, processor, sample, layers=None) -> list[Case]:
     from ..tasks.detection import explain_detections
 
     if not yolo.is_yolo(model):
@@ -134,7 +169,7 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
             "For DETR-family pointing run python -m bench.localization"
         )
     image = sample.load_image()
-    first = explain_detections(model, image)
+    first = explain_detections(model, image, processor=processor)
     if not first.meta["raw_indices"]:
         return []
     gt = [(b[0], b[1], b[0] + b[2], b[1] + b[3]) for b in sample.boxes.tolist()]  # boxes and maps are in the photo's pixels
@@ -151,20 +186,10 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
     masks = _fit(torch.from_numpy(sample.masks).float(), size) > 0.5
     indices = [first.meta["raw_indices"][k] for k in keep]
     classes = [first.meta["class_ids"][k] for k in keep]
-    family = yolo.YoloFamily(model)
-    prepared = family.prepare(Image.fromarray(first.image))
-    if not prepared.frame.is_identity:
-        raise InputError(f"the detect evaluation needs scenes the model takes as they are (got {prepared.frame.pipeline}); pass scenes at the model's imgsz")
-    x, inner = prepared.inputs[0], family.inner  # the fused copy the predictor runs
-    dtype = next(inner.parameters()).dtype
-
-    def probabilities(xs):
-        with yolo.eval_mode(inner):
-            y = inner(xs.to(dtype))[0].float()  # (N, 4 + nc, A): class probabilities after the box
-        return y[:, 4:][:, classes, indices]
+    x, probabilities = _detector_scoring(model, processor, first.image, indices, classes)
 
     def explain(m, method):
-        return _fit(explain_detections(m, image, method=method, layers=layers, candidates=(indices, classes)).maps, size)
+        return _fit(explain_detections(m, image, processor=processor, method=method, layers=layers, candidates=(indices, classes)).maps, size)
 
     return [Case(
         sample_id=str(sample.image_id),

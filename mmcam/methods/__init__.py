@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'cam', 'eigencam', 'eigengradcam', 'gae', 'gradcam', ...]
+['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gradcam', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -16,8 +16,9 @@ from ..errors import MethodError, close_matches
 from .attention import GenericAttention
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
+from .cells import SARFA, CellOcclusion, CellShapley
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
-from .gradient import GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .perturbation import AblationCAM, ScoreCAM
 
 __all__ = [
@@ -41,6 +42,10 @@ __all__ = [
     "AblationCAM",
     "ClassActivationMap",
     "GenericAttention",
+    "CellOcclusion",
+    "SARFA",
+    "CellShapley",
+    "ODAM",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -78,5 +83,5 @@ def get(spec: "str | Method") -> Method:
     return _REGISTRY[key]()
 
 
-for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention):
+for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention, CellOcclusion, SARFA, CellShapley, ODAM):
     register(_cls.name, _cls)

@@ -9,7 +9,7 @@ import torch
 
 from .base import ElementwiseMethod, WeightMethod
 
-__all__ = ["GradCAM", "HiResCAM", "GradCAMElementwise", "GradCAMPlusPlus", "XGradCAM", "LayerCAM"]
+__all__ = ["GradCAM", "HiResCAM", "GradCAMElementwise", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "ODAM"]
 
 EPS = 1e-7
 
@@ -92,3 +92,21 @@ class LayerCAM(ElementwiseMethod):
 
     def contributions(self, acts, grads, ctx):
         return torch.relu(grads) * acts[:, None]
+
+
+class ODAM(HiResCAM):
+    """ODAM, object detector activation maps (Zhao & Chan, ICLR 2023,
+    https://arxiv.org/abs/2304.06354; authors' code https://github.com/Cyang-Zhao/ODAM).
+
+    For one detected instance and one of its predicted attributes ``y^p`` (its class score or
+    a box coordinate), ``H^p = ReLU(Σ_c ∂y^p/∂A_c ⊙ A_c)``: the gradient weights every
+    position of every channel (no spatial averaging), so the map stays on the evidence for
+    *this* instance rather than for its class. The rule is HiResCAM's, element for element
+    (the authors' ``relu((grad * fm).sum(1))``); what makes it ODAM is the target — the
+    instance's own raw output: :func:`mmcam.explain_detections` explains each kept box's
+    class logit (``attribute="score"``) or a coordinate of its box (``attribute="x0"`` ... ``"y1"``,
+    :class:`mmcam.targets.DetectionBoxScore`). Maps of several feature levels (``layers=[...]``)
+    are summed at the finest grid, as for every method.
+    """
+
+    name = "odam"

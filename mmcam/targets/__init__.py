@@ -2,7 +2,7 @@
 from .base import Difference, Scaled, Sum, Target, logits_of
 from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
 from .detection import DetectionBoxScore, detection_logits
-from .rl import ActionValue, GreedyActionValue
+from .rl import ActionValue, GreedyActionValue, action_values
 from .segmentation import SegmentationRegion, segmentation_logits
 from .similarity import ImageTextSimilarity
 from .text import CaptionTokens
@@ -21,6 +21,7 @@ __all__ = [
     "detection_logits",
     "ActionValue",
     "GreedyActionValue",
+    "action_values",
     "CaptionTokens",
     "ImageTextSimilarity",
     "SegmentationRegion",

@@ -14,7 +14,7 @@ import torch
 from ..errors import TargetError
 from .base import Target
 
-__all__ = ["DetectionBoxScore", "detection_logits", "candidate_boxes", "paired_iou", "padded_box_scores"]
+__all__ = ["BOX_ATTRIBUTES", "DetectionBoxScore", "detection_logits", "candidate_boxes", "paired_iou", "padded_box_scores"]
 
 
 def detection_logits(output: Any) -> torch.Tensor:
@@ -65,6 +65,12 @@ def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
 
 
+#: What a box target can explain: its class logit, or one corner coordinate of its box (ODAM's
+#: "each predicted attribute"), in the output's own frame (ultralytics: input pixels; DETR:
+#: normalised to [0, 1]).
+BOX_ATTRIBUTES = ("score", "x0", "y0", "x1", "y1")
+
+
 class DetectionBoxScore(Target):
     """``(B, K)``: the logit of class ``classes[k]`` at raw candidate ``indices[k]``, plus
     optionally a box term.
@@ -75,18 +81,27 @@ class DetectionBoxScore(Target):
     Ablation-CAM's masked inputs, deletion / insertion) a box that moves or shrinks scores
     lower. On the explained forward itself the term is ``box_weight`` exactly and its
     gradient is 0 (IoU is at its maximum), so gradient maps are unchanged. One target
-    instance per image: the reference is fixed by the first call. (YOLOv8 / YOLO11 are
+    instance per image: the reference is fixed by the first call.
+
+    ``attribute`` (one of :data:`BOX_ATTRIBUTES`): ``"score"`` (the class logit, default), or
+    ``"x0"``/``"y0"``/``"x1"``/``"y1"``: candidate k's predicted box corner coordinate itself
+    (Zhao & Chan's ODAM explains each box coordinate like the score; no box term then). (YOLOv8 / YOLO11 are
     anchor-free and the DETR family has no objectness output; the class logit is the whole
     confidence of both.)
     """
 
-    def __init__(self, indices: Sequence[int], classes: Sequence[int], box_weight: float = 0.0):
+    def __init__(self, indices: Sequence[int], classes: Sequence[int], box_weight: float = 0.0, attribute: str = "score"):
         if len(indices) != len(classes):
             raise TargetError(
                 f"DetectionBoxScore got {len(indices)} box indices and {len(classes)} classes; pass one class per index"
             )
         if box_weight < 0:
             raise TargetError(f"box_weight must be >= 0, got {box_weight}; pass 0 for the class score alone")
+        if attribute not in BOX_ATTRIBUTES:
+            raise TargetError(f"unknown box attribute {attribute!r}; pass one of {', '.join(BOX_ATTRIBUTES)}")
+        if attribute != "score" and box_weight:
+            raise TargetError(f"the box term applies to the class score; pass box_weight=0 to explain {attribute!r}")
+        self.attribute = attribute
         self.indices = [int(i) for i in indices]
         self.classes = [int(c) for c in classes]
         self.box_weight = float(box_weight)
@@ -104,6 +119,8 @@ class DetectionBoxScore(Target):
         if self.classes and (max(self.classes) >= logits.shape[1] or min(self.classes) < 0):
             bad = next(c for c in self.classes if not 0 <= c < logits.shape[1])
             raise TargetError(f"class {bad} is out of range for {logits.shape[1]} classes; pass 0..{logits.shape[1] - 1}")
+        if self.attribute != "score":
+            return candidate_boxes(output)[:, self.indices, BOX_ATTRIBUTES.index(self.attribute) - 1]
         scores = logits[:, self.classes, self.indices]
         if self.box_weight and self.indices:
             boxes = candidate_boxes(output)[:, self.indices]
@@ -122,16 +139,18 @@ class DetectionBoxScore(Target):
 
     def __repr__(self) -> str:
         box = f", box_weight={self.box_weight:g}" if self.box_weight else ""
+        box += f", attribute={self.attribute!r}" if self.attribute != "score" else ""
         return f"DetectionBoxScore(indices={self.indices}, classes={self.classes}{box})"
 
 
-def padded_box_scores(output: Any, kept: Any, b: int, pad: int, box_weight: float = 0.0) -> torch.Tensor:
+def padded_box_scores(output: Any, kept: Any, b: int, pad: int, box_weight: float = 0.0, attribute: str = "score") -> torch.Tensor:
     """``(N, pad)``: :class:`DetectionBoxScore` of image ``b``'s kept candidates (``kept.indices``,
     ``kept.classes``), padded to ``pad`` columns with candidate 0 / class 0 (callers drop the
     padding). The box term's reference is image b's boxes on the first output scored, kept in
-    ``kept.extra``, so masked copies of image b (Score-CAM's rows) compare with it."""
+    ``kept.extra``, so masked copies of image b (Score-CAM's rows) compare with it.
+    ``attribute``: as for :class:`DetectionBoxScore`."""
     fill = pad - len(kept.indices)
-    target = DetectionBoxScore(list(kept.indices) + [0] * fill, list(kept.classes) + [0] * fill, box_weight)
+    target = DetectionBoxScore(list(kept.indices) + [0] * fill, list(kept.classes) + [0] * fill, box_weight, attribute)
     if box_weight:
         if "reference" not in kept.extra:
             kept.extra["reference"] = candidate_boxes(output)[b : b + 1, target.indices].detach()

@@ -8,10 +8,12 @@ import torch
 from ..errors import TargetError
 from .base import Target, logits_of
 
-__all__ = ["ActionValue", "GreedyActionValue"]
+__all__ = ["ActionValue", "GreedyActionValue", "action_values"]
 
 
-def _action_scores(output: Any) -> torch.Tensor:
+def action_values(output: Any) -> torch.Tensor:
+    """Every action's value (or policy logit) as ``(B, num_actions)``: the output tensor, or its
+    ``q_values`` / ``logits`` / ``action_logits`` entry."""
     for key in ("q_values", "logits", "action_logits"):
         try:
             scores = logits_of(output, key)
@@ -35,7 +37,7 @@ class ActionValue(Target):
         self.index = int(action)
 
     def __call__(self, output: Any) -> torch.Tensor:
-        q = _action_scores(output)
+        q = action_values(output)
         if not 0 <= self.index < q.shape[1]:
             raise TargetError(f"action {self.index} is out of range for {q.shape[1]} actions; pass 0..{q.shape[1] - 1}")
         return q[:, self.index]
@@ -49,7 +51,7 @@ class GreedyActionValue(Target):
     action's, so one forward explains the greedy choice)."""
 
     def __call__(self, output: Any) -> torch.Tensor:
-        return _action_scores(output).max(1).values
+        return action_values(output).max(1).values
 
     def __repr__(self) -> str:
         return "GreedyActionValue()"

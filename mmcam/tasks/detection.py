@@ -50,7 +50,7 @@ SUPPORTED = (
 
 def detector_family(
     model: Any, processor: Any = None, *, conf: float | None = None, iou: float = 0.7, max_boxes: int | None = None,
-    size: int | None = None, candidates: Any = None, box_weight: float = 0.0,
+    size: int | None = None, candidates: Any = None, box_weight: float = 0.0, attribute: str = "score",
 ) -> Family:
     """The family object of a detector (its own pipeline and post-processing)."""
     from ..adapters import detr
@@ -58,10 +58,12 @@ def detector_family(
     from ..adapters import ultralytics as yolo
 
     if yolo.is_yolo(model):
-        return yolo.YoloFamily(model, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight)
+        return yolo.YoloFamily(model, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
     if detr.is_detr(model):
-        return detr.DetrFamily(model, processor, conf=0.5 if conf is None else conf, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight)
+        return detr.DetrFamily(model, processor, conf=0.5 if conf is None else conf, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
     if tvd.is_torchvision_detector(model):
+        if attribute != "score":
+            raise InputError(f"torchvision detectors expose no per-candidate box outputs here; explain attribute='score', not {attribute!r}")
         return tvd.TorchvisionDetector(model, conf=conf, max_boxes=max_boxes, candidates=candidates, box_weight=box_weight)
     raise InputError(
         f"explain_detections supports {SUPPORTED}; got {type(model).__name__}. "
@@ -80,13 +82,13 @@ class DetectionTask(Task):
         self, model: Any, *, processor: Any = None, conf: float | None = None, iou: float = 0.7, method: str | None = "layercam",
         layers: Any = None, max_boxes: int | None = None, size: int | None = None,
         candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, labels: "Sequence[str] | dict[int, str] | None" = None,
-        box_weight: float = 0.0, device: Any = None,
+        box_weight: float = 0.0, attribute: str = "score", device: Any = None,
     ):
         from ..adapters.hf_text import require_attention_family
 
         method = method or "layercam"
         require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
-        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight)
+        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
         self.batched = self.family.batched
         self.method, self.layers, self.device = method, layers, device
         self.conf = getattr(self.family, "conf", conf)
@@ -149,6 +151,7 @@ def explain_detections(
     candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
     labels: "Sequence[str] | dict[int, str] | None" = None,
     box_weight: float = 0.0,
+    attribute: str = "score",
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
@@ -201,8 +204,13 @@ def explain_detections(
     :class:`mmcam.targets.DetectionBoxScore`) — for perturbation methods (``scorecam``,
     ``ablationcam``), a masked image that moves or shrinks the box scores lower; gradient maps
     are unchanged (the term's gradient is 0 on the explained forward).
+
+    ``attribute``: what each box's map explains — ``"score"`` (its class logit, default) or one
+    coordinate of its predicted box, ``"x0"``, ``"y0"``, ``"x1"``, ``"y1"`` (YOLO and DETR
+    family), as ODAM explains every predicted attribute; e.g. ``method="odam",
+    attribute="x0"`` shows what placed each box's left edge.
     """
     return DetectionTask(
         model, processor=processor, conf=conf, iou=iou, method=method, layers=layers, max_boxes=max_boxes, size=size,
-        candidates=candidates, labels=labels, box_weight=box_weight,
+        candidates=candidates, labels=labels, box_weight=box_weight, attribute=attribute,
     )(image)
