@@ -163,11 +163,6 @@ def _detector_scoring(model, processor, photo, indices, classes):
 def _detect(model, processor, sample, layers=None) -> list[Case]:
     from ..tasks.detection import explain_detections
 
-    if not yolo.is_yolo(model):
-        raise InputError(
-            f"mmcam evaluate --task detect measures ultralytics YOLO detectors (e.g. --model zoo:yolo); got {type(model).__name__}. "
-            "For DETR-family pointing run python -m bench.localization"
-        )
     image = sample.load_image()
     first = explain_detections(model, image, processor=processor)
     if not first.meta["raw_indices"]:

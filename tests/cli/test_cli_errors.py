@@ -58,9 +58,9 @@ def test_mistakes_are_one_line_errors(capsys, tmp_path, photo, argv, says, code)
     assert "Traceback" not in err
 
 
-def test_evaluate_detect_on_a_detr_says_what_it_measures(capsys, tmp_path):
-    code, _, err = _run(capsys, "evaluate", "--task", "detect", "--model", "zoo:detr", "--images", "2", "--out", str(tmp_path))
-    assert code == 2 and "YOLO" in _one_line_error(err)
+def test_evaluate_with_a_model_of_another_task_says_which(capsys, tmp_path):
+    code, _, err = _run(capsys, "evaluate", "--task", "detect", "--model", "zoo:classifier", "--images", "2", "--out", str(tmp_path))
+    assert code == 2 and "--task classify" in _one_line_error(err)
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(capsys, tmp_path, photo, monkeypatch):
