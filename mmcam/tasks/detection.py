@@ -42,7 +42,7 @@ class DetectionExplanation(TaskExplanation):
 
 
 SUPPORTED = (
-    "ultralytics YOLO v8/11 detect and segment, HF DetrForObjectDetection / "
+    "ultralytics YOLOv8/10/11/12/26 detect and segment (YOLO26/YOLOv10 also NMS-free with nms=False), HF DetrForObjectDetection / "
     "ConditionalDetrForObjectDetection / RTDetrForObjectDetection, torchvision Faster R-CNN / "
     "RetinaNet / FCOS"
 )
@@ -50,15 +50,16 @@ SUPPORTED = (
 
 def detector_family(
     model: Any, processor: Any = None, *, conf: float | None = None, iou: float = 0.7, max_boxes: int | None = None,
-    size: int | None = None, candidates: Any = None, box_weight: float = 0.0,
+    size: int | None = None, candidates: Any = None, box_weight: float = 0.0, nms: bool | None = None,
 ) -> Family:
     """The family object of a detector (its own pipeline and post-processing)."""
     from ..adapters import detr
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
+    from ..adapters.ultralytics_e2e import yolo_family
 
     if yolo.is_yolo(model):
-        return yolo.YoloFamily(model, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight)
+        return yolo_family(model, nms=nms, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight)
     if detr.is_detr(model):
         return detr.DetrFamily(model, processor, conf=0.5 if conf is None else conf, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight)
     if tvd.is_torchvision_detector(model):
@@ -80,13 +81,13 @@ class DetectionTask(Task):
         self, model: Any, *, processor: Any = None, conf: float | None = None, iou: float = 0.7, method: str | None = "layercam",
         layers: Any = None, max_boxes: int | None = None, size: int | None = None,
         candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, labels: "Sequence[str] | dict[int, str] | None" = None,
-        box_weight: float = 0.0, device: Any = None,
+        box_weight: float = 0.0, device: Any = None, nms: bool | None = None,
     ):
         from ..adapters.hf_text import require_attention_family
 
         method = method or "layercam"
         require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
-        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight)
+        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, nms=nms)
         self.batched = self.family.batched
         self.method, self.layers, self.device = method, layers, device
         self.conf = getattr(self.family, "conf", conf)
@@ -149,10 +150,11 @@ def explain_detections(
     candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
     labels: "Sequence[str] | dict[int, str] | None" = None,
     box_weight: float = 0.0,
+    nms: bool | None = None,
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
-    Supported: ultralytics YOLO v8/11 (detect and segment), HF DETR / Conditional DETR /
+    Supported: ultralytics YOLOv8 / 11 / 12 / 26 and YOLOv10 (detect and segment), HF DETR / Conditional DETR /
     RT-DETR, torchvision Faster R-CNN / RetinaNet / FCOS. The kept boxes are decided on the
     explained forward's own output, each box's score is a target, and all K gradients come
     from one batched backward pass. No detection above ``conf`` gives an explanation with zero
@@ -173,7 +175,10 @@ def explain_detections(
       ``conf`` defaults to 0.25 and ``iou`` to 0.7 (the predictor's), ``size`` is its
       ``imgsz`` (default: the model's, else 640); segment models explain their
       boxes — those with a non-empty mask, as their predictor keeps (the masks themselves:
-      :func:`mmcam.explain_segmentation`).
+      :func:`mmcam.explain_segmentation`). ``nms``: the predictor's argument — YOLO26 / YOLOv10
+      run their one-to-many branch and NMS by default, as ``predict()`` does; ``nms=False`` runs
+      the NMS-free one-to-one branch and keeps its top-k rows above ``conf``, each mapped to its
+      raw anchor, target = its one-to-one class logit (:mod:`mmcam.adapters.ultralytics_e2e`).
     * DETR family: kept queries exactly as the image processor's
       ``post_process_object_detection`` keeps them (``conf`` = its ``threshold``, default
       0.5); target = the query's class logit; ``raw_indices`` are query indices. Default
@@ -204,5 +209,5 @@ def explain_detections(
     """
     return DetectionTask(
         model, processor=processor, conf=conf, iou=iou, method=method, layers=layers, max_boxes=max_boxes, size=size,
-        candidates=candidates, labels=labels, box_weight=box_weight,
+        candidates=candidates, labels=labels, box_weight=box_weight, nms=nms,
     )(image)
