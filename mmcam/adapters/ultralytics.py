@@ -40,7 +40,7 @@ from .frame import Frame
 
 __all__ = ["is_yolo", "is_segment", "inner_model", "neck_layers", "stride4_layer", "default_layers", "class_names", "num_classes", "decoded", "YoloFamily"]
 
-HEADS = ("Detect", "Segment", "v10Detect", "Segment26")
+HEADS = ("Detect", "Segment", "v10Detect", "Segment26", "Pose", "Pose26")
 
 
 def is_yolo(model: Any) -> bool:
@@ -56,7 +56,8 @@ def inner_model(model: Any) -> nn.Module:
     head = type(inner.model[-1]).__name__
     if head not in HEADS:
         raise InputError(
-            f"mmcam explains ultralytics heads {', '.join(HEADS)} (YOLOv8 / YOLO11 / YOLO12 detect and segment); this "
+            f"mmcam explains ultralytics heads {', '.join(HEADS)} (YOLOv8 / 10 / 11 / 12 / 26 detect, segment and pose; "
+            f"classifiers through explain_classification); this "
             f"model ends in {head}. Pass layers= and a callable target (output -> (B, K) scores) to mmcam.CAM for other heads"
         )
     return inner
@@ -239,7 +240,7 @@ class YoloFamily(Family):
                 raise TargetError(f"candidate index/class {bad[0]} is out of range for {y.shape[2]} anchors x {num_classes(self.inner)} classes")
             rows = [(xywh2xyxy(y[b, :4, indices].T), y[b, 4:][classes, indices], indices, classes) for b in range(len(frames))]
         else:
-            nc = num_classes(self.inner) if self.segment else 0  # the predictor's nc (0: every row after the box is a class)
+            nc = num_classes(self.inner)  # the predictor's len(names); detect passes 0, the same for 4 + nc rows
             dets, idxs = non_max_suppression(y, self.conf, self.iou, max_det=self.max_det, nc=nc, return_idxs=True)
             rows = [(d[:, :4], d[:, 4], [int(i) for i in ix.flatten().tolist()], [int(c) for c in d[:, 5].tolist()]) for d, ix in zip(dets, idxs)]
         return [self._kept(output, b, frame, *row) for b, (frame, row) in enumerate(zip(frames, rows))]

@@ -101,7 +101,7 @@ class DetectionTask(Task):
             prepared = [batch[i] for i in rows]
             frames = [p.frame for p in prepared]
             inputs = stack(prepared, device)
-            decision = Decision(lambda output: self.family.decide(output, frames), self.family.box_scores, "KeptBoxes")
+            decision = Decision(lambda output: self.family.decide(output, frames), self.item_scores(), "KeptBoxes")
             with self.family.context():
                 layers, reshape = self.family.layers_and_reshape(inputs, self.layers)
                 cam = CAM(self.family.module, layers, method=self.method, reshape=reshape)
@@ -109,6 +109,10 @@ class DetectionTask(Task):
             for b, i in enumerate(rows):
                 results[i] = self._finish(batch[i], exp, b, decision.kept[b])
         return results
+
+    def item_scores(self) -> Any:
+        """``(output, kept, b, pad) -> (N, columns)``: the scores of image b's kept items."""
+        return self.family.box_scores
 
     def _finish(self, prepared: Prepared, exp: Any, b: int, kept: Kept) -> DetectionExplanation:
         k = len(kept)
