@@ -40,7 +40,7 @@ from .frame import Frame
 
 __all__ = ["is_yolo", "is_segment", "inner_model", "neck_layers", "stride4_layer", "default_layers", "class_names", "num_classes", "decoded", "YoloFamily"]
 
-HEADS = ("Detect", "Segment")
+HEADS = ("Detect", "Segment", "v10Detect", "Segment26", "Pose", "Pose26")
 
 
 def is_yolo(model: Any) -> bool:
@@ -56,7 +56,8 @@ def inner_model(model: Any) -> nn.Module:
     head = type(inner.model[-1]).__name__
     if head not in HEADS:
         raise InputError(
-            f"mmcam explains ultralytics heads {', '.join(HEADS)} (YOLOv8 / YOLO11 / YOLO12 detect and segment); this "
+            f"mmcam explains ultralytics heads {', '.join(HEADS)} (YOLOv8 / 10 / 11 / 12 / 26 detect, segment and pose; "
+            f"classifiers through explain_classification); this "
             f"model ends in {head}. Pass layers= and a callable target (output -> (B, K) scores) to mmcam.CAM for other heads"
         )
     return inner
@@ -66,21 +67,25 @@ _FUSED: "weakref.WeakKeyDictionary[nn.Module, tuple[Any, nn.Module]]" = weakref.
 _FUSING = threading.Lock()
 
 
-def fused(inner: nn.Module) -> nn.Module:
+def fused(inner: nn.Module, end2end: bool = False) -> nn.Module:
     """The fused copy the predictor runs (``deepcopy`` + ``fuse()``), cached per model until its
-    weights change (a parameter's storage or in-place version). Layer names are unchanged."""
-    key = tuple((p.data_ptr(), p._version) for p in inner.parameters())
+    weights change (a parameter's storage or in-place version). Layer names are unchanged.
+    ``end2end``: the head mode AutoBackend selects before fusing (``predict(nms=False)``: the
+    one-to-one branch of a YOLO26 / YOLOv10 head; else the one-to-many branch, then NMS)."""
+    key = (bool(end2end), *((p.data_ptr(), p._version) for p in inner.parameters()))
     with _FUSING:
         hit = _FUSED.get(inner)
         if hit is not None and hit[0] == key:
             return hit[1]
         twin = copy.deepcopy(inner)
+        if hasattr(twin, "end2end"):  # AutoBackend always sets it (predict's nms is False), so fuse() keeps that branch
+            twin.end2end = bool(end2end)
         if hasattr(twin, "fuse"):
             with torch.no_grad():
                 twin = twin.fuse(verbose=False) if "verbose" in twin.fuse.__code__.co_varnames else twin.fuse()
         if _channels_last(twin):  # AutoBackend's memory format on x86 CPUs (and CUDA): other conv kernels, other last bits
             twin = twin.to(memory_format=torch.channels_last)
-        _FUSED[inner] = (key, twin)
+        _FUSED[inner] = (key, twin)  # one cached copy per model: the latest mode
         return twin
 
 
@@ -184,10 +189,10 @@ class YoloFamily(Family):
 
     def __init__(
         self, model: Any, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, size: "int | tuple[int, int] | None" = None,
-        candidates: "tuple[Any, Any] | None" = None, box_weight: float = 0.0, attribute: str = "score",
+        candidates: "tuple[Any, Any] | None" = None, box_weight: float = 0.0, attribute: str = "score", end2end: bool = False,
     ):
         super().__init__(model)
-        self.inner = fused(inner_model(model))
+        self.inner = fused(inner_model(model), end2end)
         self.stride = max(int(self.inner.stride.max()), 32) if hasattr(self.inner, "stride") else 32
         self.imgsz = _imgsz(model, self.stride, size)
         self.conf, self.iou, self.max_det = conf, iou, max_det
@@ -236,7 +241,7 @@ class YoloFamily(Family):
                 raise TargetError(f"candidate index/class {bad[0]} is out of range for {y.shape[2]} anchors x {num_classes(self.inner)} classes")
             rows = [(xywh2xyxy(y[b, :4, indices].T), y[b, 4:][classes, indices], indices, classes) for b in range(len(frames))]
         else:
-            nc = num_classes(self.inner) if self.segment else 0  # the predictor's nc (0: every row after the box is a class)
+            nc = num_classes(self.inner)  # the predictor's len(names); detect passes 0, the same for 4 + nc rows
             dets, idxs = non_max_suppression(y, self.conf, self.iou, max_det=self.max_det, nc=nc, return_idxs=True)
             rows = [(d[:, :4], d[:, 4], [int(i) for i in ix.flatten().tolist()], [int(c) for c in d[:, 5].tolist()]) for d, ix in zip(dets, idxs)]
         return [self._kept(output, b, frame, *row) for b, (frame, row) in enumerate(zip(frames, rows))]

@@ -57,6 +57,22 @@ class Classifier(Family):
             prepared.photo = np.asarray(photo)
         return prepared
 
+    def logits(self, output: Any) -> torch.Tensor:
+        return logits_of(output)
+
+
+class _OnLogits:
+    """A classification target read on the family's logits (a YOLO classifier returns ``(probabilities, logits)``)."""
+
+    def __init__(self, target: Any, logits: Any):
+        self.target, self.logits = target, logits
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self.target(self.logits(output))
+
+    def __repr__(self) -> str:
+        return repr(self.target)
+
 
 def _tensor_prepared(image: torch.Tensor) -> Prepared:
     x = image if image.ndim == 4 else image[None]
@@ -80,11 +96,14 @@ class ClassificationTask(Task):
         if weights is not None:  # torchvision weights carry their own transforms and category names
             processor = processor or weights.transforms()
             labels = labels or list(weights.meta.get("categories", []))
-        self.family = Classifier(model, processor, size)
+        from ..adapters.ultralytics_cls import YoloClassifier, is_yolo_classifier
+
+        yolo = is_yolo_classifier(model) and processor is None
+        self.family: Any = YoloClassifier(model, size) if yolo else Classifier(model, processor, size)
         self.target = None if target is None else ([target] if isinstance(target, int) else list(target))
         self.topk, self.device = topk, device
-        self.cam = CAM(model, layers, method=method or "gradcam")
-        self.names = label_names(model, labels)
+        self.cam = CAM(self.family.module, layers if layers is not None or not yolo else self.family.default_layers(None), method=method or "gradcam")
+        self.names = label_names(model, labels) if labels is not None or not yolo else self.family.names
 
     def prepare(self, image: Any) -> Prepared:
         if isinstance(image, torch.Tensor) and self.family.processor is None:
@@ -95,9 +114,11 @@ class ClassificationTask(Task):
         results: list[Any] = [None] * len(batch)
         device = self.device or device_of(self.family.module)
         for rows in self.groups(batch):
-            targets = [TopClasses(self.topk)] if self.target is None else [ClassLogit(c) for c in self.target]
-            exp = self.cam(stack([batch[i] for i in rows], device), targets)
-            logits = logits_of(exp.output)
+            chosen = [TopClasses(self.topk)] if self.target is None else [ClassLogit(c) for c in self.target]
+            targets = [_OnLogits(t, self.family.logits) for t in chosen]
+            with self.family.context():
+                exp = self.cam(stack([batch[i] for i in rows], device), targets)
+            logits = self.family.logits(exp.output)
             probs = logits.softmax(-1)
             for b, i in enumerate(rows):
                 classes = self.target if self.target is not None else logits[b].topk(min(self.topk, logits.shape[1])).indices.tolist()
@@ -141,7 +162,10 @@ def explain_classification(
     weights: their ``transforms()`` and category names), else shorter side 224 with ImageNet
     mean / std; a centre crop is undone (the map is zero outside what the model saw).
     ``labels`` names classes (else HF ``config.id2label``). ``meta["pipeline"]`` records the
-    resize / crop.
+    resize / crop. ultralytics YOLO classifiers (``YOLO("yolo11n-cls.pt")``) run their
+    predictor's own ``classify_transforms`` (resize + centre crop, recorded in the frame) on the
+    fused copy ``predict()`` runs; ``probabilities`` are its ``probs``
+    (:mod:`mmcam.adapters.ultralytics_cls`).
     """
     return ClassificationTask(
         model, target=target, processor=processor, weights=weights, labels=labels, topk=topk, method=method, layers=layers, size=size,

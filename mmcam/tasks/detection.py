@@ -42,7 +42,7 @@ class DetectionExplanation(TaskExplanation):
 
 
 SUPPORTED = (
-    "ultralytics YOLO v8/11 detect and segment, HF DetrForObjectDetection / "
+    "ultralytics YOLOv8/10/11/12/26 detect and segment (YOLO26/YOLOv10 also NMS-free with nms=False), HF DetrForObjectDetection / "
     "ConditionalDetrForObjectDetection / RTDetrForObjectDetection, torchvision Faster R-CNN / "
     "RetinaNet / FCOS"
 )
@@ -50,15 +50,16 @@ SUPPORTED = (
 
 def detector_family(
     model: Any, processor: Any = None, *, conf: float | None = None, iou: float = 0.7, max_boxes: int | None = None,
-    size: int | None = None, candidates: Any = None, box_weight: float = 0.0, attribute: str = "score",
+    size: int | None = None, candidates: Any = None, box_weight: float = 0.0, attribute: str = "score", nms: bool | None = None,
 ) -> Family:
     """The family object of a detector (its own pipeline and post-processing)."""
     from ..adapters import detr
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
+    from ..adapters.ultralytics_e2e import yolo_family
 
     if yolo.is_yolo(model):
-        return yolo.YoloFamily(model, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
+        return yolo_family(model, nms=nms, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
     if detr.is_detr(model):
         return detr.DetrFamily(model, processor, conf=0.5 if conf is None else conf, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
     if tvd.is_torchvision_detector(model):
@@ -82,13 +83,13 @@ class DetectionTask(Task):
         self, model: Any, *, processor: Any = None, conf: float | None = None, iou: float = 0.7, method: str | None = "layercam",
         layers: Any = None, max_boxes: int | None = None, size: int | None = None,
         candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, labels: "Sequence[str] | dict[int, str] | None" = None,
-        box_weight: float = 0.0, attribute: str = "score", device: Any = None,
+        box_weight: float = 0.0, attribute: str = "score", device: Any = None, nms: bool | None = None,
     ):
         from ..adapters.hf_text import require_attention_family
 
         method = method or "layercam"
         require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
-        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
+        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute, nms=nms)
         self.batched = self.family.batched
         self.method, self.layers, self.device = method, layers, device
         self.conf = getattr(self.family, "conf", conf)
@@ -102,7 +103,7 @@ class DetectionTask(Task):
             prepared = [batch[i] for i in rows]
             frames = [p.frame for p in prepared]
             inputs = stack(prepared, device)
-            decision = Decision(lambda output, frames=frames: self.family.decide(output, frames), self.family.box_scores, "KeptBoxes")
+            decision = Decision(lambda output, frames=frames: self.family.decide(output, frames), self.item_scores(), "KeptBoxes")
             with self.family.context():
                 layers, reshape = self.family.layers_and_reshape(inputs, self.layers)
                 cam = CAM(self.family.module, layers, method=self.method, reshape=reshape)
@@ -110,6 +111,10 @@ class DetectionTask(Task):
             for b, i in enumerate(rows):
                 results[i] = self._finish(batch[i], exp, b, decision.kept[b])
         return results
+
+    def item_scores(self) -> Any:
+        """``(output, kept, b, pad) -> (N, columns)``: the scores of image b's kept items."""
+        return self.family.box_scores
 
     def _finish(self, prepared: Prepared, exp: Any, b: int, kept: Kept) -> DetectionExplanation:
         k = len(kept)
@@ -152,10 +157,11 @@ def explain_detections(
     labels: "Sequence[str] | dict[int, str] | None" = None,
     box_weight: float = 0.0,
     attribute: str = "score",
+    nms: bool | None = None,
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
-    Supported: ultralytics YOLO v8/11 (detect and segment), HF DETR / Conditional DETR /
+    Supported: ultralytics YOLOv8 / 11 / 12 / 26 and YOLOv10 (detect and segment), HF DETR / Conditional DETR /
     RT-DETR, torchvision Faster R-CNN / RetinaNet / FCOS. The kept boxes are decided on the
     explained forward's own output, each box's score is a target, and all K gradients come
     from one batched backward pass. No detection above ``conf`` gives an explanation with zero
@@ -176,7 +182,10 @@ def explain_detections(
       ``conf`` defaults to 0.25 and ``iou`` to 0.7 (the predictor's), ``size`` is its
       ``imgsz`` (default: the model's, else 640); segment models explain their
       boxes — those with a non-empty mask, as their predictor keeps (the masks themselves:
-      :func:`mmcam.explain_segmentation`).
+      :func:`mmcam.explain_segmentation`). ``nms``: the predictor's argument — YOLO26 / YOLOv10
+      run their one-to-many branch and NMS by default, as ``predict()`` does; ``nms=False`` runs
+      the NMS-free one-to-one branch and keeps its top-k rows above ``conf``, each mapped to its
+      raw anchor, target = its one-to-one class logit (:mod:`mmcam.adapters.ultralytics_e2e`).
     * DETR family: kept queries exactly as the image processor's
       ``post_process_object_detection`` keeps them (``conf`` = its ``threshold``, default
       0.5); target = the query's class logit; ``raw_indices`` are query indices. Default
@@ -212,5 +221,5 @@ def explain_detections(
     """
     return DetectionTask(
         model, processor=processor, conf=conf, iou=iou, method=method, layers=layers, max_boxes=max_boxes, size=size,
-        candidates=candidates, labels=labels, box_weight=box_weight, attribute=attribute,
+        candidates=candidates, labels=labels, box_weight=box_weight, attribute=attribute, nms=nms,
     )(image)

@@ -13,10 +13,10 @@ from .base import Task
 
 __all__ = ["TASKS", "BATCHED_TASKS", "build_task"]
 
-TASKS = ("classify", "segment", "detect", "caption", "vqa", "action")
+TASKS = ("classify", "segment", "detect", "pose", "caption", "vqa", "action")
 #: tasks whose ``explain`` stacks photos of equal input shape into one forward (detect: YOLO
 #: and DETR families; torchvision detectors take one photo per forward)
-BATCHED_TASKS = ("classify", "segment", "action", "detect")
+BATCHED_TASKS = ("classify", "segment", "action", "detect", "pose")
 
 
 def build_task(
@@ -36,6 +36,10 @@ def build_task(
         from .detection import DetectionTask
 
         return DetectionTask(model, processor=processor, conf=conf, method=method, layers=layers, device=device, box_weight=box_weight)
+    if task == "pose":
+        from .pose import PoseTask
+
+        return PoseTask(model, method=method, layers=layers, device=device, **({} if conf is None else {"conf": conf}))
     if task == "caption":
         from .caption import CaptionTask
 

@@ -100,10 +100,11 @@ class SegmentationTask(Task):
     def __init__(
         self, model: Any, *, class_id: "int | list[int] | None" = None, mask: Any = None, processor: Any = None, method: str | None = None,
         layers: Any = None, labels: "list[str] | None" = None, ignore: tuple[int, ...] = (0,), conf: float = 0.25, iou: float = 0.7,
-        max_instances: int = 300, size: int | None = None, device: Any = None,
+        max_instances: int = 300, size: int | None = None, device: Any = None, nms: bool | None = None,
     ):
         from ..adapters import ultralytics as yolo
         from ..adapters.hf_text import require_attention_family
+        from ..adapters.ultralytics_e2e import yolo_family
 
         require_attention_family(method or "gradcam", type(model).__name__, ())
         self.instances = yolo.is_yolo(model)
@@ -114,7 +115,7 @@ class SegmentationTask(Task):
                 raise InputError("a user mask applies to semantic segmenters; for a YOLO segment model pass class_id (or none) to choose instances")
             if not yolo.is_segment(model):
                 raise InputError("this YOLO model predicts boxes, not masks: explain them with mmcam.explain_detections (CLI: --task detect)")
-            self.family: Family = yolo.YoloFamily(model, conf=conf, iou=iou, max_det=max_instances, size=size)
+            self.family: Family = yolo_family(model, nms=nms, conf=conf, iou=iou, max_det=max_instances, size=size)
             self.method, self.conf = method or "layercam", conf
             self.names = dict(enumerate(labels)) if labels is not None else self.family.names
         else:
@@ -248,6 +249,7 @@ def explain_segmentation(
     iou: float = 0.7,
     max_instances: int = 300,
     size: int | None = None,
+    nms: bool | None = None,
 ) -> SegmentationExplanation:
     """Explain class regions of one image, all from one forward.
 
@@ -267,9 +269,10 @@ def explain_segmentation(
     photo is letterboxed as the predictor does and the regions are ultralytics' own instance
     masks, scaled to the photo with its ``scale_masks``. Default method ``"layercam"`` and the detection
     layers (stride-4 stage + P3/P4/P5), as for boxes; ``size``: the predictor's ``imgsz``
-    (default: the model's).
+    (default: the model's); ``nms=False``: a YOLO26-seg head's NMS-free one-to-one branch, as
+    ``predict(nms=False)`` (:mod:`mmcam.adapters.ultralytics_e2e`).
     """
     return SegmentationTask(
         model, class_id=class_id, mask=mask, processor=processor, method=method, layers=layers, labels=labels, ignore=ignore,
-        conf=conf, iou=iou, max_instances=max_instances, size=size,
+        conf=conf, iou=iou, max_instances=max_instances, size=size, nms=nms,
     )(image)
