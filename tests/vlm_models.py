@@ -16,14 +16,19 @@ CHAT = "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'im
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, initializer_range=0.2)
 
 
-def tokenizer():
+QWEN_SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>"]
+QWEN_VOCAB = QWEN_SPECIAL + WORDS
+QWEN_CHAT = CHAT.replace("<image> ", "<|vision_start|> <|image_pad|> <|vision_end|> ")
+
+
+def tokenizer(vocab=VOCAB, specials=("<image>",)):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece()  # "circle ##s" reads "circles"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=["<image>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=list(specials))
 
 
 def llava(strategy: str = "default", feature_layer: int = -2, chat: bool = False, new_tokens: int = 4):
@@ -44,4 +49,25 @@ def llava(strategy: str = "default", feature_layer: int = -2, chat: bool = False
         image_processor=images, tokenizer=tokenizer(), patch_size=PATCH, vision_feature_select_strategy=strategy,
         num_additional_image_tokens=1, chat_template=CHAT if chat else None,
     )
+    return model, processor
+
+
+def qwen2_vl(new_tokens: int = 4):
+    """``(model, processor)``: Qwen2-VL with a 2-block vision tower (embed 32, patch 8, 2x2
+    merge) and a 32 x 2-layer text model (M-RoPE sections 2/3/3); the processor resizes photos
+    to multiples of 16 px between 16x16 and 64x128 pixels (dynamic resolution)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    torch.manual_seed(0)
+    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2)
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
+    text = dict(SMALL, num_key_value_heads=2, vocab_size=len(QWEN_VOCAB), max_position_embeddings=256, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, rope_parameters=rope)
+    config = Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=4, vision_start_token_id=5, vision_end_token_id=6, video_token_id=7)
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config.suppress_tokens = list(range(len(QWEN_SPECIAL)))
+    model.generation_config.max_new_tokens = new_tokens
+    model.generation_config.do_sample = False
+    sizes = dict(patch_size=PATCH, merge_size=2, temporal_patch_size=2)
+    images = Qwen2VLImageProcessor(min_pixels=16 * 16, max_pixels=64 * 128, **sizes)
+    processor = Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer(QWEN_VOCAB, QWEN_SPECIAL[4:]), video_processor=Qwen2VLVideoProcessor(**sizes), chat_template=QWEN_CHAT)
     return model, processor

@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from ..adapters.base import Family, Prepared
-from ..adapters.hf_text import merge_subwords, processor_inputs
+from ..adapters.hf_text import merge_subwords
 from ..adapters.vlm import ImageLayout, ImageTokens, layout_for
 from ..engine import CAM
 from ..engine.combine import normalize, upsample
 from ..errors import InputError, MethodError, TargetError
+from ..io import load_image
 from ..targets import CaptionTokens
 from .base import Task
 from .words import WordsExplanation
@@ -95,7 +96,7 @@ class GenerationTask(Task):
         self.family = Family(model, processor)
 
     def prepare(self, image: Any) -> Prepared:
-        return processor_inputs(self.processor, image, text=self.prompt)
+        return self.layout.prepare(self.processor, load_image(image), self.prompt)
 
     def run(self, batch: list[Prepared]) -> list[GenerationExplanation]:
         return [self._one(prepared) for prepared in batch]
@@ -112,8 +113,7 @@ class GenerationTask(Task):
         words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
         start = prompt_ids.shape[1] - 1  # position T - 1 + i predicts answer token i
         target = CaptionTokens([start + i for i in range(len(answer_ids))], answer_ids, groups)
-        ids = torch.cat([prompt_ids, prompt_ids.new_tensor([answer_ids[:-1]])], 1)
-        forced = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        forced = _teacher_forced(inputs, answer_ids[:-1])
         if self.method == LOGIT_LENS:
             maps, scores, logits, layers = _logit_lens(self.model, forced, tokens, target)
             method = LOGIT_LENS
@@ -184,6 +184,18 @@ def _prompt_text(processor: Any, prompt: "str | list[dict]") -> str:
     return prompt
 
 
+def _teacher_forced(inputs: dict[str, torch.Tensor], more: list[int]) -> dict[str, torch.Tensor]:
+    """``inputs`` with ``more`` text tokens appended: ``input_ids`` extended, the attention mask
+    all ones, other per-token inputs (``mm_token_type_ids``, ``token_type_ids``: text = 0) padded."""
+    prompt = inputs["input_ids"]
+    ids = torch.cat([prompt, prompt.new_tensor([more])], 1)
+    out = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for key, value in inputs.items():
+        if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor) and value.shape == prompt.shape:
+            out[key] = torch.cat([value, value.new_zeros((1, len(more)))], 1)
+    return out
+
+
 def _stop_ids(model: nn.Module) -> set[int]:
     out: set[int] = set()
     for value in (getattr(model.generation_config, "eos_token_id", None), getattr(model.generation_config, "pad_token_id", None)):
@@ -230,7 +242,8 @@ def explain_generation(
     one teacher-forced forward and one batched backward. ``method``: a CAM method (default
     ``"gradcam"``) at ``layers`` (default: the vision-tower block the projector reads) or
     ``"logit-lens"`` (forward-only). ``layout``: the image-token layout of a model mmcam does
-    not know (:class:`mmcam.adapters.vlm.ImageLayout`). Supported: ``LlavaForConditionalGeneration``.
+    not know (:class:`mmcam.adapters.vlm.ImageLayout`). Supported: ``LlavaForConditionalGeneration``,
+    ``Qwen2VLForConditionalGeneration`` (dynamic resolution: the grid follows the photo's aspect).
 
     Example::
 
