@@ -142,7 +142,9 @@ class Capture:
         self._handles = []
         try:
             for index, record in enumerate(self.records):
-                self._handles.append(record.module.register_forward_hook(self._hook(index)))
+                # first among the module's forward hooks: hooks the model installed earlier (transformers 5
+                # records hidden states with forward hooks) must see the captured leaf, not the cut-off original
+                self._handles.append(record.module.register_forward_hook(self._hook(index), prepend=True))
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -19,6 +19,8 @@ _LAZY = {
     "PoseExplanation": "mmcam.tasks.pose",
     "explain_caption": "mmcam.tasks.caption",
     "explain_vqa": "mmcam.tasks.vqa",
+    "explain_generation": "mmcam.tasks.generation",
+    "GenerationExplanation": "mmcam.tasks.generation",
     "VQAExplanation": "mmcam.tasks.vqa",
     "explain_similarity": "mmcam.tasks.similarity",
     "SimilarityExplanation": "mmcam.tasks.similarity",

@@ -12,8 +12,7 @@ last block (pre-attention norm), found by structure.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -32,33 +31,27 @@ from ..adapters.hf_text import (
     vision_layers,
 )
 from ..adapters.base import Family, Prepared
+from ..adapters.vlm import is_generative_vlm
 from ..errors import InputError
-from ..explain import TaskExplanation
-from ..render.overlay import save_png
 from .base import Task
+from .generation import GenerationExplanation, GenerationTask, chat_prompt
+from .words import WordsExplanation
 
-__all__ = ["CaptionExplanation", "CaptionTask", "explain_caption", "merge_subwords"]
+__all__ = ["CaptionExplanation", "CaptionTask", "explain_caption", "merge_subwords", "CAPTION_PROMPT"]
+
+#: what a generative VLM is asked for a caption
+CAPTION_PROMPT = "Describe the image."
 
 
 @dataclass
-class CaptionExplanation(TaskExplanation):
-    """``items`` are the caption's words; ``maps[k]`` the map of word k."""
+class CaptionExplanation(WordsExplanation):
+    """``items`` are the caption's words; ``maps[k]`` the map of word k (``save`` adds a strip)."""
 
     task: str = "caption"
-    tokens: list[str] = field(default_factory=list)
 
     @property
     def caption(self) -> str:
         return " ".join(self.items)
-
-    def save(self, out_dir: "str | Path", stem: str = "explanation", scale: int = 1) -> list[Path]:
-        """Also writes ``{stem}_strip.png``: one thumbnail per word, in caption order."""
-        paths = super().save(out_dir, stem, scale)
-        if self.items:
-            from ..render.text import caption_strip
-
-            paths.append(save_png(caption_strip(self.image, self.maps, self.items), Path(out_dir) / f"{stem}_strip.png"))
-        return paths
 
 
 class CaptionTask(Task):
@@ -129,7 +122,8 @@ def explain_caption(
     method: str | None = None,
     layers: Any = None,
     max_length: int | None = None,
-) -> CaptionExplanation:
+    prompt: str | None = None,
+) -> "CaptionExplanation | GenerationExplanation":
     """One map per word of the model's caption (or of ``caption``, teacher-forced).
 
     The caption is generated under no-grad (greedy unless the model's generation config says
@@ -144,10 +138,17 @@ def explain_caption(
     here, so it is not BLIP's default); ``layers`` overrides a CAM method's default layer (the
     vision encoder's last pre-attention norm).
 
+    A generative VLM (``LlavaForConditionalGeneration``) answers ``prompt`` (default
+    :data:`CAPTION_PROMPT`, through the processor's chat template) and its answer's words are
+    explained by :func:`mmcam.tasks.generation.explain_generation`.
+
     Example::
 
         exp = mmcam.explain_caption(blip, blip_processor, "photo.jpg")
         exp.items          # the words; exp.maps[k] is word k's map
         exp.save("out/")   # one overlay per word + a strip
     """
+    if is_generative_vlm(model):
+        question = chat_prompt(processor, prompt or CAPTION_PROMPT)
+        return GenerationTask(model, processor, question, caption, method=method, layers=layers, max_new_tokens=max_length, task="caption")(image)
     return CaptionTask(model, processor, caption, method=method, layers=layers, max_length=max_length)(image)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..adapters.vlm import is_generative_vlm
 from ..errors import InputError
 from .base import Task
 
@@ -40,6 +41,14 @@ def build_task(
         from .pose import PoseTask
 
         return PoseTask(model, method=method, layers=layers, device=device, **({} if conf is None else {"conf": conf}))
+    if task in ("caption", "vqa") and is_generative_vlm(model):
+        from .caption import CAPTION_PROMPT
+        from .generation import GenerationTask, chat_prompt
+
+        text = CAPTION_PROMPT if task == "caption" else question
+        if not text or not text.strip():
+            raise InputError("the vqa task needs a question (--question 'what color is the circle ?')")
+        return GenerationTask(model, processor, chat_prompt(processor, text), method=method, layers=layers, task=task)
     if task == "caption":
         from .caption import CaptionTask
 

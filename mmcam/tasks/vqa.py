@@ -29,12 +29,14 @@ from ..adapters.hf_text import ANSWER_GENERATORS, chosen_layers, decoding_for, g
 from ..engine.layers import default_layers
 from ..engine import CAM
 from ..adapters.base import Family, Prepared
+from ..adapters.vlm import GENERATIVE_VLMS, is_generative_vlm
 from ..errors import InputError, TargetError, close_matches
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
 from ..reshape import ScatterTokens
 from ..targets import ClassLogit, TopClasses, logits_of
 from .base import Task
+from .generation import GenerationExplanation, GenerationTask, chat_prompt
 
 __all__ = ["VQAExplanation", "VQATask", "explain_vqa", "seeded_patches", "patch_order", "SUPPORTED"]
 
@@ -69,7 +71,7 @@ def explain_vqa(
     method: str | None = None,
     layers: Any = None,
     max_length: int | None = None,
-) -> VQAExplanation:
+) -> "VQAExplanation | GenerationExplanation":
     """The map of the model's answer (or of ``answer``) to ``question`` about ``image``.
 
     ``model``: ``ViltForQuestionAnswering`` (``answer``: one of its labels, or a label index) or
@@ -79,12 +81,23 @@ def explain_vqa(
     time, Grad-CAM 0.33), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
     overrides the default layer of a CAM method (found by structure).
 
+    A generative VLM (``LlavaForConditionalGeneration``) gets ``question`` as a one-image user
+    turn (its processor's chat template) and one map per word of its answer
+    (:func:`mmcam.tasks.generation.explain_generation`).
+
     Example::
 
         exp = mmcam.explain_vqa(vilt, processor, "scene.png", "what color is the circle ?")
         exp.meta["answer"], exp.maps[0]     # the answer and where it was grounded
         exp.save("out/")                    # overlay + answer-grounding panel + JSON
     """
+    if is_generative_vlm(model):
+        if answer is not None and not isinstance(answer, str):
+            raise InputError(f"{type(model).__name__} generates its answer as text: pass answer= as a string, got {answer!r}")
+        if not question or not question.strip():
+            raise InputError("the question is empty; pass a question about the image, e.g. 'what color is the circle ?'")
+        prompt = chat_prompt(processor, question)
+        return GenerationTask(model, processor, prompt, answer, method=method, layers=layers, max_new_tokens=max_length, task="vqa")(image)
     return VQATask(model, processor, question, answer, method=method, layers=layers, max_length=max_length)(image)
 
 
@@ -99,7 +112,7 @@ class VQATask(Task):
         family = type(model).__name__
         if family not in SUPPORTED:
             raise InputError(
-                f"explain_vqa supports {', '.join(SUPPORTED)}; got {family}. For another model use "
+                f"explain_vqa supports {', '.join(SUPPORTED + GENERATIVE_VLMS)}; got {family}. For another model use "
                 "mmcam.CAM(model, layers=<an image-encoder layer>) with a target over its answer logits "
                 "(mmcam.targets.ClassLogit(i) for a classifier, mmcam.targets.CaptionTokens for generated text)"
             )

@@ -6,6 +6,7 @@ import gc
 import pytest
 import torch
 import torchvision
+from torch import nn
 from modelstate import assert_same_state, snapshot
 
 import mmcam
@@ -118,3 +119,26 @@ def test_repeated_calls_leak_neither_hooks_nor_tensors():
     assert live_tensors() <= start
     assert all(len(m._forward_hooks) == 0 for m in model.modules())
     assert all(len(m._forward_pre_hooks) == 0 for m in model.modules())
+
+
+def test_a_model_that_reads_a_layer_through_its_own_hook_sees_the_captured_leaf():
+    """transformers 5 records hidden states with forward hooks the model installed earlier and
+    feeds them on (LLaVA's projector reads ``hidden_states[vision_feature_layer]``): the
+    engine's hook runs first, so the recorded tensor is the leaf and gradients reach it."""
+
+    class Recorded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head, self.seen = nn.Conv2d(3, 4, 3), nn.Linear(4, 2), []
+            self.conv.register_forward_hook(lambda m, a, out: self.seen.append(out))
+
+        def forward(self, x):
+            self.seen.clear()
+            self.conv(x)
+            return self.head(self.seen[-1].mean((2, 3)))
+
+    model = Recorded().eval()
+    before = snapshot(model)
+    exp = mmcam.CAM(model, "conv")(torch.randn(1, 3, 8, 8), [0])
+    assert exp.raw.shape == (1, 1, 6, 6)
+    assert_same_state(before, snapshot(model))

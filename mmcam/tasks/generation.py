@@ -1,0 +1,254 @@
+"""A heatmap for every word a generative VLM says: ``explain_generation``.
+
+``generate()`` runs under no-grad, so the answer is generated first (or taken from
+``answer=``), then prompt + answer run as **one** teacher-forced forward: position ``T - 1 + i``
+of a ``T``-token prompt predicts answer token ``i``. Each word's score is the summed
+log-probability of its sub-word tokens (:class:`mmcam.targets.CaptionTokens`) and all words'
+maps come from that forward's one batched backward, read at a vision-tower layer through the
+model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo.
+
+``method="logit-lens"`` is forward-only: the language model's head already scores every
+position, so a word's map is its tokens' logits at the image tokens' positions (the "logit
+lens" map of Token Activation Maps, Li et al., ICCV 2025), min-max scaled.
+
+``explain_vqa`` and ``explain_caption`` route generative VLMs here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adapters.base import Family, Prepared
+from ..adapters.hf_text import merge_subwords
+from ..adapters.vlm import ImageLayout, ImageTokens, layout_for
+from ..engine import CAM
+from ..engine.combine import normalize, upsample
+from ..errors import InputError, MethodError, TargetError
+from ..io import load_image
+from ..targets import CaptionTokens
+from .base import Task
+from .words import WordsExplanation
+
+__all__ = ["GenerationExplanation", "GenerationTask", "explain_generation", "chat_prompt", "LOGIT_LENS", "DEFAULT_MAX_NEW_TOKENS"]
+
+LOGIT_LENS = "logit-lens"
+#: new tokens generated when neither the call nor the model's generation config says
+DEFAULT_MAX_NEW_TOKENS = 32
+
+
+@dataclass
+class GenerationExplanation(WordsExplanation):
+    """``items``: the answer's words; ``maps[k]``: word k's map on the photo; ``meta``:
+    ``prompt``, ``answer``, ``token_ids``, ``word_log_probs``, ``image_tokens`` (positions,
+    grid), ``teacher_forced_argmax_matches``."""
+
+    task: str = "generation"
+
+    @property
+    def answer(self) -> str:
+        return " ".join(self.items)
+
+
+def chat_prompt(processor: Any, text: str) -> str:
+    """``text`` as a one-image user turn: the processor's chat template if it has one, else the
+    image placeholder followed by ``text``."""
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return f"{_placeholder(processor)} {text}"
+
+
+def _placeholder(processor: Any) -> str:
+    token = getattr(processor, "image_token", None)
+    if not isinstance(token, str):
+        raise InputError(f"{type(processor).__name__} names no image_token; pass the VLM's own processor (e.g. LlavaProcessor)")
+    return token
+
+
+class GenerationTask(Task):
+    """Every word of the VLM's answer to ``prompt`` on each photo (see :func:`explain_generation`);
+    one photo per forward (each answer is generated on its own first)."""
+
+    name = "generation"
+    batched = False
+
+    def __init__(
+        self, model: nn.Module, processor: Any, prompt: "str | list[dict]", answer: str | None = None, *,
+        method: str | None = None, layers: Any = None, max_new_tokens: int | None = None,
+        layout: ImageLayout | None = None, task: str = "generation",
+    ):
+        self.layout = layout_for(model, layout)
+        if processor is None:
+            raise InputError("a generative VLM needs its processor (e.g. LlavaProcessor) to expand the image placeholder")
+        self.method = method or "gradcam"
+        from .. import methods
+
+        if self.method != LOGIT_LENS and getattr(methods.get(self.method), "attention", False):
+            raise MethodError(f"method {self.method!r} is not available for generative VLMs yet; use a CAM method (gradcam, layercam, ...) or {LOGIT_LENS!r}")
+        if answer is not None and not answer.strip():
+            raise InputError("the answer is empty; pass the answer text to explain, or None to let the model generate it")
+        self.prompt = _prompt_text(processor, prompt)
+        self.model, self.processor, self.answer, self.layers, self.max_new_tokens, self.task = model, processor, answer, layers, max_new_tokens, task
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.family = Family(model, processor)
+
+    def prepare(self, image: Any) -> Prepared:
+        return self.layout.prepare(self.processor, load_image(image), self.prompt)
+
+    def run(self, batch: list[Prepared]) -> list[GenerationExplanation]:
+        return [self._one(prepared) for prepared in batch]
+
+    def _one(self, prepared: Prepared) -> GenerationExplanation:
+        inputs = prepared.inputs
+        tokens = self.layout.image_tokens(inputs)
+        prompt_ids = inputs["input_ids"]
+        answer_ids = self._generate(inputs) if self.answer is None else self._given()
+        if not answer_ids:
+            raise TargetError("the model generated no words (it stopped at once): nothing to explain; pass answer= to explain a given answer")
+        strings = list(self.tokenizer.convert_ids_to_tokens(answer_ids))
+        groups = merge_subwords(strings)
+        words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
+        start = prompt_ids.shape[1] - 1  # position T - 1 + i predicts answer token i
+        target = CaptionTokens([start + i for i in range(len(answer_ids))], answer_ids, groups)
+        forced = _teacher_forced(inputs, answer_ids[:-1])
+        if self.method == LOGIT_LENS:
+            maps, scores, logits, layers = _logit_lens(self.model, forced, tokens, target)
+            method = LOGIT_LENS
+        else:
+            layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers
+            exp = CAM(self.model, layers_, method=self.method, reshape=self.layout.reshape(tokens))(forced, [target], input_size=tokens.input_size)
+            maps, scores, logits, layers, method = exp.maps[0], exp.scores[0], exp.output["logits"][0], exp.layers, exp.method
+        argmax = _argmax(self.model, logits, target.positions)
+        return GenerationExplanation(
+            image=prepared.photo,
+            maps=prepared.frame.maps_to_photo(maps),
+            items=words,
+            scores=scores,
+            method=method,
+            layers=layers,
+            task=self.task,
+            meta={
+                "prompt": self.prompt,
+                "answer": " ".join(words),
+                "family": self.layout.family,
+                "generated": self.answer is None,
+                "token_ids": answer_ids,
+                "teacher_forced_argmax_matches": argmax == answer_ids,
+                "word_log_probs": [round(float(s), 5) for s in scores],
+                "image_tokens": {"first": tokens.positions[0], "count": len(tokens.positions), "prefix": tokens.prefix, "grid": list(tokens.grid)},
+                "pipeline": prepared.frame.to_meta(),
+            },
+            tokens=strings,
+        )
+
+    def _generate(self, inputs: dict[str, torch.Tensor]) -> list[int]:
+        config = self.model.generation_config
+        kwargs: dict[str, Any] = {}
+        if self.max_new_tokens is not None:
+            kwargs["max_new_tokens"] = self.max_new_tokens
+        elif getattr(config, "max_new_tokens", None) is None:
+            kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+        with torch.no_grad():
+            out = self.model.generate(**inputs, **kwargs)
+        new = out[0, inputs["input_ids"].shape[1] :].tolist()
+        stops = _stop_ids(self.model)
+        end = next((i for i, t in enumerate(new) if t in stops), len(new))
+        return [int(t) for t in new[:end]]
+
+    def _given(self) -> list[int]:
+        ids = self.tokenizer(self.answer, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise InputError(f"the answer {self.answer!r} has no tokens; pass the answer text to explain, or None to generate it")
+        return [int(t) for t in ids]
+
+
+def _prompt_text(processor: Any, prompt: "str | list[dict]") -> str:
+    """The prompt as text with exactly one image placeholder (chat messages through the
+    processor's chat template)."""
+    if isinstance(prompt, list):
+        prompt = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("the prompt is empty; pass the text to ask (with the image placeholder), or chat messages")
+    token = _placeholder(processor)
+    count = prompt.count(token)
+    if count == 0:
+        raise InputError(
+            f"the prompt has no image placeholder {token!r}; put it where the image goes (e.g. '{token} describe the image'), "
+            "pass chat messages with {'type': 'image'}, or use explain_vqa / explain_caption, which add it"
+        )
+    if count != 1:
+        raise InputError(f"the prompt has {count} image placeholders {token!r} but one image is explained; put exactly one {token!r} in the prompt")
+    return prompt
+
+
+def _teacher_forced(inputs: dict[str, torch.Tensor], more: list[int]) -> dict[str, torch.Tensor]:
+    """``inputs`` with ``more`` text tokens appended: ``input_ids`` extended, the attention mask
+    all ones, other per-token inputs (``mm_token_type_ids``, ``token_type_ids``: text = 0) padded."""
+    prompt = inputs["input_ids"]
+    ids = torch.cat([prompt, prompt.new_tensor([more])], 1)
+    out = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for key, value in inputs.items():
+        if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor) and value.shape == prompt.shape:
+            out[key] = torch.cat([value, value.new_zeros((1, len(more)))], 1)
+    return out
+
+
+def _stop_ids(model: nn.Module) -> set[int]:
+    out: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), getattr(model.generation_config, "pad_token_id", None)):
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None:
+                out.add(int(v))
+    return out
+
+
+def _argmax(model: nn.Module, logits: torch.Tensor, positions: list[int]) -> list[int]:
+    """The teacher-forced argmax at ``positions`` over the tokens generation allows
+    (``suppress_tokens`` masked), to compare with the generated tokens."""
+    suppress = getattr(model.generation_config, "suppress_tokens", None) or []
+    picked = logits[positions].clone()
+    if suppress:
+        picked[:, list(suppress)] = -float("inf")
+    return [int(t) for t in picked.argmax(-1)]
+
+
+def _logit_lens(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTokens, target: CaptionTokens):
+    """One no-grad forward: word k's map is Σ_{t ∈ k} logit(token_t) at each grid token's
+    position, min-max scaled and upsampled to the input; scores are the words' log-probs."""
+    with torch.no_grad():
+        logits = model(**forced).logits[0].float()  # (L, V)
+    columns = logits[tokens.patch_positions]  # (h*w, V)
+    per_token = columns[:, target.token_ids]  # (h*w, T)
+    words = torch.stack([per_token[:, g].sum(1) for g in target.groups])  # (K, h*w)
+    maps = normalize(upsample(normalize(words.view(1, -1, *tokens.grid)), tokens.input_size))[0]
+    scores = target(logits[None])[0]
+    return maps, scores, logits, ["lm_head"]
+
+
+def explain_generation(
+    model: nn.Module, processor: Any, image: Any, prompt: "str | list[dict]", answer: str | None = None, *,
+    method: str | None = None, layers: Any = None, max_new_tokens: int | None = None, layout: ImageLayout | None = None,
+) -> GenerationExplanation:
+    """One map per word of a generative VLM's answer to ``prompt`` (or of ``answer``, teacher-forced).
+
+    ``prompt``: text holding the processor's image placeholder once (``"<image> what is on the
+    left ?"``, or the chat template already applied), or chat messages (``[{"role": "user",
+    "content": [{"type": "image"}, {"type": "text", "text": ...}]}]``). The answer is generated
+    greedily (the model's generation config; ``max_new_tokens``), cut at EOS; word ``w``'s score
+    is ``Σ_{t ∈ w} log p(token_t | prompt, image, tokens_<t)`` and every word's map comes from
+    one teacher-forced forward and one batched backward. ``method``: a CAM method (default
+    ``"gradcam"``) at ``layers`` (default: the vision-tower block the projector reads) or
+    ``"logit-lens"`` (forward-only). ``layout``: the image-token layout of a model mmcam does
+    not know (:class:`mmcam.adapters.vlm.ImageLayout`). Supported: ``LlavaForConditionalGeneration``,
+    ``Qwen2VLForConditionalGeneration`` (dynamic resolution: the grid follows the photo's aspect).
+
+    Example::
+
+        exp = mmcam.explain_generation(llava, processor, "photo.jpg", "<image> what color is the bus ?")
+        exp.items, exp.maps.shape      # the answer's words, (K, H, W) on the photo
+    """
+    task = GenerationTask(model, processor, prompt, answer, method=method, layers=layers, max_new_tokens=max_new_tokens, layout=layout)
+    return task(image)
