@@ -76,9 +76,12 @@ def yolo_row(spec: str, k: int, pgc: bool = True) -> tuple[Row, str]:
     conf = _yolo_conf(yolo, bgr, k)
     task = DetectionTask(yolo, conf=conf, max_boxes=k)
     exp = task(photo)
+    before = DetectionTask(yolo, conf=conf, max_boxes=k)
+    before.family.local_head = False  # the dense logits: every box's backward runs all three class branches
     row: Row = {
         "inference": lambda: yolo.predict(bgr, conf=conf, max_det=k, verbose=False),
         "mmcam": lambda: task(photo),
+        "mmcam, dense head (before)": lambda: before(photo),
     }
     if pgc:
         family = task.family
@@ -119,7 +122,12 @@ def yolo_row(spec: str, k: int, pgc: bool = True) -> tuple[Row, str]:
 
 
 def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
-    from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+    )
 
     import mmcam
     from mmcam.targets import CaptionTokens
@@ -132,7 +140,7 @@ def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
     model.generation_config.decoder_start_token_id = decoder.bos_token_id
     model.generation_config.pad_token_id = decoder.bos_token_id
     pixels = torch.randn(1, 3, 224, 224)
-    gen = dict(max_new_tokens=k, min_new_tokens=k, do_sample=False, num_beams=1)
+    gen = {"max_new_tokens": k, "min_new_tokens": k, "do_sample": False, "num_beams": 1}
 
     def generate():
         with torch.no_grad():
@@ -239,7 +247,7 @@ def peak_child(name: str, column: str) -> None:
 
 def peak(name: str, column: str) -> float | None:
     cmd = [sys.executable, "-m", "bench.real_sizes", "--peak", name, column]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1])["peak_mb"] if lines else None
 
@@ -263,6 +271,8 @@ def main() -> None:
         row, what = make()
         t = timed(row, rounds)
         loop = t.get("pytorch-grad-cam loop")
+        dense = t.get("mmcam, dense head (before)")
+        what += "" if dense is None else f"; dense head {dense * 1e3:.0f} ms ({dense / t['inference']:.2f}x)"
         loop_ms = "" if loop is None else f"{loop * 1e3:.0f} ms"
         speedup = "" if loop is None else f"{loop / t['mmcam']:.1f}x"
         mem = ""
