@@ -130,6 +130,7 @@ def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
     )
 
     import mmcam
+    from mmcam.adapters.hf_text import vision_layers
     from mmcam.targets import CaptionTokens
 
     torch.manual_seed(0)
@@ -149,7 +150,8 @@ def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
     ids = generate()
     decoder_ids = ids[:, :-1]
     target = CaptionTokens(list(range(decoder_ids.shape[1])), ids[0, 1:].tolist())
-    cam = mmcam.CAM(model, None, method=method)
+    layers = None if method == "gae" else vision_layers(model, pixels)  # explain_caption's default layer
+    cam = mmcam.CAM(model, layers, method=method)
     inputs = {"pixel_values": pixels, "decoder_input_ids": decoder_ids}
 
     def explain():  # what explain_caption does: generate, then one teacher-forced explained pass
