@@ -53,11 +53,11 @@ def _class_branches(head: nn.Module) -> list[nn.Module] | None:
 def local_class_logits(head: nn.Module, output: Any, indices: list[int], classes: list[int]) -> torch.Tensor | None:
     """``(N, K)``: the class logit ``classes[k]`` of anchor ``indices[k]`` for every row of the
     eval output ``(y, raw)``, each from its window of ``raw["feats"]`` (``None`` when the head
-    or output is not of the supported kind: use ``raw["scores"]``)."""
+    or output is not of the supported kind, or there is nothing to score: use ``raw["scores"]``)."""
     raw = output[1] if isinstance(output, (tuple, list)) and len(output) == 2 and isinstance(output[1], dict) else None
     feats = raw.get("feats") if raw is not None else None
     branches = _class_branches(head)
-    if not feats or branches is None or len(branches) != len(feats) or getattr(head, "end2end", False):
+    if not indices or not feats or branches is None or len(branches) != len(feats) or getattr(head, "end2end", False):
         return None
     radii = [branch_radius(branch) for branch in branches]
     if any(r is None for r in radii):
