@@ -77,4 +77,7 @@ def local_class_logits(head: nn.Module, output: Any, indices: list[int], classes
             window = f[:, :, top : row + r + 1, left : col + r + 1]
             windows[anchor] = branches[level](window)[:, :, row - top, col - left]
         columns.append(windows[anchor][:, cls])
-    return torch.stack(columns, 1)
+    # every level stays on the graph (zero gradient, not None, where no box reads it), as with
+    # the dense logits: a hooked level no kept box uses is not "off the path"
+    anchor = sum(f.flatten(1)[:, :1].sum(1) * 0 for f in feats)
+    return torch.stack(columns, 1) + anchor[:, None]
