@@ -78,3 +78,13 @@ def test_unsupported_output_falls_back_to_dense(yolo):
     head = yolo.model.model[-1]
     assert local_class_logits(head, torch.zeros(1, 84, 10), [0], [0]) is None
     assert local_class_logits(head, (torch.zeros(1, 84, 10), {"scores": torch.zeros(1, 80, 10)}), [0], [0]) is None
+
+
+def test_boxes_on_one_level_leave_the_other_levels_at_zero_gradient(yolo):
+    """Every hooked level stays on the graph (zero, not None) when no box reads it."""
+    photo = Image.open(BUS).convert("RGB")
+    anchors, classes = _anchors(DetectionTask(yolo, size=128), photo)
+    p3 = (anchors[:3], classes[:3])  # the first level's corner anchors only
+    local, dense = DetectionTask(yolo, size=128, candidates=p3), DetectionTask(yolo, size=128, candidates=p3)
+    dense.family.local_head = False
+    torch.testing.assert_close(local(photo).maps, dense(photo).maps, rtol=1e-4, atol=1e-5)
