@@ -37,6 +37,7 @@ from ..errors import InputError, TargetError
 from ..targets.detection import padded_box_scores
 from .base import Family, Kept, Prepared, eval_mode
 from .frame import Frame
+from .yolo_local import local_class_logits
 
 __all__ = ["is_yolo", "is_segment", "inner_model", "neck_layers", "stride4_layer", "default_layers", "class_names", "num_classes", "decoded", "YoloFamily"]
 
@@ -186,6 +187,7 @@ class YoloFamily(Family):
 
     name = "ultralytics YOLO"
     batched = True
+    local_head = True  # box logits from each anchor's window of the head input (yolo_local.py); False: the dense logits
 
     def __init__(
         self, model: Any, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, size: "int | tuple[int, int] | None" = None,
@@ -275,7 +277,14 @@ class YoloFamily(Family):
         return masks, torch.where((small.flatten(1).sum(1) == 0)[:, None, None], box_only, small)
 
     def box_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
-        """``(N, pad)``: the class logits of image b's kept boxes (+ the box term), padded."""
+        """``(N, pad)``: the class logits of image b's kept boxes (+ the box term), padded; without
+        a box term each from its anchor's window of the head input (same values, a backward
+        through that window only: :mod:`mmcam.adapters.yolo_local`)."""
+        if self.local_head and not self.box_weight and self.attribute == "score":
+            fill = pad - len(kept)
+            local = local_class_logits(self.inner.model[-1], output, list(kept.indices) + [0] * fill, list(kept.classes) + [0] * fill)
+            if local is not None:
+                return local
         return padded_box_scores(output, kept, b, pad, self.box_weight, self.attribute)
 
     def mask_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:

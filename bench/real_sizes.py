@@ -1,0 +1,293 @@
+"""Every box and every word at real model sizes, beside the model's own inference call.
+
+    python -m bench.real_sizes [--quick] [--rounds 5] [--only yolo,caption,resnet] [--no-memory]
+
+Random-init models built from their configs / yamls at the sizes people run (weights do not
+change the cost; nothing is downloaded), on the ultralytics photos:
+
+* **YOLOv8n / YOLO11n at 640** on ``bus.jpg`` / ``zidane.jpg``: ``explain_detections`` (the
+  ``DetectionTask``: letterbox, fused model, NMS, one map per kept box) beside
+  ``YOLO.predict`` with the same ``conf`` / ``max_det`` (``conf`` set just below the K-th
+  best candidate, since a random-init head's confidences are all ~1e-4), and beside
+  pytorch-grad-cam's per-box loop (``LayerCAM`` on the same layers, one call per box);
+* **VisionEncoderDecoder ViT-B/16 + GPT-2 small at 224**, 12 generated tokens: Grad-CAM at
+  the default layer and ``gae`` for every word of the teacher-forced caption, beside
+  ``generate()`` of the same 12 tokens;
+* **ResNet-50 classifier at 224**: K classes from one forward, beside a no-grad forward and
+  pytorch-grad-cam's per-class loop.
+
+K = 1, 10, 30 items (``--quick``: K = 10 only, 3 rounds, no memory). Each round runs every
+column of a row once, rounds interleaved, and the median is printed with its ratio to the
+inference column. Peak memory: each column once in a fresh subprocess, as the rise of the
+resident set's high-water mark over the resident set after setup (``/proc/self/clear_refs``).
+The load average before and after is printed: other work on the machine slows every column.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore")
+
+ASSETS = os.path.join(os.path.dirname(__import__("ultralytics").__file__), "assets")
+Row = dict[str, Callable[[], object]]
+
+
+def _photo(name: str) -> Image.Image:
+    return Image.open(os.path.join(ASSETS, name)).convert("RGB")
+
+
+# -- YOLO -------------------------------------------------------------------------------
+
+
+def _yolo_conf(yolo, bgr: np.ndarray, k: int) -> float:
+    """A ``conf`` just below the (2K)-th best anchor confidence: NMS then sees ~2K candidates
+    and keeps K (a random-init head scores every anchor ~1e-4)."""
+    result = yolo.predict(bgr, conf=1e-9, max_det=2 * k, verbose=False)[0]
+    confs = result.boxes.conf.sort(descending=True).values
+    return float(confs[min(2 * k, len(confs)) - 1]) * (1 - 1e-4)
+
+
+def yolo_row(spec: str, k: int, pgc: bool = True) -> tuple[Row, str]:
+    from pytorch_grad_cam import LayerCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from ultralytics import YOLO
+
+    from mmcam.tasks.detection import DetectionTask
+
+    weights, photo_name = spec.split("@")
+    torch.manual_seed(0)
+    yolo = YOLO(weights)
+    photo = _photo(photo_name)
+    bgr = np.ascontiguousarray(np.asarray(photo)[:, :, ::-1])
+    conf = _yolo_conf(yolo, bgr, k)
+    task = DetectionTask(yolo, conf=conf, max_boxes=k)
+    exp = task(photo)
+    before = DetectionTask(yolo, conf=conf, max_boxes=k)
+    before.family.local_head = False  # the dense logits: every box's backward runs all three class branches
+    row: Row = {
+        "inference": lambda: yolo.predict(bgr, conf=conf, max_det=k, verbose=False),
+        "mmcam": lambda: task(photo),
+        "mmcam, dense head (before)": lambda: before(photo),
+    }
+    if pgc:
+        family = task.family
+        prepared = family.prepare(photo)
+        anchors, classes = exp.meta["raw_indices"], exp.meta["class_ids"]
+        nc = int(family.inner.model[-1].nc)
+
+        class Flat(torch.nn.Module):  # the raw class logits as one (B, nc * anchors) tensor
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner(x)[1]["scores"].flatten(1)
+
+        flat = Flat(family.inner)
+        modules = [family.inner.get_submodule(n) for n in exp.layers]
+        n_anchors = None
+
+        def pgc_loop():
+            nonlocal n_anchors
+            with family.context():
+                cam = LayerCAM(model=flat, target_layers=modules)
+                if n_anchors is None:
+                    with torch.no_grad():
+                        n_anchors = flat(prepared.inputs).shape[1] // nc
+                # the fused copy's parameters are frozen: an input that requires grad gives
+                # pytorch-grad-cam a graph (its backward then also reaches the input)
+                x = prepared.inputs.clone().requires_grad_()
+                for a, c in zip(anchors, classes):
+                    cam(input_tensor=x, targets=[ClassifierOutputTarget(c * n_anchors + a)])
+
+        row["pytorch-grad-cam loop"] = pgc_loop
+    return row, f"{len(exp.items)} boxes, layers {','.join(exp.layers)}"
+
+
+# -- captioner --------------------------------------------------------------------------
+
+
+def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+    )
+
+    import mmcam
+    from mmcam.adapters.hf_text import vision_layers
+    from mmcam.targets import CaptionTokens
+
+    torch.manual_seed(0)
+    decoder = GPT2Config(add_cross_attention=True, is_decoder=True)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(image_size=224, patch_size=16), decoder)
+    config.decoder_start_token_id = config.pad_token_id = decoder.bos_token_id
+    model = VisionEncoderDecoderModel(config=config).eval()
+    model.generation_config.decoder_start_token_id = decoder.bos_token_id
+    model.generation_config.pad_token_id = decoder.bos_token_id
+    pixels = torch.randn(1, 3, 224, 224)
+    gen = {"max_new_tokens": k, "min_new_tokens": k, "do_sample": False, "num_beams": 1}
+
+    def generate():
+        with torch.no_grad():
+            return model.generate(pixel_values=pixels, **gen)
+
+    ids = generate()
+    decoder_ids = ids[:, :-1]
+    target = CaptionTokens(list(range(decoder_ids.shape[1])), ids[0, 1:].tolist())
+    layers = None if method == "gae" else vision_layers(model, pixels)  # explain_caption's default layer
+    cam = mmcam.CAM(model, layers, method=method)
+    inputs = {"pixel_values": pixels, "decoder_input_ids": decoder_ids}
+
+    def explain():  # what explain_caption does: generate, then one teacher-forced explained pass
+        generate()
+        return cam(inputs, [target])
+
+    exp = explain()
+    return {"inference": generate, "mmcam": explain}, f"{exp.maps.shape[1]} words, layers {exp.layers[:1]}"
+
+
+# -- ResNet-50 --------------------------------------------------------------------------
+
+
+def resnet_row(k: int) -> tuple[Row, str]:
+    import torchvision
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import mmcam
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    x = torch.randn(1, 3, 224, 224)
+    cam = mmcam.CAM(model, "layer4", method="gradcam")
+    pgc = GradCAM(model=model, target_layers=[model.layer4])
+
+    def plain():
+        with torch.no_grad():
+            model(x)
+
+    row: Row = {
+        "inference": plain,
+        "mmcam": lambda: cam(x, list(range(k))),
+        "pytorch-grad-cam loop": lambda: [pgc(input_tensor=x, targets=[ClassifierOutputTarget(c)]) for c in range(k)],
+    }
+    return row, f"{k} classes, layer4"
+
+
+# -- table ------------------------------------------------------------------------------
+
+
+def rows(only: set[str], ks: list[int], pgc_max: int) -> list[tuple[str, Callable[[], tuple[Row, str]]]]:
+    out: list[tuple[str, Callable[[], tuple[Row, str]]]] = []
+    if "yolo" in only:
+        for weights in ("yolov8n.yaml", "yolo11n.yaml"):
+            for photo in ("bus.jpg", "zidane.jpg"):
+                for k in ks:
+                    spec = f"{weights}@{photo}"
+                    out.append((f"yolo:{spec}:{k}", lambda s=spec, k=k: yolo_row(s, k, pgc=k <= pgc_max)))
+    if "caption" in only:
+        for method in ("gradcam", "gae"):
+            out.append((f"caption:{method}:12", lambda m=method: caption_row(m)))
+    if "resnet" in only:
+        for k in ks:
+            out.append((f"resnet:{k}", lambda k=k: resnet_row(k)))
+    return out
+
+
+def build(name: str) -> tuple[Row, str]:
+    kind, *rest = name.split(":")
+    if kind == "yolo":
+        return yolo_row(rest[0], int(rest[1]))
+    if kind == "caption":
+        return caption_row(rest[0], int(rest[1]))
+    return resnet_row(int(rest[0]))
+
+
+def timed(row: Row, rounds: int) -> dict[str, float]:
+    for fn in row.values():  # warm-up: caches, the fused YOLO copy, grad-mode measurement
+        fn()
+    times: dict[str, list[float]] = {c: [] for c in row}
+    for _ in range(rounds):
+        for column, fn in row.items():
+            start = time.perf_counter()
+            fn()
+            times[column].append(time.perf_counter() - start)
+    return {c: statistics.median(t) for c, t in times.items()}
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def peak_child(name: str, column: str) -> None:
+    """In a fresh process: the rise of peak RSS (MB) during one call of ``column``."""
+    row, _ = build(name)
+    row[column]()  # warm-up, as in the timings
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    base = _rss_kb("VmRSS")
+    row[column]()
+    print(json.dumps({"peak_mb": (_rss_kb("VmHWM") - base) / 1024}))
+
+
+def peak(name: str, column: str) -> float | None:
+    cmd = [sys.executable, "-m", "bench.real_sizes", "--peak", name, column]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1])["peak_mb"] if lines else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="K = 10 only, 3 rounds, no memory")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default="yolo,caption,resnet")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--pgc-max", type=int, default=10, help="run pytorch-grad-cam's loop up to this K")
+    parser.add_argument("--peak", nargs=2, metavar=("ROW", "COLUMN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peak:
+        return peak_child(*args.peak)
+    ks, rounds, memory = ([10], 3, False) if args.quick else ([1, 10, 30], args.rounds, not args.no_memory)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
+    print("| case | items | inference | mmcam | ratio | pytorch-grad-cam loop | mmcam speed-up | peak MB (inference / mmcam) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, make in rows(set(args.only.split(",")), ks, args.pgc_max):
+        row, what = make()
+        t = timed(row, rounds)
+        loop = t.get("pytorch-grad-cam loop")
+        dense = t.get("mmcam, dense head (before)")
+        what += "" if dense is None else f"; dense head {dense * 1e3:.0f} ms ({dense / t['inference']:.2f}x)"
+        loop_ms = "" if loop is None else f"{loop * 1e3:.0f} ms"
+        speedup = "" if loop is None else f"{loop / t['mmcam']:.1f}x"
+        mem = ""
+        if memory:
+            inf, cam = peak(name, "inference"), peak(name, "mmcam")
+            mem = f"{inf:.0f} / {cam:.0f}" if inf is not None and cam is not None else "n/a"
+        print(
+            f"| {name} | {what} | {t['inference'] * 1e3:.0f} ms | {t['mmcam'] * 1e3:.0f} ms | "
+            f"{t['mmcam'] / t['inference']:.2f}x | {loop_ms} | {speedup} | {mem} |",
+            flush=True,
+        )
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
