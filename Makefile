@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mmcam-installed
 OUT    ?= out/demo
 
-.PHONY: demo test bench install browser clean
+.PHONY: demo test lint bench install browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$(CURDIR)/.yolo $(VENV)/bin/mmcam demo --out $(OUT)
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	HF_HUB_OFFLINE=1 YOLO_OFFLINE=1 YOLO_CONFIG_DIR=$(CURDIR)/.yolo $(PY) -m pytest -q
+
+# ruff (configured in pyproject.toml): lint and formatting, the tree must be clean
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mmcam tests bench examples
+	$(VENV)/bin/ruff format --check mmcam tests bench examples
 
 bench: $(STAMP)
 	$(PY) -m bench.engine

@@ -20,6 +20,7 @@ Images/s side by side with ratios to (a); with ``--rounds`` > 1, the median per 
 On a shared machine the rates move with the other load (and a variant with two processes
 gets a larger share of a busy CPU); the load average is printed with the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,8 @@ def _loop(coco: Path) -> float:
 def _engine_loop(coco: Path, per_call: int) -> float:
     from mmcam import zoo
     from mmcam.batch import list_records
-    from mmcam.tasks.registry import build_task
     from mmcam.io import load_image
+    from mmcam.tasks.registry import build_task
 
     model, processor = zoo.load("classifier")
     engine = build_task("classify", model, processor, method="gradcam")
@@ -83,7 +84,18 @@ def _batch_cli(coco: Path, out: Path, batch_size: int, workers: int, processes: 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={processes}", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "mmcam.cli", "batch", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc-per-node={processes}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            "-m",
+            "mmcam.cli",
+            "batch",
+            *args,
+        ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
     wall = time.perf_counter() - start
@@ -119,9 +131,11 @@ def main() -> None:
             results["batch2"].append(_batch_cli(coco, root / f"out2-{r}", args.batch_size, args.workers, 2))
     med = {k: [statistics.median(v[i] for v in vals) for i in range(len(vals[0]))] for k, vals in results.items()}
     base = med["loop"][0]
-    print(f"{args.images} scenes (64x64), zoo classifier, gradcam, batch size {args.batch_size}, {args.workers} DataLoader worker(s) "
-          f"per process, {torch.get_num_threads()} torch thread(s) per process (torchrun ranks: 1), torch {torch.__version__}, "
-          f"{os.cpu_count()} CPUs, median of {args.rounds} round(s), load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.images} scenes (64x64), zoo classifier, gradcam, batch size {args.batch_size}, {args.workers} DataLoader worker(s) "
+        f"per process, {torch.get_num_threads()} torch thread(s) per process (torchrun ranks: 1), torch {torch.__version__}, "
+        f"{os.cpu_count()} CPUs, median of {args.rounds} round(s), load average {load_start:.1f} -> {os.getloadavg()[0]:.1f}"
+    )
     print("| variant | images/s | x loop | images/s, whole call | images/s, incl. Python start |")
     print("|---|---|---|---|---|")
     rows = [
@@ -135,6 +149,7 @@ def main() -> None:
         values = med[key]
         rest = " | ".join(f"{v:.1f}" for v in values[1:]) if len(values) > 1 else "— | —"
         print(f"| {label} | {values[0]:.1f} | {values[0] / base:.2f}x | {rest} |")
+
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ once per round, rounds interleaved (so background load hits all cases alike), an
 median is reported. Peak memory for batch 8 is measured in fresh subprocesses as the rise
 of resident memory during the call (sampled every 0.5 ms).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -156,9 +157,7 @@ def peak_memory_mib(size: int) -> dict[str, float]:
     for which in ("forward", "mmcam", "pgc"):
         runs = []
         for _ in range(2):
-            res = subprocess.run(
-                [sys.executable, "-c", _MEMORY_SNIPPET.format(size=size), which], capture_output=True, text=True, check=True
-            )
+            res = subprocess.run([sys.executable, "-c", _MEMORY_SNIPPET.format(size=size), which], capture_output=True, text=True, check=True)
             runs.append(int(res.stdout.strip().splitlines()[-1]) / 2**20)
         out[which] = min(runs)
     return out

@@ -9,6 +9,7 @@ Forward and backward passes are *counted* (a hook on the model counts images thr
 forward; autograd calls are counted by a hook on the input's gradient), not taken from a
 formula. The model's class probability of the predicted class is the explained scalar.
 """
+
 from __future__ import annotations
 
 import argparse

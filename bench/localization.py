@@ -10,13 +10,13 @@ when the generated caption is exactly right (captions), the object a colour/shap
 about (VQA). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
 the input). Prints a Markdown table per task.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import time
 
-import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -105,8 +105,12 @@ def _vqa(scenes, method):
 
 DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults
 TASKS = {
-    "classifier": _classify, "segmenter": _segment, "yolo": _detect, "detr": lambda scenes, method: _detect(scenes, method, "detr"),
-    "captioner": _caption, "vqa": _vqa,
+    "classifier": _classify,
+    "segmenter": _segment,
+    "yolo": _detect,
+    "detr": lambda scenes, method: _detect(scenes, method, "detr"),
+    "captioner": _caption,
+    "vqa": _vqa,
 }
 
 
@@ -114,7 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=31337)
-    parser.add_argument("--method", default=None, help="default: each task call's own default (layercam for YOLO, gae for the captioner and VQA, gradcam otherwise)")
+    parser.add_argument(
+        "--method", default=None, help="default: each task call's own default (layercam for YOLO, gae for the captioner and VQA, gradcam otherwise)"
+    )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     args = parser.parse_args(argv)
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))

@@ -22,6 +22,7 @@ inference column. Peak memory: each column once in a fresh subprocess, as the ri
 resident set's high-water mark over the resident set after setup (``/proc/self/clear_refs``).
 The load average before and after is printed: other work on the machine slows every column.
 """
+
 from __future__ import annotations
 
 import argparse

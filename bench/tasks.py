@@ -11,6 +11,7 @@ express these targets through a wrapper module that exposes the raw scores as a 
 captioner, "all words at once" is the batched VJP; the retained-graph loop is shown beside it.
 On a busy machine, ``--threads 1 --clock cpu`` gives steadier ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -98,7 +99,9 @@ def _caption_cases(image: np.ndarray):
     theirs = copy.deepcopy(model)  # pytorch-grad-cam's hooks stay on its own copy
     wrapper = _FlatScores(theirs, lambda out: out.logits.log_softmax(-1).flatten(1), decoder_input_ids=decoder)
     side = pixel_values.shape[-1] // model.config.encoder.patch_size  # grid from the config, CLS first
-    pgc = GradCAM(model=wrapper, target_layers=[theirs.get_submodule(layer)], reshape_transform=lambda t: t[:, 1:].reshape(t.shape[0], side, side, -1).permute(0, 3, 1, 2))
+    pgc = GradCAM(
+        model=wrapper, target_layers=[theirs.get_submodule(layer)], reshape_transform=lambda t: t[:, 1:].reshape(t.shape[0], side, side, -1).permute(0, 3, 1, 2)
+    )
 
     def plain():
         with torch.no_grad():

@@ -16,6 +16,7 @@ the model is built:
 * ``explain+generate``: the same call generating the answer first (what a user runs);
 * ``logit-lens``: the forward-only method (one no-grad teacher-forced forward).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,14 @@ warnings.filterwarnings("ignore")
 
 MODES = ("generate", "explain", "explain+generate", "logit-lens")
 SIZES = {
-    "smolvlm": dict(vision=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16),
-                    text=dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536, vocab_size=49152)),
-    "tiny": dict(vision=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64, patch_size=8),
-                 text=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64, vocab_size=512)),
+    "smolvlm": dict(
+        vision=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16),
+        text=dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536, vocab_size=49152),
+    ),
+    "tiny": dict(
+        vision=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64, patch_size=8),
+        text=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64, vocab_size=512),
+    ),
 }
 PROMPT = "<image> w1 w2 w3 w4 w5 w6 w7 w8"
 
@@ -49,17 +54,24 @@ def build(size: str):
     words = ["<pad>", "<unk>", "<s>", "</s>", "<image>"] + [f"w{i}" for i in range(shape["text"]["vocab_size"] - 5)]
     tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=["<image>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=["<image>"]
+    )
     side = shape["vision"]["image_size"]
     processor = LlavaProcessor(
-        image_processor=SiglipImageProcessor(size={"height": side, "width": side}), tokenizer=tokenizer,
-        patch_size=shape["vision"]["patch_size"], vision_feature_select_strategy="full", num_additional_image_tokens=0,
+        image_processor=SiglipImageProcessor(size={"height": side, "width": side}),
+        tokenizer=tokenizer,
+        patch_size=shape["vision"]["patch_size"],
+        vision_feature_select_strategy="full",
+        num_additional_image_tokens=0,
     )
     torch.manual_seed(0)
     config = LlavaConfig(
         vision_config=dict(shape["vision"], model_type="siglip_vision_model"),
         text_config=dict(shape["text"], model_type="llama", max_position_embeddings=2048, pad_token_id=0, bos_token_id=2, eos_token_id=3),
-        image_token_id=4, vision_feature_select_strategy="full", vision_feature_layer=-1,
+        image_token_id=4,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
     )
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.do_sample = False
@@ -95,8 +107,14 @@ def run_mode(mode: str, size: str, words: int, rounds: int) -> dict:
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     params = sum(p.numel() for p in model.parameters())
-    return {"mode": mode, "seconds": min(times), "peak_mb": peak / 1024, "over_model_mb": (peak - before) / 1024,
-            "params_m": params / 1e6, "image_tokens": int((inputs["input_ids"] == 4).sum())}
+    return {
+        "mode": mode,
+        "seconds": min(times),
+        "peak_mb": peak / 1024,
+        "over_model_mb": (peak - before) / 1024,
+        "params_m": params / 1e6,
+        "image_tokens": int((inputs["input_ids"] == 4).sum()),
+    }
 
 
 def main() -> None:
@@ -119,7 +137,9 @@ def main() -> None:
             command += ["--threads", str(args.threads)]
         rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
     base = rows[0]["seconds"]
-    print(f"LLaVA random-init, {rows[0]['params_m']:.0f}M parameters, {rows[0]['image_tokens']} image tokens, {args.words} answer words, torch threads {torch.get_num_threads()}")
+    print(
+        f"LLaVA random-init, {rows[0]['params_m']:.0f}M parameters, {rows[0]['image_tokens']} image tokens, {args.words} answer words, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'mode':<18}{'seconds':>9}{'x generate':>12}{'peak RSS MB':>13}{'RSS over build MB':>19}")
     for row in rows:
         print(f"{row['mode']:<18}{row['seconds']:>9.2f}{row['seconds'] / base:>12.2f}{row['peak_mb']:>13.0f}{row['over_model_mb']:>19.0f}")

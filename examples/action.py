@@ -5,6 +5,7 @@
 Explains the greedy action's Q-value; the map should sit on the agent, the goal and the
 walls that block the way. Writes one overlay per state and a JSON.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ log-probability is explained from that single forward. The same call works for H
 (``BlipForConditionalGeneration``) and GIT (``GitForCausalLM``) with their processors.
 Writes one overlay per word, a caption strip and a JSON per image.
 """
+
 from __future__ import annotations
 
 import argparse

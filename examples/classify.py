@@ -4,6 +4,7 @@
 
 Writes one overlay PNG per explained class and a JSON per image.
 """
+
 from __future__ import annotations
 
 import argparse

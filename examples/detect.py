@@ -5,6 +5,7 @@
 All kept boxes are explained from one forward (the boxes come from NMS on that same forward).
 Writes one panel per box (its own map, the box drawn), an overview and a JSON per image.
 """
+
 from __future__ import annotations
 
 import argparse

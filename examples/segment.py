@@ -5,6 +5,7 @@
 Each region's target is the class logits summed over the region's pixels. Writes one
 overlay per region (its outline drawn) and a JSON per image.
 """
+
 from __future__ import annotations
 
 import argparse

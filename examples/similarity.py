@@ -7,6 +7,7 @@
 With real weights: ``CLIPModel.from_pretrained(...)`` and ``CLIPProcessor.from_pretrained(...)``
 in place of ``tiny_clip()``; the call is the same. Writes one overlay per text, a strip and a JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,14 @@ def tiny_clip(size: int = 64):
     torch.manual_seed(0)
     tokenizer = word_tokenizer(list(VOCAB))
     small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, initializer_range=0.2)
-    text = dict(small, vocab_size=len(tokenizer), max_position_embeddings=32, pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    text = dict(
+        small,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=32,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     config = CLIPConfig(text_config=text, vision_config=dict(small, image_size=size, patch_size=8), projection_dim=32)
     images = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     return CLIPModel(config).eval(), CLIPProcessor(image_processor=images, tokenizer=tokenizer)

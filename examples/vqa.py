@@ -7,6 +7,7 @@ answer (``answer=``). The same call works for HF BLIP-VQA (``BlipForQuestionAnsw
 whose answer is generated and then teacher-forced. Writes an overlay, an answer-grounding
 panel (image, question, answer, heatmap) and a JSON per question.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@
 Importing mmcam imports torch only; transformers and ultralytics load when an adapter
 needs them.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -3,6 +3,7 @@
 Writes one folder per task (overlay PNGs + JSON per image) and ``report.html`` with all of
 them. A task whose zoo model is not shipped in this build is listed as skipped, with why.
 """
+
 from __future__ import annotations
 
 import functools

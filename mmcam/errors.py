@@ -3,6 +3,7 @@
 Every error a caller can cause is an :class:`MMCamError` whose message says what was
 wrong and what to pass instead.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -5,6 +5,7 @@ captions, VQA, detections, segmentation and actions in :mod:`mmcam.tasks`). It h
 image, ``K`` maps (one per explained item: a class, a word, a box, an answer) and knows how
 to save itself (overlay PNGs + a JSON summary) and to show itself in Jupyter.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,6 @@ from .io import load_image
 from .render.overlay import data_uri, overlay, save_png, to_uint8_image
 
 __all__ = ["TaskExplanation", "prepare_image", "label_names", "map_stats"]
-
 
 
 def map_stats(heat: torch.Tensor) -> dict[str, Any]:

@@ -18,6 +18,7 @@ tensor, by these rules:
   are PIL's decompression bombs; NaN/Inf values, corrupt and truncated files raise one
   :class:`~mmcam.errors.InputError` saying what to pass.
 """
+
 from __future__ import annotations
 
 import struct
@@ -61,23 +62,16 @@ def load_image(image: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
             tensor = tensor[None]
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
             raise InputError(
-                f"an image tensor must be (C, H, W) or (1, C, H, W) with C = 1, 3 or 4, got shape "
-                f"{tuple(image.shape)}; pass one image, e.g. batch[0]"
+                f"an image tensor must be (C, H, W) or (1, C, H, W) with C = 1, 3 or 4, got shape {tuple(image.shape)}; pass one image, e.g. batch[0]"
             )
         if tensor.dtype == torch.bfloat16 or tensor.dtype == torch.float16:
             tensor = tensor.float()
         return _from_array(tensor.permute(1, 2, 0).numpy(), max_pixels, "image tensor")
     if isinstance(image, np.ndarray):
         if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
-            raise InputError(
-                f"the image array has shape {image.shape}, channels first; pass it channels last "
-                "(H, W, C): np.transpose(array, (1, 2, 0))"
-            )
+            raise InputError(f"the image array has shape {image.shape}, channels first; pass it channels last (H, W, C): np.transpose(array, (1, 2, 0))")
         return _from_array(image, max_pixels, "image array")
-    raise InputError(
-        f"cannot use {type(image).__name__} as an image; pass a file path, a PIL image, an array "
-        "(H, W, 3) or a tensor (3, H, W)"
-    )
+    raise InputError(f"cannot use {type(image).__name__} as an image; pass a file path, a PIL image, an array (H, W, 3) or a tensor (3, H, W)")
 
 
 def _read_file(path: Path, max_pixels: int) -> Image.Image:
@@ -103,10 +97,7 @@ def _read_file(path: Path, max_pixels: int) -> Image.Image:
         # ImportError: importing ultralytics patches Image.open to try an optional HEIF
         # decoder on files PIL cannot read
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise InputError(
-            f"cannot read image {str(path)!r} (corrupt, truncated or not an image: {reason}); pass "
-            "a readable PNG/JPEG/TIFF file"
-        ) from error
+        raise InputError(f"cannot read image {str(path)!r} (corrupt, truncated or not an image: {reason}); pass a readable PNG/JPEG/TIFF file") from error
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, what: str) -> None:
@@ -142,10 +133,7 @@ def _from_array(arr: np.ndarray, max_pixels: int | None, what: str, pil_mode: st
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-        raise InputError(
-            f"an {what} must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {arr.shape}; pass "
-            "one grayscale, RGB or RGBA image"
-        )
+        raise InputError(f"an {what} must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {arr.shape}; pass one grayscale, RGB or RGBA image")
     if max_pixels is not None:
         _check_size((arr.shape[1], arr.shape[0]), max_pixels, f"the {what}")
     if arr.size == 0:
@@ -174,19 +162,13 @@ def _to_uint8(arr: np.ndarray, what: str, pil_mode: str | None) -> np.ndarray:
             return arr.astype(np.uint8)
         if low >= 0 and high <= 65535:
             return _scaled(arr.astype(np.float32), 65535.0)
-        raise InputError(
-            f"the {what} holds integers in [{low}, {high}]; pass uint8 (0–255), uint16 (0–65535) or "
-            "floats in [0, 1]"
-        )
+        raise InputError(f"the {what} holds integers in [{low}, {high}]; pass uint8 (0–255), uint16 (0–65535) or floats in [0, 1]")
     if np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float32)
         finite = np.isfinite(arr)
         if not finite.all():
             bad = int(arr.size - finite.sum())
-            raise InputError(
-                f"the {what} has {bad} NaN/Inf values; pass finite values (e.g. np.nan_to_num(array)) "
-                "in [0, 1] or [0, 255]"
-            )
+            raise InputError(f"the {what} has {bad} NaN/Inf values; pass finite values (e.g. np.nan_to_num(array)) in [0, 1] or [0, 255]")
         low, high = float(arr.min()), float(arr.max())
         tolerance = 1e-3
         if low >= -tolerance and high <= 1 + tolerance:

@@ -13,6 +13,7 @@ torchvision weights from safetensors or a ``weights_only`` state dict. A file th
 full unpickler is refused with one line naming ``trust_pickle=True`` / ``--trust-pickle``,
 the opt-in for files you trust as you would trust code.
 """
+
 from __future__ import annotations
 
 import re
@@ -154,7 +155,9 @@ def _load_hf(spec: str, task: str, what: str, trust_pickle: bool = False) -> tup
         raise InputError(f"HF models are supported for tasks {sorted(HF_AUTO)}, not {task!r}")
     path = Path(spec)
     if not trust_pickle and path.is_dir() and not any(path.glob("*.safetensors")) and _pickle_weights(path):
-        raise InputError(f"{what} has pickled weights ({', '.join(_pickle_weights(path))}) and no safetensors; save it with save_pretrained (safetensors), or {TRUST_HINT}")
+        raise InputError(
+            f"{what} has pickled weights ({', '.join(_pickle_weights(path))}) and no safetensors; save it with save_pretrained (safetensors), or {TRUST_HINT}"
+        )
     import transformers
 
     try:
@@ -196,5 +199,7 @@ def _load_weights(path: Path) -> dict:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line.split("error: ", 1)[-1].split(". ")[0] for line in lines if "WeightsUnpickler" in line), lines[0] if lines else type(error).__name__)
+        reason = next(
+            (line.split("error: ", 1)[-1].split(". ")[0] for line in lines if "WeightsUnpickler" in line), lines[0] if lines else type(error).__name__
+        )
         raise InputError(f"weights file {str(path)!r} is not a plain state dict ({reason}); save model.state_dict() with safetensors or torch.save") from None

@@ -10,6 +10,7 @@ declared patch size and prefix-token count where it has them, else the input siz
 Every reshape also names the *channel axis* of the raw layout (``channel_dim``), which
 perturbation methods use to ablate one channel in the layer's own layout.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -91,19 +92,14 @@ class Tokens(Reshape):
         if fits:
             _, prefix, grid = min(fits)
             return prefix, grid
-        raise InputError(
-            f"cannot fold {n_tokens} tokens into a grid for input size {input_size}: pass "
-            "reshape=mmcam.reshape.Tokens(prefix=P, grid=(h, w))"
-        )
+        raise InputError(f"cannot fold {n_tokens} tokens into a grid for input size {input_size}: pass reshape=mmcam.reshape.Tokens(prefix=P, grid=(h, w))")
 
     def __call__(self, t: torch.Tensor, input_size: Size | None) -> torch.Tensor:
         if t.ndim != 3:
             raise InputError(f"token reshape needs (B, N, D), got shape {tuple(t.shape)}")
         prefix, (h, w) = self.layout(t.shape[1], input_size)
         if prefix < 0 or prefix + h * w > t.shape[1]:
-            raise InputError(
-                f"{t.shape[1]} tokens do not hold {prefix} prefix tokens and a {h}x{w} grid"
-            )
+            raise InputError(f"{t.shape[1]} tokens do not hold {prefix} prefix tokens and a {h}x{w} grid")
         patches = t[:, prefix : prefix + h * w]
         return patches.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
 

@@ -4,6 +4,7 @@
   explanation back and average (Jacob Gildenblat's ``aug_smooth`` in pytorch-grad-cam).
 * Eigen-smoothing is a method wrapper: :class:`mmcam.methods.EigenSmooth`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

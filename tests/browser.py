@@ -1,4 +1,5 @@
 """Shared helpers for the browser tests: Debian's chromium, driven by Playwright."""
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Small models as users hold them and the bad or unusual image files of the catalogue
 (``tests/test_catalogue.py``), written on demand into a temporary directory."""
+
 from __future__ import annotations
 
 import io
@@ -66,7 +67,6 @@ def tiny_vit() -> nn.Module:
     return model
 
 
-
 def png_declaring(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buffer, "PNG")
@@ -124,7 +124,6 @@ def write_file(tmp: Path, name: str) -> Path:
     return path
 
 
-
 def half(dtype):
     def build():
         return user_model("eval").to(dtype)
@@ -162,7 +161,16 @@ def tiny_segformer() -> nn.Module:
 
     torch.manual_seed(0)
     config = SegformerConfig(
-        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
-        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
+        num_channels=3,
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        num_labels=3,
     )
     return SegformerForSemanticSegmentation(config).train()

@@ -1,4 +1,5 @@
 """Shared test setup: offline, deterministic, quiet."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Snapshots of a model's full state, to prove mmcam leaves it exactly as found."""
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ float and palette files, real photos) asserts a correct result and the same unto
 ``torch.compile`` is covered only with ``MMCAM_TEST_COMPILE=1``: it works (hooks on the
 compiled module's submodules, same maps), but compiling takes ~25 s on a 2-core CPU.
 """
+
 from __future__ import annotations
 
 import os
@@ -69,7 +70,7 @@ class Bad:
 
 
 def _cam(layers: Any = "block", **kw: Any) -> Callable:
-    return lambda inputs, targets: (lambda model, tmp: mmcam.CAM(model, layers, **kw)(inputs, targets))
+    return lambda inputs, targets: lambda model, tmp: mmcam.CAM(model, layers, **kw)(inputs, targets)
 
 
 def _explain_file(name: str, **kw: Any) -> Callable:
@@ -160,7 +161,13 @@ BAD = [
     Bad("target-action-out-of-range", _cam()(X, [mmcam.targets.ActionValue(9)]), TargetError, "action 9 is out of range"),
     Bad("target-caption-on-class-logits", _cam()(X, [mmcam.targets.CaptionTokens([0], [1])]), TargetError, r"\(B, T, vocab\)"),
     Bad("target-segmentation-on-class-logits", _cam()(X, [mmcam.targets.SegmentationRegion([1])]), TargetError, r"\(B, C, h, w\)"),
-    Bad("target-sum-of-mismatched-shapes", _cam()(X, [mmcam.targets.ClassLogit(0) + (lambda out: out[:, :2])]), TargetError, r"ClassLogit\(0\) \+ <function", cause=RuntimeError),
+    Bad(
+        "target-sum-of-mismatched-shapes",
+        _cam()(X, [mmcam.targets.ClassLogit(0) + (lambda out: out[:, :2])]),
+        TargetError,
+        r"ClassLogit\(0\) \+ <function",
+        cause=RuntimeError,
+    ),
     Bad("target-detached", _cam()(X, [lambda out: out[:, 0].detach()]), GradientError, "do not depend"),
     Bad("target-constant", _cam()(X, [lambda out: out[:, 0] * 0]), GradientError, "all zero"),
     # -- layers and methods ------------------------------------------------------------
@@ -258,12 +265,42 @@ GOOD = [
     Good("all-parameters-frozen", all_frozen, *_same_maps(atol=1e-5)),
     Good("user-hooks-everywhere", with_every_hook, *_same_maps(atol=1e-5)),
     Good("train-mode-default-layer", user_model, lambda m, t: mmcam.CAM(m)(X, [1]), lambda e: e.layers == ["block"] or pytest.fail(e.layers)),
-    Good("train-mode-scorecam", user_model, lambda m, t: mmcam.CAM(m, "block", method="scorecam")(X, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
-    Good("guided-gradcam-train-mode", user_model, lambda m, t: mmcam.GuidedGradCAM(m, "block")(X, [1]), lambda e: e.pixels.shape == (2, 1, 3, 16, 16) or pytest.fail()),
-    Good("gae-vit-train-mode", tiny_vit, lambda m, t: mmcam.CAM(m, None, method="gae")({"pixel_values": torch.rand(2, 3, 16, 16)}, [1]), lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail()),
-    Good("vit-default-layer-bf16", lambda: tiny_vit().to(torch.bfloat16), lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 16, 16)}, [1]), lambda e: e.layers[0].endswith("layernorm_before") or pytest.fail(e.layers)),
-    Good("segformer-train-mode-cam", tiny_segformer, lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 32, 32)}, [mmcam.targets.SegmentationRegion([1])]), lambda e: e.maps.shape == (1, 1, 32, 32) or pytest.fail()),
-    Good("tiny-1x1-input", lambda: user_model("eval"), lambda m, t: mmcam.CAM(m, "block")(torch.rand(1, 3, 1, 1), [0]), lambda e: e.maps.shape == (1, 1, 1, 1) or pytest.fail()),
+    Good(
+        "train-mode-scorecam",
+        user_model,
+        lambda m, t: mmcam.CAM(m, "block", method="scorecam")(X, [1]),
+        lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail(),
+    ),
+    Good(
+        "guided-gradcam-train-mode",
+        user_model,
+        lambda m, t: mmcam.GuidedGradCAM(m, "block")(X, [1]),
+        lambda e: e.pixels.shape == (2, 1, 3, 16, 16) or pytest.fail(),
+    ),
+    Good(
+        "gae-vit-train-mode",
+        tiny_vit,
+        lambda m, t: mmcam.CAM(m, None, method="gae")({"pixel_values": torch.rand(2, 3, 16, 16)}, [1]),
+        lambda e: e.maps.shape == (2, 1, 16, 16) or pytest.fail(),
+    ),
+    Good(
+        "vit-default-layer-bf16",
+        lambda: tiny_vit().to(torch.bfloat16),
+        lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 16, 16)}, [1]),
+        lambda e: e.layers[0].endswith("layernorm_before") or pytest.fail(e.layers),
+    ),
+    Good(
+        "segformer-train-mode-cam",
+        tiny_segformer,
+        lambda m, t: mmcam.CAM(m)({"pixel_values": torch.rand(1, 3, 32, 32)}, [mmcam.targets.SegmentationRegion([1])]),
+        lambda e: e.maps.shape == (1, 1, 32, 32) or pytest.fail(),
+    ),
+    Good(
+        "tiny-1x1-input",
+        lambda: user_model("eval"),
+        lambda m, t: mmcam.CAM(m, "block")(torch.rand(1, 3, 1, 1), [0]),
+        lambda e: e.maps.shape == (1, 1, 1, 1) or pytest.fail(),
+    ),
     Good("fp16-explain-from-path", half(torch.float16), _explain_ok("rotated.jpg", topk=2), _shown((20, 12))),
     Good("bf16-explain-from-array", half(torch.bfloat16), _explain_ok(np.full((10, 14, 3), 0.25, np.float32)), _shown((10, 14))),
     Good("exif-rotated-jpeg", user_model, _explain_ok("rotated.jpg"), _shown((20, 12))),

@@ -1,4 +1,5 @@
 """Every script in examples/ runs offline on the zoo (each in its own process) and writes PNGs."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """Images as the user's viewer shows them: orientation, bit depth, float range, transparency,
 size limits and unreadable files — checked on pixels, not only on the absence of errors."""
+
 from __future__ import annotations
 
 from pathlib import Path

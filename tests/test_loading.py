@@ -1,6 +1,7 @@
 """``mmcam.loading``: what each model spec loads, and that loading is safe by default — a
 pickle payload in a ``.pt``, an ``eval`` in a model yaml or pickled HF weights never run
 unless the caller passes ``trust_pickle=True`` / ``--trust-pickle``."""
+
 from __future__ import annotations
 
 import subprocess
@@ -48,10 +49,18 @@ def _trainer_checkpoint(tmp_path: Path) -> tuple[Path, "ultralytics.YOLO"]:
     path = tmp_path / "last.pt"
     torch.save(
         {
-            "epoch": 0, "best_fitness": None, "model": None, "ema": deepcopy(yolo.model).half(), "updates": 0,
-            "optimizer": optimizer.state_dict(), "train_args": {**DEFAULT_CFG_DICT, "model": "yolov8n.yaml", "imgsz": 64, "task": "detect"},
-            "train_metrics": {"fitness": 0.0}, "date": datetime.now().isoformat(), "version": __version__,
-            "license": "AGPL-3.0 (https://ultralytics.com/license)", "docs": "https://docs.ultralytics.com",
+            "epoch": 0,
+            "best_fitness": None,
+            "model": None,
+            "ema": deepcopy(yolo.model).half(),
+            "updates": 0,
+            "optimizer": optimizer.state_dict(),
+            "train_args": {**DEFAULT_CFG_DICT, "model": "yolov8n.yaml", "imgsz": 64, "task": "detect"},
+            "train_metrics": {"fitness": 0.0},
+            "date": datetime.now().isoformat(),
+            "version": __version__,
+            "license": "AGPL-3.0 (https://ultralytics.com/license)",
+            "docs": "https://docs.ultralytics.com",
         },
         path,
     )

@@ -1,4 +1,5 @@
 """Packaging facts: importing mmcam stays light; the public surface is what the docs say."""
+
 from __future__ import annotations
 
 import subprocess
@@ -19,8 +20,24 @@ def test_public_names():
     import mmcam
 
     assert mmcam.methods.available() == sorted(
-        ["ablationcam", "cam", "cell-occlusion", "eigencam", "eigengradcam", "gae", "gradcam", "gradcam++", "gradcam-elementwise", "hirescam", "layercam", "odam",
-         "sarfa", "scorecam", "shapley", "xgradcam"]
+        [
+            "ablationcam",
+            "cam",
+            "cell-occlusion",
+            "eigencam",
+            "eigengradcam",
+            "gae",
+            "gradcam",
+            "gradcam++",
+            "gradcam-elementwise",
+            "hirescam",
+            "layercam",
+            "odam",
+            "sarfa",
+            "scorecam",
+            "shapley",
+            "xgradcam",
+        ]
     )
     for name in ("explain_caption", "explain_detections", "explain_segmentation", "explain_action"):
         assert callable(getattr(mmcam.tasks, name)) and getattr(mmcam, name) is getattr(mmcam.tasks, name)

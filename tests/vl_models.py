@@ -1,4 +1,5 @@
 """Tiny random-init BLIP / GIT / CLIP models with processors built from parts (no hub files)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -96,8 +97,17 @@ def tiny_vilt(labels: list[str]):
 
     torch.manual_seed(0)
     config = ViltConfig(
-        vocab_size=4 + len(WORDS_OF_SCENES), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        image_size=64, patch_size=8, max_image_length=-1, num_labels=len(labels), max_position_embeddings=32,
-        id2label=dict(enumerate(labels)), label2id={v: i for i, v in enumerate(labels)},
+        vocab_size=4 + len(WORDS_OF_SCENES),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=8,
+        max_image_length=-1,
+        num_labels=len(labels),
+        max_position_embeddings=32,
+        id2label=dict(enumerate(labels)),
+        label2id={v: i for i, v in enumerate(labels)},
     )
     return ViltForQuestionAnswering(config).eval(), VQAProcessor(list(WORDS_OF_SCENES))

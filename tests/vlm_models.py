@@ -1,6 +1,7 @@
 """Tiny random-init generative VLMs (LLaVA) with processors built offline from parts:
 a word-level tokenizer (``tokenizers`` WordLevel + ``PreTrainedTokenizerFast``), the family's
 image processor from kwargs and a one-line chat template."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,9 @@ def tokenizer(vocab=VOCAB, specials=("<image>",)):
     tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece()  # "circle ##s" reads "circles"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=list(specials))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=list(specials)
+    )
 
 
 def llava(strategy: str = "default", feature_layer: int = -2, chat: bool = False, new_tokens: int = 4):
@@ -38,16 +41,31 @@ def llava(strategy: str = "default", feature_layer: int = -2, chat: bool = False
 
     torch.manual_seed(0)
     vision = dict(SMALL, model_type="clip_vision_model", image_size=SIZE, patch_size=PATCH)
-    text = dict(SMALL, model_type="llama", num_key_value_heads=2, vocab_size=len(VOCAB), max_position_embeddings=128, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, vision_feature_select_strategy=strategy, vision_feature_layer=feature_layer)
+    text = dict(
+        SMALL,
+        model_type="llama",
+        num_key_value_heads=2,
+        vocab_size=len(VOCAB),
+        max_position_embeddings=128,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN, vision_feature_select_strategy=strategy, vision_feature_layer=feature_layer
+    )
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.suppress_tokens = [PAD, UNK, BOS, EOS, IMAGE_TOKEN]
     model.generation_config.max_new_tokens = new_tokens
     model.generation_config.do_sample = False
     images = CLIPImageProcessor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
     processor = LlavaProcessor(
-        image_processor=images, tokenizer=tokenizer(), patch_size=PATCH, vision_feature_select_strategy=strategy,
-        num_additional_image_tokens=1, chat_template=CHAT if chat else None,
+        image_processor=images,
+        tokenizer=tokenizer(),
+        patch_size=PATCH,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1,
+        chat_template=CHAT if chat else None,
     )
     return model, processor
 
@@ -59,9 +77,20 @@ def qwen2_vl(new_tokens: int = 4):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
     torch.manual_seed(0)
-    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2)
+    vision = dict(
+        depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=PATCH, spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.2
+    )
     rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
-    text = dict(SMALL, num_key_value_heads=2, vocab_size=len(QWEN_VOCAB), max_position_embeddings=256, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, rope_parameters=rope)
+    text = dict(
+        SMALL,
+        num_key_value_heads=2,
+        vocab_size=len(QWEN_VOCAB),
+        max_position_embeddings=256,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        rope_parameters=rope,
+    )
     config = Qwen2VLConfig(vision_config=vision, text_config=text, image_token_id=4, vision_start_token_id=5, vision_end_token_id=6, video_token_id=7)
     model = Qwen2VLForConditionalGeneration(config).eval()
     model.generation_config.suppress_tokens = list(range(len(QWEN_SPECIAL)))
@@ -69,5 +98,7 @@ def qwen2_vl(new_tokens: int = 4):
     model.generation_config.do_sample = False
     sizes = dict(patch_size=PATCH, merge_size=2, temporal_patch_size=2)
     images = Qwen2VLImageProcessor(min_pixels=16 * 16, max_pixels=64 * 128, **sizes)
-    processor = Qwen2VLProcessor(image_processor=images, tokenizer=tokenizer(QWEN_VOCAB, QWEN_SPECIAL[4:]), video_processor=Qwen2VLVideoProcessor(**sizes), chat_template=QWEN_CHAT)
+    processor = Qwen2VLProcessor(
+        image_processor=images, tokenizer=tokenizer(QWEN_VOCAB, QWEN_SPECIAL[4:]), video_processor=Qwen2VLVideoProcessor(**sizes), chat_template=QWEN_CHAT
+    )
     return model, processor

@@ -1,5 +1,6 @@
 """Random-init ultralytics YOLO models from their yamls at 640, with outputs that vary across
 anchors and classes, and the real photos they are compared on against the model's predictor."""
+
 from __future__ import annotations
 
 from pathlib import Path

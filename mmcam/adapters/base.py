@@ -15,11 +15,13 @@ This module holds the shared pieces: :class:`Prepared`, :func:`processor_prepare
 HF-style processor, its frame read from the processor's own settings) and
 :func:`imagenet_prepare` (the documented default for a plain classifier).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,8 +64,13 @@ class Kept:
         take = [i for i, k in enumerate(keep.tolist()) if k]
         pick = lambda t: None if t is None else t[take]  # noqa: E731
         return Kept(
-            [self.indices[i] for i in take], [self.classes[i] for i in take], self.confidences[take], self.boxes[take],
-            self.photo_boxes[take], pick(self.masks), pick(self.regions),
+            [self.indices[i] for i in take],
+            [self.classes[i] for i in take],
+            self.confidences[take],
+            self.boxes[take],
+            self.photo_boxes[take],
+            pick(self.masks),
+            pick(self.regions),
         )
 
 

@@ -24,16 +24,16 @@ than the input projection feeding the encoder (see :func:`layers_and_grid`). An 
 given as ``layers=`` outputs ``(B, h * w, d)`` tokens; :class:`EncoderGrid` folds them into
 the ``(h, w)`` of that feature map, read from the same probing forward (never a constant).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from torch import nn
-
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
 from ..errors import InputError, TargetError
 from ..reshape import NCHW, Reshape, Tokens
@@ -95,8 +95,8 @@ def layers_and_grid(model: nn.Module, inputs: Any) -> tuple[list[str], tuple[int
 
 
 def _probe_layers_and_grid(model: nn.Module, batch: Any) -> tuple[list[str], tuple[int, int]]:
-    from ..reshape import _consistent
     from ..engine.layers import probe
+    from ..reshape import _consistent
 
     size = batch.spatial_size
     spatial = [
@@ -167,8 +167,15 @@ class DetrFamily(Family):
     batched = True
 
     def __init__(
-        self, model: nn.Module, processor: Any = None, conf: float = 0.5, max_boxes: int | None = None, size: int | None = None,
-        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, box_weight: float = 0.0, attribute: str = "score",
+        self,
+        model: nn.Module,
+        processor: Any = None,
+        conf: float = 0.5,
+        max_boxes: int | None = None,
+        size: int | None = None,
+        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
+        box_weight: float = 0.0,
+        attribute: str = "score",
     ):
         super().__init__(model, processor)
         self.scoring = family(model)

@@ -12,6 +12,7 @@ everything a task returns is in the photo's coordinates. Maps are resampled at t
 pixel centres: the photo's region of the input (inside any letterbox padding) is cropped and
 resized to the photo; a centre crop is undone by sampling, zero outside the model's view.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -17,6 +17,7 @@ The default layer is found by structure: the vision tower is the first submodule
 ``main_input_name`` is ``pixel_values``; inside it, :func:`mmcam.engine.layers.default_layers`
 picks the last block's pre-attention norm (``layer_norm1``, ``layernorm_before``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -27,12 +28,27 @@ import torch
 from torch import nn
 
 from ..engine import CAM, Explanation
+from ..engine.layers import default_layers
 from ..errors import InputError, TargetError
 from ..targets import CaptionTokens
-from ..engine.layers import default_layers
 from .base import Prepared, processor_prepare
 
-__all__ = ["processor_inputs", "run_cam", "chosen_layers", "require_attention_family", "CAPTIONERS", "ANSWER_GENERATORS", "DecoderLogits", "TextDecoding", "decoding_for", "vision_tower", "vision_layers", "merge_subwords", "TeacherForced", "teacher_forced"]
+__all__ = [
+    "processor_inputs",
+    "run_cam",
+    "chosen_layers",
+    "require_attention_family",
+    "CAPTIONERS",
+    "ANSWER_GENERATORS",
+    "DecoderLogits",
+    "TextDecoding",
+    "decoding_for",
+    "vision_tower",
+    "vision_layers",
+    "merge_subwords",
+    "TeacherForced",
+    "teacher_forced",
+]
 
 CAPTIONERS = ("VisionEncoderDecoderModel", "BlipForConditionalGeneration", "GitForCausalLM")
 ANSWER_GENERATORS = ("BlipForQuestionAnswering",)
@@ -77,9 +93,7 @@ def require_attention_family(method: Any, family: str, supported: tuple[str, ...
     from ..errors import MethodError
 
     if getattr(methods.get(method), "attention", False) and family not in supported:
-        offered = f"it supports {', '.join(supported)}" if supported else (
-            "it explains captions (VisionEncoderDecoder, BLIP), ViLT answers and ViT classes"
-        )
+        offered = f"it supports {', '.join(supported)}" if supported else ("it explains captions (VisionEncoderDecoder, BLIP), ViLT answers and ViT classes")
         raise MethodError(
             f"method 'gae' needs the model's attention maps in its own outputs, which {family} does not give "
             f"here; {offered}. Use a CAM method (gradcam, layercam, scorecam, ...) for {family}"
@@ -277,9 +291,7 @@ def generated_argmax(logits: torch.Tensor, decoding: TextDecoding, positions: li
     model's generation config allows (``suppress_tokens`` masked)."""
     logits = logits.clone()
     suppress = {  # BLIP generates through its text decoder's own generation config
-        int(t)
-        for m in decoding.model.modules()
-        for t in (getattr(getattr(m, "generation_config", None), "suppress_tokens", None) or [])
+        int(t) for m in decoding.model.modules() for t in (getattr(getattr(m, "generation_config", None), "suppress_tokens", None) or [])
     }
     if suppress:
         logits[..., sorted(suppress)] = -float("inf")

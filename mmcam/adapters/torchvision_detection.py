@@ -19,6 +19,7 @@ read it directly; the finest FPN level is stride 4 (Faster R-CNN) or 8 (RetinaNe
 The models resize and normalise inside (``model.transform``); the explained image is the
 tensor given, in [0, 1].
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,8 +53,7 @@ def default_layers(model: nn.Module) -> list[str]:
         if isinstance(module, FeaturePyramidNetwork):
             return [f"{name}.layer_blocks.{i}" for i in range(len(module.layer_blocks))]
     raise InputError(
-        f"found no FeaturePyramidNetwork in {type(model).__name__}; pass layers= (a backbone stage the "
-        "heads read, a name from model.named_modules())"
+        f"found no FeaturePyramidNetwork in {type(model).__name__}; pass layers= (a backbone stage the heads read, a name from model.named_modules())"
     )
 
 
@@ -61,8 +61,7 @@ def _detections(output: Any) -> list[dict]:
     if isinstance(output, (list, tuple)) and output and all(isinstance(o, dict) and "scores" in o for o in output):
         return list(output)
     raise TargetError(
-        f"expected a torchvision detector's eval output [{{'boxes', 'labels', 'scores'}}], got "
-        f"{type(output).__name__}; run the model in eval mode"
+        f"expected a torchvision detector's eval output [{{'boxes', 'labels', 'scores'}}], got {type(output).__name__}; run the model in eval mode"
     )
 
 
@@ -76,9 +75,7 @@ class KeptDetections(Target):
     in :class:`mmcam.targets.DetectionBoxScore`).
     """
 
-    def __init__(
-        self, max_boxes: int | None = None, select: "list[int] | None" = None, conf: float | None = None, iou: float = 0.5, box_weight: float = 0.0
-    ):
+    def __init__(self, max_boxes: int | None = None, select: "list[int] | None" = None, conf: float | None = None, iou: float = 0.5, box_weight: float = 0.0):
         if box_weight < 0:
             raise TargetError(f"box_weight must be >= 0, got {box_weight}")
         self.max_boxes, self.select, self.conf, self.iou, self.box_weight = max_boxes, select, conf, iou, float(box_weight)
@@ -159,7 +156,9 @@ class TorchvisionDetector(Family):
             batch = self.model.transform(x)[0]
         padded = tuple(int(v) for v in batch.tensors.shape[-2:])
         (rh, rw), (h, w) = batch.image_sizes[0], arr.shape[:2]
-        frame = Frame((h, w), padded, (rh / h, rw / w), (0.0, 0.0), f"{type(self.model.transform).__name__}: resize to {rh}x{rw}, pad to {padded[0]}x{padded[1]}")
+        frame = Frame(
+            (h, w), padded, (rh / h, rw / w), (0.0, 0.0), f"{type(self.model.transform).__name__}: resize to {rh}x{rw}, pad to {padded[0]}x{padded[1]}"
+        )
         return Prepared(x, arr, frame)
 
     def decide(self, output: Any, frames: list) -> list[Kept]:

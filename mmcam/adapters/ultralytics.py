@@ -21,6 +21,7 @@ train mode. mmcam runs that inner module in eval mode for the call (never ``YOLO
 * **targets**: box k's score is ``raw["scores"][:, cls_k, anchor_k]`` (a logit:
   probabilities of ~1e-4 give vanishing gradients), so all boxes come from one forward.
 """
+
 from __future__ import annotations
 
 import copy
@@ -100,8 +101,11 @@ def _channels_last(model: nn.Module) -> bool:
     if device == "cuda":
         return True
     return (
-        device == "cpu" and platform.machine() in {"AMD64", "x86_64"} and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled and sys.platform in ("linux", "win32")
+        device == "cpu"
+        and platform.machine() in {"AMD64", "x86_64"}
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and sys.platform in ("linux", "win32")
     )
 
 
@@ -190,8 +194,16 @@ class YoloFamily(Family):
     local_head = True  # box logits from each anchor's window of the head input (yolo_local.py); False: the dense logits
 
     def __init__(
-        self, model: Any, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, size: "int | tuple[int, int] | None" = None,
-        candidates: "tuple[Any, Any] | None" = None, box_weight: float = 0.0, attribute: str = "score", end2end: bool = False,
+        self,
+        model: Any,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        size: "int | tuple[int, int] | None" = None,
+        candidates: "tuple[Any, Any] | None" = None,
+        box_weight: float = 0.0,
+        attribute: str = "score",
+        end2end: bool = False,
     ):
         super().__init__(model)
         self.inner = fused(inner_model(model), end2end)
@@ -224,7 +236,10 @@ class YoloFamily(Family):
         x = torch.from_numpy(np.ascontiguousarray(boxed)).permute(2, 0, 1).float().div(255)[None]
         (h, w), (uw, uh) = arr.shape[:2], params["new_unpad"]
         frame = Frame(
-            (h, w), tuple(boxed.shape[:2]), (uh / h, uw / w), (float(params["top"]), float(params["left"])),
+            (h, w),
+            tuple(boxed.shape[:2]),
+            (uh / h, uw / w),
+            (float(params["top"]), float(params["left"])),
             f"ultralytics LetterBox(imgsz={self.imgsz}, auto=True, stride={self.stride})",
         )
         return Prepared(x, arr, frame)

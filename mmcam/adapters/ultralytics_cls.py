@@ -10,6 +10,7 @@ the photo, zero where the model saw nothing. The model is the fused copy the pre
 ``(probabilities, logits)``: targets read the logits, ``probabilities`` are ``predict()``'s
 ``probs``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -92,7 +93,9 @@ class YoloClassifier(Family):
         w, h = photo.size
         if resize is not None and crop is not None:
             rw, rh = resize(photo).size  # the predictor's own Resize decides the size before the crop
-            frame = Frame.resize_crop((h, w), (rh, rw), tuple(x.shape[-2:]), f"ultralytics classify_transforms: resize {rh}x{rw}, centre crop {x.shape[-2]}x{x.shape[-1]}")
+            frame = Frame.resize_crop(
+                (h, w), (rh, rw), tuple(x.shape[-2:]), f"ultralytics classify_transforms: resize {rh}x{rw}, centre crop {x.shape[-2]}x{x.shape[-1]}"
+            )
         else:
             frame = Frame.resize((h, w), tuple(x.shape[-2:]), "ultralytics classify transforms")
         return Prepared(x, np.asarray(photo), frame)

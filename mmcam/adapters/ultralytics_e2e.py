@@ -16,6 +16,7 @@ and with ``nms=False`` the one-to-one branch. Its eval output is then
 one-to-one class logit ``one2one["scores"][:, cls_k, anchor_k]``; a Segment26 instance's is its
 mask logits summed over its region, from the one-to-one mask coefficients.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -58,8 +59,15 @@ class YoloEndToEnd(YoloFamily):
     name = "ultralytics YOLO (end-to-end, one-to-one head)"
 
     def __init__(
-        self, model: Any, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, size: Any = None, candidates: Any = None,
-        box_weight: float = 0.0, attribute: str = "score",
+        self,
+        model: Any,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        size: Any = None,
+        candidates: Any = None,
+        box_weight: float = 0.0,
+        attribute: str = "score",
     ):
         if attribute != "score":
             raise InputError(f"attribute={attribute!r} (ODAM's box-coordinate maps) applies to the NMS heads; pass nms=None, or attribute='score'")

@@ -9,6 +9,7 @@ fused copy as :class:`~mmcam.adapters.ultralytics.YoloFamily`), so ``keypoints``
 ``Results.keypoints.data``. Scores: per kept person, its class logit, then each keypoint's
 visibility logit at the kept anchor (``raw["kpts"][:, 3 j + 2, anchor]``).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -22,6 +22,7 @@ Supported: LLaVA (:class:`LlavaLayout`: a square grid, CLS dropped) and Qwen2-VL
 ``input_ids`` / ``pixel_values``, build one by hand:
 ``ImageLayout(image_token_id=..., patch_size=..., layers=["<a vision-tower block>"])``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -163,7 +164,9 @@ class MergedPatches(Reshape):
         (h, w), m = self.grid, self.merge
         count = t.shape[-2] if t.ndim >= 2 else -1
         if count not in (h * w, (h // m) * (w // m)):
-            raise InputError(f"Qwen2-VL vision tokens must be ({h * w} or {(h // m) * (w // m)}, D) for a {h}x{w} patch grid, got {tuple(t.shape)}; hook a vision block or the merger")
+            raise InputError(
+                f"Qwen2-VL vision tokens must be ({h * w} or {(h // m) * (w // m)}, D) for a {h}x{w} patch grid, got {tuple(t.shape)}; hook a vision block or the merger"
+            )
         return MergedPatches(self.grid, m, count != h * w)
 
     def __call__(self, t: torch.Tensor, input_size: Any) -> torch.Tensor:
@@ -193,7 +196,9 @@ class Qwen2VLLayout(ImageLayout):
         try:
             out = processor(images=photo, text=prompt, return_tensors="pt")
         except Exception as error:  # noqa: BLE001 - any processor failure is the caller's input
-            raise InputError(f"the processor ({type(processor).__name__}) rejected the image and prompt: {error}. Pass the model's own processor (Qwen2VLProcessor)") from None
+            raise InputError(
+                f"the processor ({type(processor).__name__}) rejected the image and prompt: {error}. Pass the model's own processor (Qwen2VLProcessor)"
+            ) from None
         inputs = {k: v for k, v in dict(out).items() if isinstance(v, torch.Tensor)}
         if "image_grid_thw" not in inputs:
             raise InputError(f"the processor ({type(processor).__name__}) returned no image_grid_thw; pass Qwen2VLProcessor")
@@ -207,7 +212,9 @@ class Qwen2VLLayout(ImageLayout):
         if not isinstance(ids, torch.Tensor) or not isinstance(thw, torch.Tensor):
             raise InputError("Qwen2-VL needs input_ids and image_grid_thw from its processor; pass Qwen2VLProcessor")
         if thw.shape[0] != 1 or ids.shape[0] != 1:
-            raise InputError(f"one image and one prompt at a time: got {thw.shape[0]} images and {ids.shape[0]} prompts; put exactly one image placeholder in the prompt")
+            raise InputError(
+                f"one image and one prompt at a time: got {thw.shape[0]} images and {ids.shape[0]} prompts; put exactly one image placeholder in the prompt"
+            )
         t, h, w = (int(v) for v in thw[0])
         positions = (ids[0] == self.image_token_id).nonzero().flatten().tolist()
         grid = (h // self.merge, w // self.merge)

@@ -14,6 +14,7 @@ sum in another order on a smaller map), tested in ``tests/adapters/test_yolo_loc
 A branch with anything else (a strided or dilated-unpadded conv, pooling, attention, an
 unknown module) gives ``None``: the caller keeps the dense logit.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,9 +13,22 @@ Same from the shell, on one process or N::
 uses it to turn each rank's ``evaluate(..., shard=(rank, world))`` into the whole table
 (``torchrun ... -m mmcam.cli evaluate`` does this), equal to a single process's.
 """
-from .distributed import Distributed, all_reduce_evaluation, all_reduce_sums, means, shards_for_rank
+
 from ..tasks.registry import BATCHED_TASKS, TASKS
+from .distributed import Distributed, all_reduce_evaluation, all_reduce_sums, means, shards_for_rank
 from .run import BatchResult, run_batch
 from .source import Record, list_records
 
-__all__ = ["run_batch", "BatchResult", "all_reduce_sums", "all_reduce_evaluation", "means", "Distributed", "shards_for_rank", "list_records", "Record", "TASKS", "BATCHED_TASKS"]
+__all__ = [
+    "run_batch",
+    "BatchResult",
+    "all_reduce_sums",
+    "all_reduce_evaluation",
+    "means",
+    "Distributed",
+    "shards_for_rank",
+    "list_records",
+    "Record",
+    "TASKS",
+    "BATCHED_TASKS",
+]

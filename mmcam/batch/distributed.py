@@ -5,6 +5,7 @@
 CPU, ``nccl`` on CUDA). Without them the run is a single process and every collective is
 the identity.
 """
+
 from __future__ import annotations
 
 import os
@@ -150,8 +151,12 @@ def all_reduce_evaluation(evaluation: Any) -> Any:
             curve["count"] = int(count)
     totals = {n: _ordered(cols, ev.totals.get(n, {})) for n, cols in _ordered(totals, ev.totals).items()}  # rank 0's table order
     whole = dataclasses.replace(
-        ev, totals=totals, sanity=_ordered(sanity, ev.sanity), records=[r for records, _, _ in gathered for r in records],
-        seconds=max(seconds for _, _, seconds in gathered), **{f: int(reduced[("size", f)][0]) for f in ("samples", "cases", "items")},
+        ev,
+        totals=totals,
+        sanity=_ordered(sanity, ev.sanity),
+        records=[r for records, _, _ in gathered for r in records],
+        seconds=max(seconds for _, _, seconds in gathered),
+        **{f: int(reduced[("size", f)][0]) for f in ("samples", "cases", "items")},
     )
     return Evaluation.merge([whole])
 

@@ -1,4 +1,5 @@
 """``run_batch``: explain every image of a dataset, sharded over ranks, resumable."""
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,10 @@ from tqdm.auto import tqdm
 from ..errors import InputError, MMCamError
 from ..explain import TaskExplanation, _jsonable, map_stats
 from ..loading import load_model
-from . import store
-from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
 from ..tasks.base import Task as Engine
 from ..tasks.registry import TASKS, build_task
+from . import store
+from .distributed import Distributed, all_reduce_sums, means, shards_for_rank
 from .source import ImageDataset, Record, collate, die_with_parent, list_records, records_digest, unpack
 
 __all__ = ["run_batch", "BatchResult"]
@@ -112,9 +113,18 @@ def run_batch(
     out = Path(out_dir)
     _ensure_dir(out / "shards")
     settings = {
-        "task": task, "model": model_spec if isinstance(model_spec, str) else type(model_spec[0]).__name__,
-        "weights": weights, "method": method, "layers": layers, "question": question, "topk": topk, "conf": conf,
-        "source": str(Path(source).resolve()), "images": len(records), "images_digest": records_digest(records), "shard_size": shard_size,
+        "task": task,
+        "model": model_spec if isinstance(model_spec, str) else type(model_spec[0]).__name__,
+        "weights": weights,
+        "method": method,
+        "layers": layers,
+        "question": question,
+        "topk": topk,
+        "conf": conf,
+        "source": str(Path(source).resolve()),
+        "images": len(records),
+        "images_digest": records_digest(records),
+        "shard_size": shard_size,
     }
     _check_settings(out, settings)
     start = time.perf_counter()
@@ -144,14 +154,25 @@ def run_batch(
                 _check_complete(rows, records)
             counts = {k: int(v[0]) for k, v in sums.items() if k.startswith("n_")}
             result = BatchResult(
-                out_dir=out, images=len(records), explained=counts.get("n_explained", 0), failed=counts.get("n_failed", 0),
-                items=counts.get("n_items", 0), shards=num_shards, written_shards=len(pending), resumed_shards=len(mine) - len(pending),
-                seconds=time.perf_counter() - start, explain_seconds=explain_seconds, rank=dist.rank, world_size=dist.world_size,
+                out_dir=out,
+                images=len(records),
+                explained=counts.get("n_explained", 0),
+                failed=counts.get("n_failed", 0),
+                items=counts.get("n_items", 0),
+                shards=num_shards,
+                written_shards=len(pending),
+                resumed_shards=len(mine) - len(pending),
+                seconds=time.perf_counter() - start,
+                explain_seconds=explain_seconds,
+                rank=dist.rank,
+                world_size=dist.world_size,
                 stats={k: round(v, 6) for k, v in means({k: v for k, v in sums.items() if not k.startswith("n_")}).items()},
             )
             if dist.is_main:
                 summary = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}, "settings": settings}
-                summary["failures"] = [{"index": r["index"], "image_id": r["image_id"], "file": r["file"], "error": r["error"]} for r in rows if r["status"] == "failed"]
+                summary["failures"] = [
+                    {"index": r["index"], "image_id": r["image_id"], "file": r["file"], "error": r["error"]} for r in rows if r["status"] == "failed"
+                ]
                 store.atomic_write(out / "summary.json", json.dumps(summary, indent=2).encode())
             dist.barrier()
             return result
@@ -159,11 +180,24 @@ def run_batch(
         dist.close()
 
 
-def _explain_shards(engine: Engine, records: list[Record], pending: list[int], shard_size: int, batch_size: int, num_workers: int, out: Path, dist: Distributed, progress: bool | None) -> None:
+def _explain_shards(
+    engine: Engine,
+    records: list[Record],
+    pending: list[int],
+    shard_size: int,
+    batch_size: int,
+    num_workers: int,
+    out: Path,
+    dist: Distributed,
+    progress: bool | None,
+) -> None:
     members = {s: list(range(s * shard_size, min((s + 1) * shard_size, len(records)))) for s in pending}
     batches = [idx[i : i + batch_size] for s in pending for idx in [members[s]] for i in range(0, len(idx), batch_size)]
     loader = DataLoader(
-        ImageDataset(records, engine.prepare, engine.read), batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+        ImageDataset(records, engine.prepare, engine.read),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=collate,
         worker_init_fn=die_with_parent if num_workers else None,
     )
     show = dist.is_main and (progress if progress is not None else True)
@@ -231,8 +265,17 @@ def _rows(record: Record, shard: int, error: str | None, exp: TaskExplanation | 
     extras = _item_extras(exp)
     rows = [
         {
-            **base, "status": "ok", "item": k, "label": label, "score": round(float(score), 6), "prediction": prediction,
-            **map_stats(m), "maps": f"shards/{npz}", "key": _key(record), "map_size": list(array.shape[1:]), **extras[k],
+            **base,
+            "status": "ok",
+            "item": k,
+            "label": label,
+            "score": round(float(score), 6),
+            "prediction": prediction,
+            **map_stats(m),
+            "maps": f"shards/{npz}",
+            "key": _key(record),
+            "map_size": list(array.shape[1:]),
+            **extras[k],
         }
         for k, (label, score, m) in enumerate(zip(exp.items, exp.scores, maps))
     ]
@@ -262,7 +305,15 @@ def _item_extras(exp: TaskExplanation) -> list[dict[str, Any]]:
 
 def _sums(out: Path, shards: list[int]) -> dict[str, tuple[float, float]]:
     """This rank's ``(sum, count)`` of counts and item statistics over its finished shards."""
-    sums = {"n_images": [0.0, 1.0], "n_explained": [0.0, 1.0], "n_failed": [0.0, 1.0], "n_items": [0.0, 1.0], "score": [0.0, 0.0], "mean": [0.0, 0.0], "top10_mass": [0.0, 0.0]}
+    sums = {
+        "n_images": [0.0, 1.0],
+        "n_explained": [0.0, 1.0],
+        "n_failed": [0.0, 1.0],
+        "n_items": [0.0, 1.0],
+        "score": [0.0, 0.0],
+        "mean": [0.0, 0.0],
+        "top10_mass": [0.0, 0.0],
+    }
     for s in shards:
         rows = store.read_rows(store.shard_paths(out, s)[1])
         images = {r["index"]: r["status"] for r in rows}

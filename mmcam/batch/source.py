@@ -1,5 +1,6 @@
 """What a dataset run reads: the image list of a COCO file or a folder, and a ``Dataset``
 whose ``DataLoader`` workers decode and preprocess the images."""
+
 from __future__ import annotations
 
 import contextlib

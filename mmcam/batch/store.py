@@ -12,6 +12,7 @@ Files are written to ``NAME.tmp-PID`` in the same folder, flushed, then ``os.rep
 (atomic on POSIX), so a run killed at any instant leaves finished files or stray temp
 files, never a partial file under a final name; a restart deletes the temp files.
 """
+
 from __future__ import annotations
 
 import io

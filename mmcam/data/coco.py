@@ -22,6 +22,7 @@ and otherwise ignores:
 ``load_coco(path)`` reads such a file (with or without the extension) and returns one
 :class:`CocoImage` per image, where the links are indices into that image's masks.
 """
+
 from __future__ import annotations
 
 import contextlib

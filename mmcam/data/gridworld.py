@@ -21,6 +21,7 @@ Definitions:
   sit in the optimal direction); together with the agent and goal positions they decide
   the action.
 """
+
 from __future__ import annotations
 
 from collections import deque

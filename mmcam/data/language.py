@@ -24,6 +24,7 @@ Questions (``QA.object_ids`` = the objects the answer depends on):
 * position — two-object scenes, both directions: ``what is left of the blue square ?`` →
   the other object's shape, linked to that object (the one the answer names).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

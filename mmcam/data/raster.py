@@ -8,6 +8,7 @@ Every shape is centred on ``(cx, cy)``: the box of its full (unoccluded) outline
 symmetric about the centre up to pixel rounding, so "where an object is" means the same
 thing for every shape.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

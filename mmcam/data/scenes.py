@@ -23,6 +23,7 @@ Everything is drawn on a numpy grid with hard edges (see :mod:`mmcam.data.raster
 
 Captions and questions follow the grammar in :mod:`mmcam.data.language`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

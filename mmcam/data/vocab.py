@@ -4,6 +4,7 @@ caption, question or answer can use.
 These are contracts: trained models size their heads and tokenizers from them, so adding
 or reordering an entry invalidates shipped weights.
 """
+
 from __future__ import annotations
 
 __all__ = ["SHAPES", "COLORS", "CATEGORIES", "COUNT_WORDS", "RELATIONS", "VOCAB", "OCCLUDER_COLOR"]

@@ -8,6 +8,7 @@ return no probabilities) and every floating-point parameter requires grad (the a
 maps of a text-only decoder layer depend on no image pixel, yet their gradients are part
 of the relevance); both are put back exactly after, even when the call fails.
 """
+
 from __future__ import annotations
 
 import logging
@@ -188,8 +189,7 @@ def _rows(targets: TargetSet, image: int, columns: int, default: list[int], stre
         positions = getattr(target, "positions", None)
         if positions is None:
             raise TargetError(
-                f"method 'gae' on an encoder-decoder model needs targets that name their decoder positions "
-                f"(mmcam.targets.CaptionTokens); got {target!r}"
+                f"method 'gae' on an encoder-decoder model needs targets that name their decoder positions (mmcam.targets.CaptionTokens); got {target!r}"
             )
         groups = getattr(target, "groups", None) or [[i] for i in range(len(positions))]
         rows.extend([positions[i] for i in group] for group in groups)

@@ -1,4 +1,5 @@
 """Fusion of layers, upsampling and [0, 1] normalisation — done once, for every method."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ gradients of all K scores with one batched vector-Jacobian product (or a retaine
 loop, whichever is faster for the model), lets the method weight the activations, and
 returns ReLU'd, fused, upsampled and normalised maps.
 """
+
 from __future__ import annotations
 
 import time
@@ -124,10 +125,7 @@ class CAM:
                 if scores.shape[1] == 0:  # e.g. a detector that kept no box: nothing to explain
                     return self._empty(batch, targets_set, scores, output, leaves, size)
                 grads = self._gradients(scores, leaves) if self.method.needs_grads else [None] * len(leaves)
-            per_layer = [
-                self._layer_map(index, leaf, grad, scores.detach(), batch, targets_set, size)
-                for index, (leaf, grad) in enumerate(zip(leaves, grads))
-            ]
+            per_layer = [self._layer_map(index, leaf, grad, scores.detach(), batch, targets_set, size) for index, (leaf, grad) in enumerate(zip(leaves, grads))]
         finest = max((m.shape[-2:] for m in per_layer), key=lambda s: s[0] * s[1])
         raw = per_layer[0] if len(per_layer) == 1 else fuse(per_layer, tuple(finest))
         maps = normalize(upsample(raw, size) if size is not None else raw)
@@ -210,8 +208,7 @@ class CAM:
         for (name, _), grad in zip(self.layers, grads):
             if grad is None:
                 raise LayerError(
-                    f"layer {name!r} is not on the path from the input to the explained scores; "
-                    "hook a layer the target depends on (one before the output head)"
+                    f"layer {name!r} is not on the path from the input to the explained scores; hook a layer the target depends on (one before the output head)"
                 )
         if not any(bool(torch.count_nonzero(g)) for g in grads):
             raise GradientError(

@@ -1,5 +1,6 @@
 """What the engine returns: :class:`Explanation` (maps, raw maps, scores, the resolved
 targets) and :func:`detached`, the model output kept without its autograd graph."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

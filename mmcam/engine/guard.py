@@ -13,6 +13,7 @@ model's dtype, the model's own errors translated, warnings for suspicious inputs
 * **Errors.** An exception from the model's forward becomes a :class:`~mmcam.errors.ForwardError`
   saying what was passed and what to pass instead, with the original as ``__cause__``.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,7 +30,17 @@ from torch import nn
 from ..errors import ForwardError, InputError, MMCamError, MMCamWarning
 from .inputs import Inputs
 
-__all__ = ["model_lock", "untouched", "transient_capture_hooks", "prepare_inputs", "cast_to_model", "run_model", "forward_message", "warn_zero_maps", "describe"]
+__all__ = [
+    "model_lock",
+    "untouched",
+    "transient_capture_hooks",
+    "prepare_inputs",
+    "cast_to_model",
+    "run_model",
+    "forward_message",
+    "warn_zero_maps",
+    "describe",
+]
 
 _LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -138,22 +149,21 @@ def cast_to_model(batch: Inputs, model: nn.Module) -> Inputs:
         return batch
     if isinstance(batch.value, torch.Tensor):
         return batch if batch.value.dtype == dtype else Inputs(batch.value.to(dtype))
-    changed = {
-        k: v.to(dtype)
-        for k, v in batch.value.items()
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype
-    }
+    changed = {k: v.to(dtype) for k, v in batch.value.items() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != dtype}
     return Inputs({**batch.value, **changed}, batch.image_key) if changed else batch
 
 
 _CHANNELS = re.compile(r"expected input\[([\d, ]+)\] to have (\d+) channels, but got (\d+) channels")
 _HINTS = (
-    (re.compile(r"same dtype|dtype.*should be the same|type \(.*\) and (weight|bias) type|Half|BFloat16", re.IGNORECASE),
-     "pass inputs in the model's dtype (x.to(next(model.parameters()).dtype))"),
-    (re.compile(r"same device|cuda|device type", re.IGNORECASE),
-     "pass inputs on the model's device (x.to(next(model.parameters()).device))"),
-    (re.compile(r"unexpected keyword argument|missing \d+ required|positional argument", re.IGNORECASE),
-     "pass a dict whose keys are the model's forward() arguments, or a tensor for model(x)"),
+    (
+        re.compile(r"same dtype|dtype.*should be the same|type \(.*\) and (weight|bias) type|Half|BFloat16", re.IGNORECASE),
+        "pass inputs in the model's dtype (x.to(next(model.parameters()).dtype))",
+    ),
+    (re.compile(r"same device|cuda|device type", re.IGNORECASE), "pass inputs on the model's device (x.to(next(model.parameters()).device))"),
+    (
+        re.compile(r"unexpected keyword argument|missing \d+ required|positional argument", re.IGNORECASE),
+        "pass a dict whose keys are the model's forward() arguments, or a tensor for model(x)",
+    ),
 )
 
 

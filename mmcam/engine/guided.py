@@ -11,6 +11,7 @@ module is swapped); ReLUs called functionally (``F.relu``) keep their plain grad
 Known to fail the model-randomisation sanity check (Adebayo et al. 2018): it largely
 reconstructs the image whatever the weights; mmcam's metrics report that.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

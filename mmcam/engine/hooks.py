@@ -6,6 +6,7 @@ exactly; the hooked output is replaced by a differentiable copy of a detached le
 nothing before the layer is traced by autograd; a layer that fires more than once per
 forward is rejected; in-place modification of the captured activation is detected.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -28,10 +29,7 @@ def resolve_layers(model: nn.Module, layers: Any) -> list[tuple[str, nn.Module]]
     if isinstance(layers, (nn.Module, str)):
         layers = [layers]
     if not isinstance(layers, Sequence) or not layers:
-        raise LayerError(
-            f"cannot use {layers!r} as layers; pass a module, a dotted name such as 'layer4', or a "
-            "non-empty list of them"
-        )
+        raise LayerError(f"cannot use {layers!r} as layers; pass a module, a dotted name such as 'layer4', or a non-empty list of them")
     names = {id(m): n for n, m in model.named_modules()}
     out = []
     for spec in layers:
@@ -165,8 +163,7 @@ class Capture:
             tensor = first_tensor(output)
             if tensor is None:
                 raise LayerError(
-                    f"layer {record.name!r} ({type(module).__name__}) returned "
-                    f"{type(output).__name__} with no tensor; hook a layer that outputs a feature map"
+                    f"layer {record.name!r} ({type(module).__name__}) returned {type(output).__name__} with no tensor; hook a layer that outputs a feature map"
                 )
             if self.cut and tensor.requires_grad:
                 # already on the graph of an earlier hooked layer: keep the connection

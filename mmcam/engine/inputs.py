@@ -1,4 +1,5 @@
 """Model inputs: a tensor passed as ``model(x)`` or a dict passed as ``model(**x)``."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -25,13 +26,11 @@ class Inputs:
         if isinstance(value, torch.Tensor):
             if not value.is_floating_point():
                 raise InputError(
-                    f"the input tensor has dtype {value.dtype}; pass a float image tensor "
-                    "(B, C, H, W), e.g. x.float() / 255 normalised as the model expects"
+                    f"the input tensor has dtype {value.dtype}; pass a float image tensor (B, C, H, W), e.g. x.float() / 255 normalised as the model expects"
                 )
             if value.ndim < 2:
                 raise InputError(
-                    f"the input tensor needs a batch dimension, got shape {tuple(value.shape)}; pass a batch "
-                    f"(B, ...), e.g. x[None] for one sample"
+                    f"the input tensor needs a batch dimension, got shape {tuple(value.shape)}; pass a batch (B, ...), e.g. x[None] for one sample"
                 )
             self.value, self.image_key = value, None
         elif isinstance(value, Mapping):
@@ -39,8 +38,7 @@ class Inputs:
             self.image_key = image_key or _find_image_key(self.value)
         else:
             raise InputError(
-                f"cannot use {type(value).__name__} as inputs; pass a tensor or a dict of tensors "
-                "(passed as model(**inputs)), e.g. torch.stack(images)"
+                f"cannot use {type(value).__name__} as inputs; pass a tensor or a dict of tensors (passed as model(**inputs)), e.g. torch.stack(images)"
             )
         self.batch_size = int(self.image.shape[0]) if self.image is not None else _first_batch(self.value)
 

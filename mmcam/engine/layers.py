@@ -12,6 +12,7 @@ The rule, from what actually ran:
   for CLS-pooled models the patch gradients at a block's *output* are exactly zero;
 * otherwise the last candidate (``layer4``, ``features``, ``trunk_output``, …).
 """
+
 from __future__ import annotations
 
 import copy
@@ -127,8 +128,7 @@ def _probe_default(model: nn.Module, inputs: Any) -> list[str]:
     ]
     if not candidates:
         raise LayerError(
-            f"found no layer with a spatial or token output in {type(model).__name__}; pass "
-            "layers= explicitly (a module or a name from model.named_modules())"
+            f"found no layer with a spatial or token output in {type(model).__name__}; pass layers= explicitly (a module or a name from model.named_modules())"
         )
     name, module, shape = candidates[-1]
     if len(shape) == 3:
@@ -170,11 +170,7 @@ def _pre_attention_norm(model: nn.Module, name: str, records) -> str | None:
     if not lists:
         return None
     block = max(lists, key=lambda n: order[n])
-    norms = [
-        f"{block}.{n}"
-        for n, m in model.get_submodule(block).named_modules()
-        if n and isinstance(m, nn.LayerNorm) and f"{block}.{n}" in order
-    ]
+    norms = [f"{block}.{n}" for n, m in model.get_submodule(block).named_modules() if n and isinstance(m, nn.LayerNorm) and f"{block}.{n}" in order]
     if not norms:
         return None
     # first to *run*: a LayerNorm has no children, so finishing order is running order

@@ -1,4 +1,5 @@
 """Evaluate a batch's targets on a model output: ``(N, K)`` scores, one column per item."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -50,10 +51,7 @@ class TargetSet:
                 )
             self.per_image = [[_as_target(t) for t in ts] for ts in targets]
         elif any(nested):
-            raise TargetError(
-                "targets mixes lists and single targets; pass either K targets for every image or "
-                f"{batch_size} lists of K targets"
-            )
+            raise TargetError(f"targets mixes lists and single targets; pass either K targets for every image or {batch_size} lists of K targets")
         else:
             self.shared = [_as_target(t) for t in targets]
 
@@ -71,10 +69,7 @@ class TargetSet:
                 "class logits to pick a default from; pass targets (see mmcam.targets)"
             ) from None
         if logits.ndim != 2:
-            raise TargetError(
-                f"no targets were given and the output has shape {tuple(logits.shape)}, not "
-                "(B, num_classes); pass targets (see mmcam.targets)"
-            )
+            raise TargetError(f"no targets were given and the output has shape {tuple(logits.shape)}, not (B, num_classes); pass targets (see mmcam.targets)")
         top = logits.detach().argmax(1).tolist()
         self.per_image = [[ClassLogit(c)] for c in top]
 
@@ -142,8 +137,5 @@ def _columns(targets: list[Callable], output: Any) -> torch.Tensor:
         cols.append(s)
     batch = {c.shape[0] for c in cols}
     if len(batch) != 1:
-        raise TargetError(
-            f"targets returned different batch sizes {sorted(batch)}; pass targets that each return one "
-            "row per image of the batch"
-        )
+        raise TargetError(f"targets returned different batch sizes {sorted(batch)}; pass targets that each return one row per image of the batch")
     return torch.cat(cols, 1) if len(cols) > 1 else cols[0]

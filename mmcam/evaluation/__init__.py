@@ -18,6 +18,7 @@ For one task, model and set of methods, over a COCO-format dataset read through 
 
 plus rows for the centre-Gaussian, uniform and random maps. Deterministic from ``seed``.
 """
+
 from .cases import TASKS
 from .runner import FRESH_SEEDS, ZOO_MODEL, evaluate
 from .scoring import torchray_tolerance

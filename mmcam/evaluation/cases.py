@@ -14,6 +14,7 @@ inputs as probabilities for the faithfulness metrics. Ground truth per task foll
 - vqa: the object(s) the question is about (its answer's objects);
 - action: the decisive cells (agent, goal, walls next to the agent).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from ..data import SHAPES
@@ -77,8 +78,8 @@ def _pixels(inputs: Any) -> torch.Tensor:
 def _classify(model, processor, sample, layers=None) -> list[Case]:
     from ..engine.guided import GuidedBackprop
     from ..explain import label_names, prepare_image
-    from ..tasks.classification import explain_classification
     from ..targets import logits_of
+    from ..tasks.classification import explain_classification
 
     image = sample.load_image()
     inputs, _ = prepare_image(image, processor)
@@ -103,17 +104,19 @@ def _classify(model, processor, sample, layers=None) -> list[Case]:
     def explain(m, method, cls=c):
         return _fit(explain_classification(m, image, target=cls, processor=processor, method=method, layers=layers).maps, size)
 
-    return [Case(
-        sample_id=str(sample.image_id),
-        items=[names.get(c, str(c))],
-        pixels=x,
-        masks=mask[None],
-        others=rest[None],
-        probabilities=lambda xs: run(model, xs).softmax(-1)[:, [c]],
-        explain=explain,
-        explain_other=lambda m, method: explain(m, method, runner_up),
-        guided=lambda m: _fit(GuidedBackprop(m)(x[None] if isinstance(inputs, torch.Tensor) else {"pixel_values": x[None]}, [c]).maps[0], size),
-    )]
+    return [
+        Case(
+            sample_id=str(sample.image_id),
+            items=[names.get(c, str(c))],
+            pixels=x,
+            masks=mask[None],
+            others=rest[None],
+            probabilities=lambda xs: run(model, xs).softmax(-1)[:, [c]],
+            explain=explain,
+            explain_other=lambda m, method: explain(m, method, runner_up),
+            guided=lambda m: _fit(GuidedBackprop(m)(x[None] if isinstance(inputs, torch.Tensor) else {"pixel_values": x[None]}, [c]).maps[0], size),
+        )
+    ]
 
 
 def _iou(a, b) -> float:
@@ -138,7 +141,9 @@ def _detector_scoring(model, processor, photo, indices, classes):
         family = yolo.YoloFamily(model)
     prepared = family.prepare(Image.fromarray(photo))
     if not prepared.frame.is_identity:
-        raise InputError(f"the detect evaluation needs scenes the model takes as they are (got {prepared.frame.pipeline}); pass scenes at the model's input size")
+        raise InputError(
+            f"the detect evaluation needs scenes the model takes as they are (got {prepared.frame.pipeline}); pass scenes at the model's input size"
+        )
     if isinstance(family, detr.DetrFamily):
         x = prepared.inputs["pixel_values"][0]
 
@@ -186,15 +191,19 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
     def explain(m, method):
         return _fit(explain_detections(m, image, processor=processor, method=method, layers=layers, candidates=(indices, classes)).maps, size)
 
-    return [Case(
-        sample_id=str(sample.image_id),
-        items=[first.items[k] for k in keep],
-        pixels=x,
-        masks=torch.stack([masks[i] for i in matched]),
-        others=torch.stack([masks[[j for j in range(len(masks)) if j != i]].any(0) if len(masks) > 1 else torch.zeros(size, dtype=torch.bool) for i in matched]),
-        probabilities=probabilities,
-        explain=explain,
-    )]
+    return [
+        Case(
+            sample_id=str(sample.image_id),
+            items=[first.items[k] for k in keep],
+            pixels=x,
+            masks=torch.stack([masks[i] for i in matched]),
+            others=torch.stack(
+                [masks[[j for j in range(len(masks)) if j != i]].any(0) if len(masks) > 1 else torch.zeros(size, dtype=torch.bool) for i in matched]
+            ),
+            probabilities=probabilities,
+            explain=explain,
+        )
+    ]
 
 
 def _segment(model, processor, sample, layers=None) -> list[Case]:
@@ -225,7 +234,10 @@ def _segment(model, processor, sample, layers=None) -> list[Case]:
         return (probs * regions[None]).flatten(2).sum(2) / area
 
     def explain(m, method):
-        maps = [explain_segmentation(m, image, class_id=c, mask=regions[k].numpy(), processor=processor, method=method, layers=layers).maps[0] for k, c in enumerate(classes)]
+        maps = [
+            explain_segmentation(m, image, class_id=c, mask=regions[k].numpy(), processor=processor, method=method, layers=layers).maps[0]
+            for k, c in enumerate(classes)
+        ]
         return _fit(torch.stack(maps), size)
 
     return [Case(str(sample.image_id), [first.items[k] for k in keep], x, masks, others, probabilities, explain)]
@@ -293,10 +305,18 @@ def _vqa(model, processor, sample, layers=None) -> list[Case]:
 
         masks = _union(sample.masks, qa.object_ids, size)[None]
         others = _union(sample.masks, [i for i in range(n) if i not in qa.object_ids], size)[None]
-        cases.append(Case(
-            f"{sample.image_id}/q{qi}", [f"{qa.question} -> {answer}"], x, masks, others, probabilities, explain,
-            explain_other=(lambda m, method, explain=explain, other=other: explain(m, method, ans=other)) if other else None,
-        ))
+        cases.append(
+            Case(
+                f"{sample.image_id}/q{qi}",
+                [f"{qa.question} -> {answer}"],
+                x,
+                masks,
+                others,
+                probabilities,
+                explain,
+                explain_other=(lambda m, method, explain=explain, other=other: explain(m, method, ans=other)) if other else None,
+            )
+        )
     return cases
 
 
@@ -316,13 +336,19 @@ def _action(model, processor, state, layers=None) -> list[Case]:
 
     mask = torch.from_numpy(state.decisive_mask())
     walls = torch.from_numpy(state.obs[2] > 0) & ~mask
-    return [Case(
-        str(state.seed), [f"action {a}"], obs, mask[None], walls[None],
-        probabilities=lambda xs: model(xs).softmax(-1)[:, [a]],
-        explain=explain,
-        explain_other=lambda m, method: explain(m, method, runner_up),
-        guided=lambda m: _fit(GuidedBackprop(m)(obs[None], [a]).maps[0], size),
-    )]
+    return [
+        Case(
+            str(state.seed),
+            [f"action {a}"],
+            obs,
+            mask[None],
+            walls[None],
+            probabilities=lambda xs: model(xs).softmax(-1)[:, [a]],
+            explain=explain,
+            explain_other=lambda m, method: explain(m, method, runner_up),
+            guided=lambda m: _fit(GuidedBackprop(m)(obs[None], [a]).maps[0], size),
+        )
+    ]
 
 
 _PREPARE = {"classify": _classify, "detect": _detect, "segment": _segment, "caption": _caption, "vqa": _vqa, "action": _action}

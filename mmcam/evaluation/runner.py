@@ -1,4 +1,5 @@
 """``evaluate``: load, prepare the cases, make every row's maps and score them."""
+
 from __future__ import annotations
 
 import tempfile
@@ -127,15 +128,55 @@ def evaluate(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return _evaluate(
-                task, model, processor, methods, layers, dataset, image_dir, images, seed, faithfulness_images, attributions,
-                attribution_images, sanity_images, steps, tuple(road_percentages), tolerance, shard, disable, command, tqdm, trust_pickle,
+                task,
+                model,
+                processor,
+                methods,
+                layers,
+                dataset,
+                image_dir,
+                images,
+                seed,
+                faithfulness_images,
+                attributions,
+                attribution_images,
+                sanity_images,
+                steps,
+                tuple(road_percentages),
+                tolerance,
+                shard,
+                disable,
+                command,
+                tqdm,
+                trust_pickle,
             )
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _evaluate(task, model, processor, methods, layers, dataset, image_dir, images, seed, faithfulness_images, attributions,
-              attribution_images, sanity_images, steps, road_percentages, tolerance, shard, disable, command, tqdm, trust_pickle) -> Evaluation:
+def _evaluate(
+    task,
+    model,
+    processor,
+    methods,
+    layers,
+    dataset,
+    image_dir,
+    images,
+    seed,
+    faithfulness_images,
+    attributions,
+    attribution_images,
+    sanity_images,
+    steps,
+    road_percentages,
+    tolerance,
+    shard,
+    disable,
+    command,
+    tqdm,
+    trust_pickle,
+) -> Evaluation:
     start = time.perf_counter()
     model, processor, model_name = _load(task, model, processor, trust_pickle)
     with tempfile.TemporaryDirectory(prefix="mmcam-eval-") as tmp:
@@ -205,9 +246,13 @@ def _evaluate(task, model, processor, methods, layers, dataset, image_dir, image
             for method in methods:
                 for j, o in zip(subset, occlusion):
                     rows[method].add({"rho_occlusion": spearman(method_maps[method][j], o).tolist()}, cases[j])
-            notes.append(f"ρ occlusion: Spearman of each map with captum's occlusion map (the Grad-CAM paper's faithfulness measure), captum rows: cases of the first {attribution_images} images")
+            notes.append(
+                f"ρ occlusion: Spearman of each map with captum's occlusion map (the Grad-CAM paper's faithfulness measure), captum rows: cases of the first {attribution_images} images"
+            )
     if faithfulness_images:
-        notes.append(f"deletion/insertion ({steps} steps), ROAD (at {', '.join(map(str, road_percentages))}%), average drop/increase: cases of the first {faithfulness_images} images")
+        notes.append(
+            f"deletion/insertion ({steps} steps), ROAD (at {', '.join(map(str, road_percentages))}%), average drop/increase: cases of the first {faithfulness_images} images"
+        )
 
     sanity: dict[str, dict[str, Any]] = {}
     chosen = [c for c, i in zip(cases, index) if i < sanity_images]
@@ -238,15 +283,37 @@ def _evaluate(task, model, processor, methods, layers, dataset, image_dir, image
 
     totals = {name: row.finish() for name, row in rows.items()}
     settings = {
-        "task": task, "methods": list(methods), "layers": _layer_names(layers), "dataset": str(dataset) if dataset else f"generated scenes (seed {seed})", "images": images,
-        "seed": seed, "faithfulness_images": faithfulness_images, "attributions": list(attributions), "attribution_images": attribution_images,
-        "sanity_images": sanity_images, "steps": steps, "road_percentages": list(road_percentages), "tolerance": tolerance if tolerance is not None else "torchray (15 px at 224, scaled)",
-        "shard": list(shard) if shard else None, "threads": torch.get_num_threads(), "command": command,
+        "task": task,
+        "methods": list(methods),
+        "layers": _layer_names(layers),
+        "dataset": str(dataset) if dataset else f"generated scenes (seed {seed})",
+        "images": images,
+        "seed": seed,
+        "faithfulness_images": faithfulness_images,
+        "attributions": list(attributions),
+        "attribution_images": attribution_images,
+        "sanity_images": sanity_images,
+        "steps": steps,
+        "road_percentages": list(road_percentages),
+        "tolerance": tolerance if tolerance is not None else "torchray (15 px at 224, scaled)",
+        "shard": list(shard) if shard else None,
+        "threads": torch.get_num_threads(),
+        "command": command,
     }
     return Evaluation(
-        task=task, model=model_name, rows=means(totals), counts=counts(totals), sanity=sanity,
-        settings=settings, samples=len(samples), cases=len(cases), items=sum(len(c.items) for c in cases),
-        seconds=round(time.perf_counter() - start, 1), notes=notes, totals=totals, records=records,
+        task=task,
+        model=model_name,
+        rows=means(totals),
+        counts=counts(totals),
+        sanity=sanity,
+        settings=settings,
+        samples=len(samples),
+        cases=len(cases),
+        items=sum(len(c.items) for c in cases),
+        seconds=round(time.perf_counter() - start, 1),
+        notes=notes,
+        totals=totals,
+        records=records,
     )
 
 

@@ -1,5 +1,6 @@
 """Scoring one case's maps: localisation and faithfulness columns, per-row accumulation,
 the sanity entries, and the per-case seeds that make shards add up to one run."""
+
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ from ..metrics.localization import pixel_auroc, pointing_game, rank_accuracy, re
 from .cases import Case
 
 __all__ = ["torchray_tolerance", "localization_values", "faithfulness_values", "Row", "guided_gradcam", "case_seed", "sanity_entry"]
+
 
 def torchray_tolerance(height: int, width: int) -> int:
     """TorchRay's pointing-game tolerance, 15 px at ImageNet's 224, scaled to the map's size."""

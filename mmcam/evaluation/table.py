@@ -1,4 +1,5 @@
 """The result of ``evaluate``: one task's method x metric table, mergeable across shards."""
+
 from __future__ import annotations
 
 import json
@@ -101,9 +102,19 @@ class Evaluation:
             s["passes"] = s["spearman"][-1] < PASS_THRESHOLD
         settings = dict(first.settings, shard=None)
         return cls(
-            task=first.task, model=first.model, rows=means(totals), counts=counts(totals), sanity=sanity, settings=settings,
-            samples=sum(p.samples for p in parts), cases=sum(p.cases for p in parts), items=sum(p.items for p in parts),
-            seconds=max(p.seconds for p in parts), notes=first.notes, totals=totals, records=[r for p in parts for r in p.records],
+            task=first.task,
+            model=first.model,
+            rows=means(totals),
+            counts=counts(totals),
+            sanity=sanity,
+            settings=settings,
+            samples=sum(p.samples for p in parts),
+            cases=sum(p.cases for p in parts),
+            items=sum(p.items for p in parts),
+            seconds=max(p.seconds for p in parts),
+            notes=first.notes,
+            totals=totals,
+            records=[r for p in parts for r in p.records],
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ A method is a small class (see :mod:`mmcam.methods.base`); register your own wit
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
 Guided Grad-CAM) live in :mod:`mmcam.engine.guided`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -83,5 +84,22 @@ def get(spec: "str | Method") -> Method:
     return _REGISTRY[key]()
 
 
-for _cls in (GradCAM, HiResCAM, GradCAMElementwise, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM, EigenGradCAM, ScoreCAM, AblationCAM, ClassActivationMap, GenericAttention, CellOcclusion, SARFA, CellShapley, ODAM):
+for _cls in (
+    GradCAM,
+    HiResCAM,
+    GradCAMElementwise,
+    GradCAMPlusPlus,
+    XGradCAM,
+    LayerCAM,
+    EigenCAM,
+    EigenGradCAM,
+    ScoreCAM,
+    AblationCAM,
+    ClassActivationMap,
+    GenericAttention,
+    CellOcclusion,
+    SARFA,
+    CellShapley,
+    ODAM,
+):
     register(_cls.name, _cls)

@@ -37,6 +37,7 @@ classifiers) or ``mmcam.CAM(model, method="gae")`` on a Hugging Face transformer
 needs no layer. The attention implementation is switched to ``"eager"`` for the call (the
 fused kernels return no probabilities) and switched back after.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,10 +5,12 @@ Shapes, for one layer with ``S = h * w`` positions (spatial axes flattened):
 methods) and a method returns the map before ReLU, ``(B, K, S)``. The engine owns hooks,
 ReLU, fusion, normalisation and upsampling; a method owns only its weights.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
 """CAM: the classifier's own weights on a global-average-pooled feature map."""
+
 from __future__ import annotations
 
 import torch
@@ -36,10 +37,7 @@ class ClassActivationMap(WeightMethod):
             row = []
             for t in ctx.targets.items(b):
                 if not hasattr(t, "index") or not isinstance(t.index, int):
-                    raise MethodError(
-                        f"cam needs class targets (a class index or ClassLogit), got {t!r}; use "
-                        "gradcam for other targets"
-                    )
+                    raise MethodError(f"cam needs class targets (a class index or ClassLogit), got {t!r}; use gradcam for other targets")
                 row.append(t.index)
             index.append(row)
         return fc.weight[torch.tensor(index, device=fc.weight.device)].to(acts.dtype)

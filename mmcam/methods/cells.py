@@ -13,6 +13,7 @@ layer's grid (resampled with nearest neighbours when that grid is not the cell g
 cell-aligned layer, such as the zoo Q-network's ``features``, for exact cell maps). The
 engine's ReLU keeps the evidence *for* the explained score.
 """
+
 from __future__ import annotations
 
 import math
@@ -226,8 +227,7 @@ def shapley_from_values(values: torch.Tensor, n: int) -> torch.Tensor:
     coalition whose members are the set bits of ``m``."""
     index = torch.arange(2**n, device=values.device)
     sizes = torch.stack([(index >> i) & 1 for i in range(n)]).sum(0)
-    weight = torch.tensor([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in range(n)],
-                          dtype=values.dtype, device=values.device)
+    weight = torch.tensor([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n) for s in range(n)], dtype=values.dtype, device=values.device)
     phi = []
     for i in range(n):
         without = index[(index >> i) & 1 == 0]

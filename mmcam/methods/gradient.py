@@ -3,6 +3,7 @@
 With ``A`` the layer's activations ``(C, S)`` and ``g = ∂y^k/∂A`` for the k-th explained
 scalar ``y^k``:
 """
+
 from __future__ import annotations
 
 import torch

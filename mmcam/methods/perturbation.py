@@ -2,6 +2,7 @@
 
 Both run extra forwards in batches of ``ctx.batch_size`` under ``torch.no_grad``:
 """
+
 from __future__ import annotations
 
 import torch

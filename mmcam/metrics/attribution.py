@@ -6,6 +6,7 @@ attribution into a map ``(H, W)`` in [0, 1] (``|a|`` summed over channels, divid
 ``score_fn(images (N, C, H, W)) -> (N, K)`` is the same function the faithfulness metrics use,
 but it must keep autograd on for the gradient methods (do not wrap it in ``no_grad``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -76,7 +77,11 @@ def _attribute(attr, name: str, score_fn, x: torch.Tensor, k: int, batch_size: i
     if name == "occlusion":
         window, stride = _geometry(h, w)
         return attr.Occlusion(score_fn).attribute(
-            x, target=k, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=0.0,
+            x,
+            target=k,
+            sliding_window_shapes=(c, window, window),
+            strides=(c, stride, stride),
+            baselines=0.0,
             perturbations_per_eval=batch_size,
         )
     if name == "saliency":

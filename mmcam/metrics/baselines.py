@@ -1,5 +1,6 @@
 """Baseline maps to print beside every localisation number (a centre prior scores 69.6% on
 VOC07's pointing game: without a baseline a number means little)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

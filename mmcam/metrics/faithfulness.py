@@ -11,6 +11,7 @@ Every function takes
 Map ``k`` is always scored on column ``k``. All perturbed images of all K maps go through
 ``score_fn`` in batches of ``batch_size``. Values are per item ``(K,)`` or curves ``(K, S)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,15 @@ import torch.nn.functional as F
 from ..errors import InputError
 
 __all__ = [
-    "ScoreFn", "Curves", "deletion", "insertion", "blur", "noisy_linear_imputation", "road",
-    "average_drop_increase", "ROAD_PERCENTAGES",
+    "ScoreFn",
+    "Curves",
+    "deletion",
+    "insertion",
+    "blur",
+    "noisy_linear_imputation",
+    "road",
+    "average_drop_increase",
+    "ROAD_PERCENTAGES",
 ]
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
@@ -106,8 +114,13 @@ def _perturbation_curves(score_fn, image, maps, steps, start, end, batch_size) -
 
 
 def deletion(
-    score_fn: ScoreFn, image: torch.Tensor, maps: torch.Tensor, *, steps: int = 20,
-    baseline: torch.Tensor | None = None, batch_size: int = 64,
+    score_fn: ScoreFn,
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    steps: int = 20,
+    baseline: torch.Tensor | None = None,
+    batch_size: int = 64,
 ) -> Curves:
     """Deletion (Petsiuk et al., RISE, BMVC 2018, https://arxiv.org/abs/1806.07421): replace the
     most relevant pixels first by ``baseline`` (default zeros in model-input space, i.e. the
@@ -118,8 +131,13 @@ def deletion(
 
 
 def insertion(
-    score_fn: ScoreFn, image: torch.Tensor, maps: torch.Tensor, *, steps: int = 20,
-    baseline: torch.Tensor | None = None, batch_size: int = 64,
+    score_fn: ScoreFn,
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    steps: int = 20,
+    baseline: torch.Tensor | None = None,
+    batch_size: int = 64,
 ) -> Curves:
     """Insertion (RISE): start from ``baseline`` (default :func:`blur` of the image) and put the
     most relevant pixels back first. Higher AUC is better."""
@@ -128,8 +146,14 @@ def insertion(
 
 
 def noisy_linear_imputation(
-    images: torch.Tensor, removed: torch.Tensor, *, noise: float = 0.01, generator: torch.Generator | None = None,
-    solver: str = "auto", max_iter: int = 2000, tol: float = 1e-6,
+    images: torch.Tensor,
+    removed: torch.Tensor,
+    *,
+    noise: float = 0.01,
+    generator: torch.Generator | None = None,
+    solver: str = "auto",
+    max_iter: int = 2000,
+    tol: float = 1e-6,
 ) -> torch.Tensor:
     """ROAD's imputation (Rong et al., "A Consistent and Efficient Evaluation Strategy for
     Attribution Methods", ICML 2022, https://arxiv.org/abs/2202.00449).
@@ -213,9 +237,7 @@ def _solve_lu(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
             cols.append(j[coupled])
             vals.append(np.full(coupled.size, -weight))
         n = np.arange(unknown.size)
-        a = sparse.csc_matrix(
-            (np.concatenate([*vals, diagonal]), (np.concatenate([*rows, n]), np.concatenate([*cols, n]))), shape=(unknown.size, unknown.size)
-        )
+        a = sparse.csc_matrix((np.concatenate([*vals, diagonal]), (np.concatenate([*rows, n]), np.concatenate([*cols, n]))), shape=(unknown.size, unknown.size))
         solved = torch.from_numpy(splu(a).solve(rhs).T.copy()).to(out)  # (C, n)
         out[i].view(c, h * w)[:, torch.from_numpy(unknown).to(out.device)] = solved
     return out
@@ -254,8 +276,15 @@ def _solve_cg(x: torch.Tensor, u: torch.Tensor, max_iter: int, tol: float) -> to
 
 
 def road(
-    score_fn: ScoreFn, image: torch.Tensor, maps: torch.Tensor, *, order: str = "morf",
-    percentages: Sequence[int] = ROAD_PERCENTAGES, noise: float = 0.01, seed: int = 0, batch_size: int = 64,
+    score_fn: ScoreFn,
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    order: str = "morf",
+    percentages: Sequence[int] = ROAD_PERCENTAGES,
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 64,
 ) -> Curves:
     """ROAD: remove the most (``order="morf"``, lower is better) or least (``"lerf"``, higher is
     better) relevant ``p``% of pixels by :func:`noisy_linear_imputation` and record the
@@ -268,10 +297,7 @@ def road(
     k, p = masks.shape[:2]
     gen = torch.Generator().manual_seed(seed)
     flat = masks.flatten(0, 1)
-    imputed = torch.cat([
-        noisy_linear_imputation(image.expand(len(chunk), -1, -1, -1), chunk, noise=noise, generator=gen)
-        for chunk in flat.split(batch_size)
-    ])
+    imputed = torch.cat([noisy_linear_imputation(image.expand(len(chunk), -1, -1, -1), chunk, noise=noise, generator=gen) for chunk in flat.split(batch_size)])
     columns = torch.arange(k).repeat_interleave(p)
     curves = _scores(score_fn, imputed, columns, batch_size).reshape(k, p)
     return Curves(fractions, curves, curves.mean(1))

@@ -3,6 +3,7 @@
 All take ``maps`` ``(N, H, W)`` (non-negative) and ``masks`` ``(N, H, W)`` (bool) and return
 one value per sample ``(N,)``. Baselines for every number are in :mod:`mmcam.metrics.baselines`.
 """
+
 from __future__ import annotations
 
 import torch

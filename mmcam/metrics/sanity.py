@@ -9,6 +9,7 @@ class / word / answer / box must differ from the explained one's.
 
 The user's model is never modified: randomization runs on a deep copy.
 """
+
 from __future__ import annotations
 
 import copy

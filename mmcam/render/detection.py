@@ -1,4 +1,5 @@
 """Per-box panels: the box drawn over its own normalised heatmap."""
+
 from __future__ import annotations
 
 import numpy as np

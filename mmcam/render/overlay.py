@@ -1,4 +1,5 @@
 """Heatmap overlays: a colormap over the image, written as PNG. numpy/PIL only (no matplotlib)."""
+
 from __future__ import annotations
 
 import base64

@@ -6,6 +6,7 @@ drawn over the image and clickable. No server, no network, no external script: t
 works opened from disk. The overlays are the same PNG bytes :meth:`TaskExplanation.save`
 writes, so what the page shows can be checked against the files.
 """
+
 from __future__ import annotations
 
 import html
@@ -115,10 +116,7 @@ def _uri(img: Any) -> str:
 
 def _section(index: int, exp: Any, name: str) -> str:
     overlays = exp.overlays()
-    attrs = "".join(
-        f' data-src-{k}="{_uri(img)}" data-label-{k}="{html.escape(label, quote=True)}"'
-        for k, (img, label) in enumerate(zip(overlays, exp.items))
-    )
+    attrs = "".join(f' data-src-{k}="{_uri(img)}" data-label-{k}="{html.escape(label, quote=True)}"' for k, (img, label) in enumerate(zip(overlays, exp.items)))
     first = _uri(overlays[0]) if overlays else _uri(exp.image)
     h, w = exp.image.shape[:2]
     svg = _boxes_svg(exp.meta.get("boxes"), w, h)
@@ -154,10 +152,7 @@ def _section(index: int, exp: Any, name: str) -> str:
 def _task_header(exp: Any) -> str:
     meta = exp.meta
     if exp.task == "vqa":
-        return (
-            f"<div class='qa'>Q: {html.escape(str(meta.get('question', '')))}<br/>"
-            f"A: <b>{html.escape(str(meta.get('answer', '')))}</b></div>"
-        )
+        return f"<div class='qa'>Q: {html.escape(str(meta.get('question', '')))}<br/>A: <b>{html.escape(str(meta.get('answer', '')))}</b></div>"
     if exp.task == "classification" and "predicted_label" in meta:
         return f"<div class='qa'>predicted: <b>{html.escape(str(meta['predicted_label']))}</b></div>"
     if exp.task == "action" and "action" in meta:
@@ -169,8 +164,7 @@ def _boxes_svg(boxes: Any, width: int, height: int) -> str:
     if not boxes:
         return ""
     rects = "".join(
-        f"<rect data-item-ref='{k}' x='{x0}' y='{y0}' width='{max(x1 - x0, 1)}' height='{max(y1 - y0, 1)}'/>"
-        for k, (x0, y0, x1, y1) in enumerate(boxes)
+        f"<rect data-item-ref='{k}' x='{x0}' y='{y0}' width='{max(x1 - x0, 1)}' height='{max(y1 - y0, 1)}'/>" for k, (x0, y0, x1, y1) in enumerate(boxes)
     )
     return f"<svg viewBox='0 0 {width} {height}' preserveAspectRatio='none'>{rects}</svg>"
 

@@ -1,4 +1,5 @@
 """Text-task renderings: caption strips (one thumbnail per word) and answer-grounding panels."""
+
 from __future__ import annotations
 
 import numpy as np

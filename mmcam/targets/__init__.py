@@ -1,4 +1,5 @@
 """Targets: callables turning a model output into the scalar(s) to explain, ``(B,)`` or ``(B, K)``."""
+
 from .base import Difference, Scaled, Sum, Target, logits_of
 from .classification import ClassLogit, ClassProbability, RawScore, TopClasses
 from .detection import DetectionBoxScore, detection_logits

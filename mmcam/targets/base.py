@@ -3,6 +3,7 @@
 A target knows the task, nothing about CAM methods. Any callable works; subclassing
 :class:`Target` adds composition: ``a + b``, ``a - b`` ("why A and not B"), ``2.0 * a``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -81,7 +82,4 @@ def logits_of(output: Any, key: str = "logits") -> torch.Tensor:
         return getattr(output, key)
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TargetError(
-        f"cannot find {key!r} in a model output of type {type(output).__name__}; pass a target "
-        "callable that picks the score from this output"
-    )
+    raise TargetError(f"cannot find {key!r} in a model output of type {type(output).__name__}; pass a target callable that picks the score from this output")

@@ -1,4 +1,5 @@
 """Classification targets: a class logit, a class probability, a raw output score."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,15 +15,9 @@ __all__ = ["ClassLogit", "ClassProbability", "RawScore", "TopClasses"]
 def _checked_logits(output: Any, index: int) -> torch.Tensor:
     logits = logits_of(output)
     if logits.ndim != 2:
-        raise TargetError(
-            f"class targets need (B, num_classes) logits, got shape {tuple(logits.shape)}; pass a "
-            "task target (mmcam.targets) or a callable"
-        )
+        raise TargetError(f"class targets need (B, num_classes) logits, got shape {tuple(logits.shape)}; pass a task target (mmcam.targets) or a callable")
     if not -logits.shape[1] <= index < logits.shape[1]:
-        raise TargetError(
-            f"class index {index} is out of range for {logits.shape[1]} classes; pass an index in "
-            f"0..{logits.shape[1] - 1}"
-        )
+        raise TargetError(f"class index {index} is out of range for {logits.shape[1]} classes; pass an index in 0..{logits.shape[1] - 1}")
     return logits
 
 

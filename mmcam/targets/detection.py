@@ -4,6 +4,7 @@ A detector predicts many candidates (anchors for YOLO, queries for DETR) and kee
 The score to explain for kept box k is the class **logit** of its raw candidate: sigmoid
 probabilities of ~1e-4 give vanishing gradients, logits do not.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -92,9 +93,7 @@ class DetectionBoxScore(Target):
 
     def __init__(self, indices: Sequence[int], classes: Sequence[int], box_weight: float = 0.0, attribute: str = "score"):
         if len(indices) != len(classes):
-            raise TargetError(
-                f"DetectionBoxScore got {len(indices)} box indices and {len(classes)} classes; pass one class per index"
-            )
+            raise TargetError(f"DetectionBoxScore got {len(indices)} box indices and {len(classes)} classes; pass one class per index")
         if box_weight < 0:
             raise TargetError(f"box_weight must be >= 0, got {box_weight}; pass 0 for the class score alone")
         if attribute not in BOX_ATTRIBUTES:
@@ -110,10 +109,7 @@ class DetectionBoxScore(Target):
     def __call__(self, output: Any) -> torch.Tensor:
         logits = detection_logits(output)
         if self.indices and max(self.indices) >= logits.shape[2]:
-            raise TargetError(
-                f"box index {max(self.indices)} is out of range for {logits.shape[2]} candidates; pass raw indices "
-                f"0..{logits.shape[2] - 1}"
-            )
+            raise TargetError(f"box index {max(self.indices)} is out of range for {logits.shape[2]} candidates; pass raw indices 0..{logits.shape[2] - 1}")
         if self.indices and min(self.indices) < 0:
             raise TargetError(f"box index {min(self.indices)} is negative; pass raw candidate indices 0..{logits.shape[2] - 1}")
         if self.classes and (max(self.classes) >= logits.shape[1] or min(self.classes) < 0):
@@ -130,8 +126,7 @@ class DetectionBoxScore(Target):
             if reference.shape[0] != boxes.shape[0]:
                 if reference.shape[0] != 1:
                     raise TargetError(
-                        f"the box term's reference holds {reference.shape[0]} images, this output {boxes.shape[0]}; "
-                        "use one DetectionBoxScore per image"
+                        f"the box term's reference holds {reference.shape[0]} images, this output {boxes.shape[0]}; use one DetectionBoxScore per image"
                     )
                 reference = reference.expand_as(boxes)
             scores = scores + self.box_weight * paired_iou(boxes, reference)

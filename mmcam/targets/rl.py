@@ -1,4 +1,5 @@
 """Reinforcement-learning targets: the value of an action, or a policy's logit for it."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,10 +24,7 @@ def action_values(output: Any) -> torch.Tensor:
     else:
         raise TargetError(f"cannot find action values in a {type(output).__name__} output; pass a callable target")
     if scores.ndim != 2:
-        raise TargetError(
-            f"action targets need (B, num_actions) values, got {tuple(scores.shape)}; pass a callable target for "
-            "this output"
-        )
+        raise TargetError(f"action targets need (B, num_actions) values, got {tuple(scores.shape)}; pass a callable target for this output")
     return scores
 
 

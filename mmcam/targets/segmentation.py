@@ -1,5 +1,6 @@
 """Segmentation targets: the logits of a class summed over a region (Seg-Grad-CAM,
 Vinogradova et al. 2020, https://arxiv.org/abs/2002.11434)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,10 +22,7 @@ def segmentation_logits(output: Any) -> torch.Tensor:
     except TargetError:
         logits = logits_of(output)
     if logits.ndim != 4:
-        raise TargetError(
-            f"segmentation targets need (B, C, h, w) logits, got {tuple(logits.shape)}; pass a semantic "
-            "segmenter's output or a callable target"
-        )
+        raise TargetError(f"segmentation targets need (B, C, h, w) logits, got {tuple(logits.shape)}; pass a semantic segmenter's output or a callable target")
     return logits
 
 

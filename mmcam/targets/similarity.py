@@ -1,5 +1,6 @@
 """Image–text similarity targets (CLIP-style dual encoders, Radford et al. 2021,
 https://arxiv.org/abs/2103.00020)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """Text targets: per-token (or per-word) scores of a teacher-forced caption."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,9 +35,7 @@ class CaptionTokens(Target):
         text_length: int | None = None,
     ):
         if len(positions) != len(token_ids):
-            raise TargetError(
-                f"CaptionTokens got {len(positions)} positions and {len(token_ids)} token ids; pass one position per token id"
-            )
+            raise TargetError(f"CaptionTokens got {len(positions)} positions and {len(token_ids)} token ids; pass one position per token id")
         self.positions = [int(p) for p in positions]
         self.token_ids = [int(t) for t in token_ids]
         self.groups = [list(g) for g in groups] if groups is not None else [[t] for t in range(len(self.token_ids))]
@@ -49,21 +48,17 @@ class CaptionTokens(Target):
         logits = logits_of(output)
         if logits.ndim != 3:
             raise TargetError(
-                f"caption targets need (B, T, vocab) logits, got {tuple(logits.shape)}; pass the teacher-forced "
-                "forward's output (or a callable target)"
+                f"caption targets need (B, T, vocab) logits, got {tuple(logits.shape)}; pass the teacher-forced forward's output (or a callable target)"
             )
         offset = 0
         if self.text_length is not None:
             offset = logits.shape[1] - self.text_length
             if offset < 0:
-                raise TargetError(
-                    f"text_length={self.text_length} exceeds the {logits.shape[1]} logit positions; pass at most {logits.shape[1]}"
-                )
+                raise TargetError(f"text_length={self.text_length} exceeds the {logits.shape[1]} logit positions; pass at most {logits.shape[1]}")
         span = logits.shape[1] - offset
         if self.positions and (max(self.positions) >= span or min(self.positions) < 0):
             raise TargetError(
-                f"token position {max(self.positions)} is out of range for {span} text positions; "
-                f"positions index the teacher-forced text (0..{span - 1})"
+                f"token position {max(self.positions)} is out of range for {span} text positions; positions index the teacher-forced text (0..{span - 1})"
             )
         if self.token_ids and (max(self.token_ids) >= logits.shape[2] or min(self.token_ids) < 0):
             bad = next(t for t in self.token_ids if not 0 <= t < logits.shape[2])

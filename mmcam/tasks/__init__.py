@@ -1,4 +1,5 @@
 """One call per task, each returning a :class:`mmcam.explain.TaskExplanation` with metadata."""
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """Explain an agent's action: which cells of the observation made it choose (or value) it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,12 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import CAM
 from ..adapters.base import Family, Prepared
 from ..adapters.frame import Frame
+from ..engine import CAM
 from ..errors import InputError
-from ..loading import load_observation
 from ..explain import TaskExplanation
+from ..loading import load_observation
 from ..render.overlay import to_uint8_image
 from ..targets import ActionValue, GreedyActionValue
 from .base import Task, device_of, stack
@@ -57,8 +58,18 @@ class ActionTask(Task):
 
     name = "action"
 
-    def __init__(self, model: nn.Module, action: "int | list[int] | None" = None, *, method: str | None = "gradcam", layers: Any = None,
-                 action_names: "list[str] | None" = None, image: Any = None, scale: int = 8, device: Any = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        action: "int | list[int] | None" = None,
+        *,
+        method: str | None = "gradcam",
+        layers: Any = None,
+        action_names: "list[str] | None" = None,
+        image: Any = None,
+        scale: int = 8,
+        device: Any = None,
+    ):
         self.model, self.image, self.scale, self.device = model, image, scale, device
         self.actions = None if action is None else ([action] if isinstance(action, int) else list(action))
         self.action_names = action_names

@@ -6,6 +6,7 @@ list of prepared photos with one forward per group of stackable inputs and retur
 explanation per photo, in the photo's coordinates. The single-image ``explain_*`` calls are
 ``task(image)``; ``mmcam batch`` runs the same objects.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

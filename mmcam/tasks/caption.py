@@ -10,6 +10,7 @@ encoder + text decoder), ``BlipForConditionalGeneration`` and ``GitForCausalLM``
 logits hold the image tokens before the text). The map is taken at the vision encoder's
 last block (pre-attention norm), found by structure.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import (
     CAPTIONERS,
     chosen_layers,
@@ -30,7 +32,6 @@ from ..adapters.hf_text import (
     text_ids,
     vision_layers,
 )
-from ..adapters.base import Family, Prepared
 from ..adapters.vlm import is_generative_vlm
 from ..errors import InputError
 from .base import Task
@@ -61,7 +62,9 @@ class CaptionTask(Task):
     name = "caption"
     batched = False
 
-    def __init__(self, model: nn.Module, processor: Any, caption: str | None = None, *, method: str | None = None, layers: Any = None, max_length: int | None = None):
+    def __init__(
+        self, model: nn.Module, processor: Any, caption: str | None = None, *, method: str | None = None, layers: Any = None, max_length: int | None = None
+    ):
         if processor is None:
             raise InputError("the caption task needs the model's processor (e.g. --model zoo:captioner, or a directory saved with its processor)")
         self.decoding = decoding_for(model, CAPTIONERS)

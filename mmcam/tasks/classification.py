@@ -1,4 +1,5 @@
 """A classifier's decision: ``explain_classification`` / :class:`ClassificationTask`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,7 +54,13 @@ class Classifier(Family):
         prepared = processor_prepare(self.processor, shown) if self.processor is not None else imagenet_prepare(shown, None if self.size else 224)
         if shown is not photo:
             inner = prepared.frame
-            prepared.frame = Frame((h, w), inner.input, (inner.scale[0] * self.size / h, inner.scale[1] * self.size / w), inner.offset, f"resize to {self.size}x{self.size}, then {inner.pipeline}")
+            prepared.frame = Frame(
+                (h, w),
+                inner.input,
+                (inner.scale[0] * self.size / h, inner.scale[1] * self.size / w),
+                inner.offset,
+                f"resize to {self.size}x{self.size}, then {inner.pipeline}",
+            )
             prepared.photo = np.asarray(photo)
         return prepared
 
@@ -89,9 +96,18 @@ class ClassificationTask(Task):
     name = "classify"
 
     def __init__(
-        self, model: nn.Module, *, target: "int | list[int] | None" = None, processor: Any = None, weights: Any = None,
-        labels: "list[str] | dict[int, str] | None" = None, topk: int = 1, method: str | None = "gradcam", layers: Any = None,
-        size: int | None = None, device: Any = None,
+        self,
+        model: nn.Module,
+        *,
+        target: "int | list[int] | None" = None,
+        processor: Any = None,
+        weights: Any = None,
+        labels: "list[str] | dict[int, str] | None" = None,
+        topk: int = 1,
+        method: str | None = "gradcam",
+        layers: Any = None,
+        size: int | None = None,
+        device: Any = None,
     ):
         if weights is not None:  # torchvision weights carry their own transforms and category names
             processor = processor or weights.transforms()
@@ -168,5 +184,13 @@ def explain_classification(
     (:mod:`mmcam.adapters.ultralytics_cls`).
     """
     return ClassificationTask(
-        model, target=target, processor=processor, weights=weights, labels=labels, topk=topk, method=method, layers=layers, size=size,
+        model,
+        target=target,
+        processor=processor,
+        weights=weights,
+        labels=labels,
+        topk=topk,
+        method=method,
+        layers=layers,
+        size=size,
     )(image)

@@ -1,4 +1,5 @@
 """One heatmap per kept box, all from one forward: ``explain_detections`` / :class:`DetectionTask`."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,8 +50,17 @@ SUPPORTED = (
 
 
 def detector_family(
-    model: Any, processor: Any = None, *, conf: float | None = None, iou: float = 0.7, max_boxes: int | None = None,
-    size: int | None = None, candidates: Any = None, box_weight: float = 0.0, attribute: str = "score", nms: bool | None = None,
+    model: Any,
+    processor: Any = None,
+    *,
+    conf: float | None = None,
+    iou: float = 0.7,
+    max_boxes: int | None = None,
+    size: int | None = None,
+    candidates: Any = None,
+    box_weight: float = 0.0,
+    attribute: str = "score",
+    nms: bool | None = None,
 ) -> Family:
     """The family object of a detector (its own pipeline and post-processing)."""
     from ..adapters import detr
@@ -59,9 +69,28 @@ def detector_family(
     from ..adapters.ultralytics_e2e import yolo_family
 
     if yolo.is_yolo(model):
-        return yolo_family(model, nms=nms, conf=0.25 if conf is None else conf, iou=iou, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
+        return yolo_family(
+            model,
+            nms=nms,
+            conf=0.25 if conf is None else conf,
+            iou=iou,
+            max_det=max_boxes or 300,
+            size=size,
+            candidates=candidates,
+            box_weight=box_weight,
+            attribute=attribute,
+        )
     if detr.is_detr(model):
-        return detr.DetrFamily(model, processor, conf=0.5 if conf is None else conf, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute)
+        return detr.DetrFamily(
+            model,
+            processor,
+            conf=0.5 if conf is None else conf,
+            max_boxes=max_boxes,
+            size=size,
+            candidates=candidates,
+            box_weight=box_weight,
+            attribute=attribute,
+        )
     if tvd.is_torchvision_detector(model):
         if attribute != "score":
             raise InputError(f"torchvision detectors expose no per-candidate box outputs here; explain attribute='score', not {attribute!r}")
@@ -80,16 +109,30 @@ class DetectionTask(Task):
     name = "detect"
 
     def __init__(
-        self, model: Any, *, processor: Any = None, conf: float | None = None, iou: float = 0.7, method: str | None = "layercam",
-        layers: Any = None, max_boxes: int | None = None, size: int | None = None,
-        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None, labels: "Sequence[str] | dict[int, str] | None" = None,
-        box_weight: float = 0.0, attribute: str = "score", device: Any = None, nms: bool | None = None,
+        self,
+        model: Any,
+        *,
+        processor: Any = None,
+        conf: float | None = None,
+        iou: float = 0.7,
+        method: str | None = "layercam",
+        layers: Any = None,
+        max_boxes: int | None = None,
+        size: int | None = None,
+        candidates: "tuple[Sequence[int], Sequence[int]] | None" = None,
+        labels: "Sequence[str] | dict[int, str] | None" = None,
+        box_weight: float = 0.0,
+        attribute: str = "score",
+        device: Any = None,
+        nms: bool | None = None,
     ):
         from ..adapters.hf_text import require_attention_family
 
         method = method or "layercam"
         require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
-        self.family = detector_family(model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute, nms=nms)
+        self.family = detector_family(
+            model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute, nms=nms
+        )
         self.batched = self.family.batched
         self.method, self.layers, self.device = method, layers, device
         self.conf = getattr(self.family, "conf", conf)
@@ -220,6 +263,17 @@ def explain_detections(
     attribute="x0"`` shows what placed each box's left edge.
     """
     return DetectionTask(
-        model, processor=processor, conf=conf, iou=iou, method=method, layers=layers, max_boxes=max_boxes, size=size,
-        candidates=candidates, labels=labels, box_weight=box_weight, attribute=attribute, nms=nms,
+        model,
+        processor=processor,
+        conf=conf,
+        iou=iou,
+        method=method,
+        layers=layers,
+        max_boxes=max_boxes,
+        size=size,
+        candidates=candidates,
+        labels=labels,
+        box_weight=box_weight,
+        attribute=attribute,
+        nms=nms,
     )(image)

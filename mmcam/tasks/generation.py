@@ -13,6 +13,7 @@ lens" map of Token Activation Maps, Li et al., ICCV 2025), min-max scaled.
 
 ``explain_vqa`` and ``explain_caption`` route generative VLMs here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,9 +77,17 @@ class GenerationTask(Task):
     batched = False
 
     def __init__(
-        self, model: nn.Module, processor: Any, prompt: "str | list[dict]", answer: str | None = None, *,
-        method: str | None = None, layers: Any = None, max_new_tokens: int | None = None,
-        layout: ImageLayout | None = None, task: str = "generation",
+        self,
+        model: nn.Module,
+        processor: Any,
+        prompt: "str | list[dict]",
+        answer: str | None = None,
+        *,
+        method: str | None = None,
+        layers: Any = None,
+        max_new_tokens: int | None = None,
+        layout: ImageLayout | None = None,
+        task: str = "generation",
     ):
         self.layout = layout_for(model, layout)
         if processor is None:
@@ -229,8 +238,16 @@ def _logit_lens(model: nn.Module, forced: dict[str, torch.Tensor], tokens: Image
 
 
 def explain_generation(
-    model: nn.Module, processor: Any, image: Any, prompt: "str | list[dict]", answer: str | None = None, *,
-    method: str | None = None, layers: Any = None, max_new_tokens: int | None = None, layout: ImageLayout | None = None,
+    model: nn.Module,
+    processor: Any,
+    image: Any,
+    prompt: "str | list[dict]",
+    answer: str | None = None,
+    *,
+    method: str | None = None,
+    layers: Any = None,
+    max_new_tokens: int | None = None,
+    layout: ImageLayout | None = None,
 ) -> GenerationExplanation:
     """One map per word of a generative VLM's answer to ``prompt`` (or of ``answer``, teacher-forced).
 

@@ -1,4 +1,5 @@
 """Per kept person one map for the person and one per keypoint: ``explain_pose`` / :class:`PoseTask`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,16 @@ class PoseTask(DetectionTask):
     name = "pose"
 
     def __init__(
-        self, model: Any, *, conf: float = 0.25, iou: float = 0.7, max_people: int = 300, method: str | None = "layercam",
-        layers: Any = None, size: int | None = None, device: Any = None,
+        self,
+        model: Any,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_people: int = 300,
+        method: str | None = "layercam",
+        layers: Any = None,
+        size: int | None = None,
+        device: Any = None,
     ):
         self.family = YoloPose(model, conf=conf, iou=iou, max_det=max_people, size=size)
         self.batched = self.family.batched
@@ -66,14 +75,26 @@ class PoseTask(DetectionTask):
         if not n:
             meta["note"] = f"nothing to explain: no person above conf={self.conf}"
         return PoseExplanation(
-            image=prepared.photo, maps=prepared.frame.maps_to_photo(exp.maps[b, : n * per]), items=items, scores=exp.scores[b, : n * per],
-            method=exp.method, layers=exp.layers, meta=meta,
+            image=prepared.photo,
+            maps=prepared.frame.maps_to_photo(exp.maps[b, : n * per]),
+            items=items,
+            scores=exp.scores[b, : n * per],
+            method=exp.method,
+            layers=exp.layers,
+            meta=meta,
         )
 
 
 def explain_pose(
-    model: Any, image: Any, *, conf: float = 0.25, iou: float = 0.7, max_people: int = 300, method: str = "layercam",
-    layers: Any = None, size: int | None = None,
+    model: Any,
+    image: Any,
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_people: int = 300,
+    method: str = "layercam",
+    layers: Any = None,
+    size: int | None = None,
 ) -> PoseExplanation:
     """Explain every person a YOLO pose model keeps on one image, all from one forward: per
     person one map for the person (its class logit) and one per keypoint (the keypoint's

@@ -4,6 +4,7 @@
 ``read`` / ``prepare`` in DataLoader workers, ``explain`` on a batch. The single-image
 ``explain_*`` calls are the same objects on a batch of one.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,17 @@ BATCHED_TASKS = ("classify", "segment", "action", "detect", "pose")
 
 
 def build_task(
-    task: str, model: Any, processor: Any = None, *, method: str | None = None, layers: Any = None, topk: int = 1,
-    conf: float | None = None, question: str | None = None, device: Any = None, box_weight: float = 0.0,
+    task: str,
+    model: Any,
+    processor: Any = None,
+    *,
+    method: str | None = None,
+    layers: Any = None,
+    topk: int = 1,
+    conf: float | None = None,
+    question: str | None = None,
+    device: Any = None,
+    box_weight: float = 0.0,
 ) -> Task:
     """The task object of ``task`` for ``model`` (with the model family's own pipeline)."""
     if task == "classify":

@@ -1,4 +1,5 @@
 """Explain a segmentation region: what made the model label these pixels as class c."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -98,9 +99,22 @@ class SegmentationTask(Task):
     name = "segment"
 
     def __init__(
-        self, model: Any, *, class_id: "int | list[int] | None" = None, mask: Any = None, processor: Any = None, method: str | None = None,
-        layers: Any = None, labels: "list[str] | None" = None, ignore: tuple[int, ...] = (0,), conf: float = 0.25, iou: float = 0.7,
-        max_instances: int = 300, size: int | None = None, device: Any = None, nms: bool | None = None,
+        self,
+        model: Any,
+        *,
+        class_id: "int | list[int] | None" = None,
+        mask: Any = None,
+        processor: Any = None,
+        method: str | None = None,
+        layers: Any = None,
+        labels: "list[str] | None" = None,
+        ignore: tuple[int, ...] = (0,),
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_instances: int = 300,
+        size: int | None = None,
+        device: Any = None,
+        nms: bool | None = None,
     ):
         from ..adapters import ultralytics as yolo
         from ..adapters.hf_text import require_attention_family
@@ -142,7 +156,12 @@ class SegmentationTask(Task):
 
     def _empty(self, p: Prepared, note: str, layers: list[str]) -> SegmentationExplanation:
         return SegmentationExplanation(
-            image=p.photo, maps=torch.zeros(0, *p.frame.photo), items=[], scores=torch.zeros(0), method=self.method, layers=layers,
+            image=p.photo,
+            maps=torch.zeros(0, *p.frame.photo),
+            items=[],
+            scores=torch.zeros(0),
+            method=self.method,
+            layers=layers,
             meta={"note": note, "pipeline": p.frame.to_meta()},
         )
 
@@ -214,23 +233,25 @@ class SegmentationTask(Task):
                 results.append(self._empty(p, note, exp.layers))
                 continue
             masks = family.photo_masks(kept, p.frame).numpy()
-            results.append(SegmentationExplanation(
-                image=p.photo,
-                maps=p.frame.maps_to_photo(exp.maps[b, : len(kept)]),
-                items=[f"{self.names.get(c, str(c))} {float(s):.2f}" for c, s in zip(kept.classes, kept.confidences)],
-                scores=exp.scores[b, : len(kept)],
-                method=exp.method,
-                layers=exp.layers,
-                meta={
-                    "classes": list(kept.classes),
-                    "confidences": [round(float(c), 5) for c in kept.confidences],
-                    "raw_indices": list(kept.indices),
-                    "boxes": [[round(float(v), 2) for v in box] for box in kept.photo_boxes],
-                    "region_pixels": [int(m.sum()) for m in masks],
-                    "pipeline": p.frame.to_meta(),
-                },
-                regions=list(masks),
-            ))
+            results.append(
+                SegmentationExplanation(
+                    image=p.photo,
+                    maps=p.frame.maps_to_photo(exp.maps[b, : len(kept)]),
+                    items=[f"{self.names.get(c, str(c))} {float(s):.2f}" for c, s in zip(kept.classes, kept.confidences)],
+                    scores=exp.scores[b, : len(kept)],
+                    method=exp.method,
+                    layers=exp.layers,
+                    meta={
+                        "classes": list(kept.classes),
+                        "confidences": [round(float(c), 5) for c in kept.confidences],
+                        "raw_indices": list(kept.indices),
+                        "boxes": [[round(float(v), 2) for v in box] for box in kept.photo_boxes],
+                        "region_pixels": [int(m.sum()) for m in masks],
+                        "pipeline": p.frame.to_meta(),
+                    },
+                    regions=list(masks),
+                )
+            )
         return results
 
 
@@ -273,6 +294,17 @@ def explain_segmentation(
     ``predict(nms=False)`` (:mod:`mmcam.adapters.ultralytics_e2e`).
     """
     return SegmentationTask(
-        model, class_id=class_id, mask=mask, processor=processor, method=method, layers=layers, labels=labels, ignore=ignore,
-        conf=conf, iou=iou, max_instances=max_instances, size=size, nms=nms,
+        model,
+        class_id=class_id,
+        mask=mask,
+        processor=processor,
+        method=method,
+        layers=layers,
+        labels=labels,
+        ignore=ignore,
+        conf=conf,
+        iou=iou,
+        max_instances=max_instances,
+        size=size,
+        nms=nms,
     )(image)

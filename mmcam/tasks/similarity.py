@@ -7,6 +7,7 @@ is the vision tower's last block pre-attention norm (``layer_norm1``): CLIP pool
 token, so patch gradients at a block's output are exactly zero. The token grid (CLS prefix,
 patch size) comes from the model's config.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -14,6 +14,7 @@ the explained forward, every re-scoring forward and the ``patch_index`` used to 
 map back onto the grid (:func:`patch_order`) see the same draw, repeated calls give the same
 map, and methods that mask the image (Score-CAM) still get ``pixel_values`` to mask.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -25,11 +26,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.hf_text import ANSWER_GENERATORS, chosen_layers, decoding_for, generated_argmax, processor_inputs, require_attention_family, run_cam, teacher_forced, text_ids, vision_layers
-from ..engine.layers import default_layers
-from ..engine import CAM
 from ..adapters.base import Family, Prepared
+from ..adapters.hf_text import (
+    ANSWER_GENERATORS,
+    chosen_layers,
+    decoding_for,
+    generated_argmax,
+    processor_inputs,
+    require_attention_family,
+    run_cam,
+    teacher_forced,
+    text_ids,
+    vision_layers,
+)
 from ..adapters.vlm import GENERATIVE_VLMS, is_generative_vlm
+from ..engine import CAM
+from ..engine.layers import default_layers
 from ..errors import InputError, TargetError, close_matches
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
@@ -108,7 +120,17 @@ class VQATask(Task):
     name = "vqa"
     batched = False
 
-    def __init__(self, model: nn.Module, processor: Any, question: str, answer: "str | int | None" = None, *, method: str | None = None, layers: Any = None, max_length: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        processor: Any,
+        question: str,
+        answer: "str | int | None" = None,
+        *,
+        method: str | None = None,
+        layers: Any = None,
+        max_length: int | None = None,
+    ):
         family = type(model).__name__
         if family not in SUPPORTED:
             raise InputError(
@@ -262,4 +284,3 @@ def _explain_vilt(model, prepared, question, answer, method, layers) -> VQAExpla
             "pipeline": prepared.frame.to_meta(),
         },
     )
-

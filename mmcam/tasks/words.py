@@ -1,4 +1,5 @@
 """An explanation with one map per word of generated text (captions, VLM answers)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -9,6 +9,7 @@ Weights are safetensors inside the package (no pickle); each model has a JSON co
 its architecture, preprocessing, labels, training seed and measured quality, and a model
 card in ``mmcam/zoo/cards``. Recipes: ``python -m mmcam.zoo.train NAME --seed S``.
 """
+
 from __future__ import annotations
 
 import json

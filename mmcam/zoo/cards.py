@@ -1,4 +1,5 @@
 """Model cards, written from each zoo model's JSON config: ``python -m mmcam.zoo.cards``."""
+
 from __future__ import annotations
 
 import json
@@ -31,16 +32,26 @@ def card_text(name: str, cfg: dict[str, Any]) -> str:
         f"- **Architecture**: {desc}.",
         f"- **Labels**: {', '.join(cfg.get('labels', []))}",
         f"- **Data**: `mmcam.data` — {cfg.get('data', {}).get('config', '')}; "
-        + (f"a fixed set of {cfg['data']['train_images']} generated training images." if "train_images" in cfg.get("data", {})
-           else f"fresh scenes every step ({json.dumps({k: v for k, v in cfg.get('data', {}).items() if k != 'config'})})."),
+        + (
+            f"a fixed set of {cfg['data']['train_images']} generated training images."
+            if "train_images" in cfg.get("data", {})
+            else f"fresh scenes every step ({json.dumps({k: v for k, v in cfg.get('data', {}).items() if k != 'config'})})."
+        ),
         f"- **Preprocessing**: {json.dumps(cfg.get('preprocessing'))}",
         f"- **Training**: seed {train.get('seed')}, {train.get('steps')} steps, {train.get('minutes')} min on a 2-core CPU"
-        + (f" ({train['threads']} torch thread{'s' if train['threads'] > 1 else ''})" if train.get("threads") else "") + "; "
+        + (f" ({train['threads']} torch thread{'s' if train['threads'] > 1 else ''})" if train.get("threads") else "")
+        + "; "
         f"reproduce with `{train.get('command')}`." + (f" {train['note']}" if train.get("note") else ""),
         f"- **Quality** (scenes from an unseen seed): {json.dumps(cfg.get('metrics'))}",
-        *([f"- **Reliance** (`python -m mmcam.zoo.reliance`: share of correct predictions that change when the referred object / a distractor "
-           f"is deleted by exact re-rendering): referred {cfg['reliance']['referred_change']:.1%}, distractor {cfg['reliance']['distractor_change']:.1%} "
-           f"({cfg['reliance']['cases']} cases; {cfg['reliance']['definition']})"] if cfg.get("reliance") else []),
+        *(
+            [
+                f"- **Reliance** (`python -m mmcam.zoo.reliance`: share of correct predictions that change when the referred object / a distractor "
+                f"is deleted by exact re-rendering): referred {cfg['reliance']['referred_change']:.1%}, distractor {cfg['reliance']['distractor_change']:.1%} "
+                f"({cfg['reliance']['cases']} cases; {cfg['reliance']['definition']})"
+            ]
+            if cfg.get("reliance")
+            else []
+        ),
         "- **Limits**: trained only on synthetic scenes (flat-coloured shapes, 64 px); it says nothing about natural images.",
         "",
     ]

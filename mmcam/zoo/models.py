@@ -1,4 +1,5 @@
 """Architectures of the zoo models: real library classes with small configurations."""
+
 from __future__ import annotations
 
 import math
@@ -149,8 +150,13 @@ def build(config: dict[str, Any]) -> nn.Module:
         config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = ids["bos"], ids["pad"], ids["eos"]
         model = VisionEncoderDecoderModel(config=config)
         model.generation_config = GenerationConfig(
-            max_length=arch["max_length"], decoder_start_token_id=ids["bos"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-            pad_token_id=ids["pad"], do_sample=False, num_beams=1,
+            max_length=arch["max_length"],
+            decoder_start_token_id=ids["bos"],
+            bos_token_id=ids["bos"],
+            eos_token_id=ids["eos"],
+            pad_token_id=ids["pad"],
+            do_sample=False,
+            num_beams=1,
         )
         return model
     if kind == "hf_vilt_vqa":

@@ -1,4 +1,5 @@
 """Processors for the zoo models: images in, model inputs out (no hub files)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -53,6 +54,10 @@ def detr_processor(cfg: dict[str, Any]) -> Any:
 
     pre = cfg["preprocessing"]
     return DetrImageProcessor(
-        do_resize=True, size={"height": pre["size"], "width": pre["size"]}, do_normalize=True,
-        image_mean=list(pre["mean"]), image_std=list(pre["std"]), do_pad=False,
+        do_resize=True,
+        size={"height": pre["size"], "width": pre["size"]},
+        do_normalize=True,
+        image_mean=list(pre["mean"]),
+        image_std=list(pre["std"]),
+        do_pad=False,
     )

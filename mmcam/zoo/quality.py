@@ -8,6 +8,7 @@ the zoo table (docs/zoo.md) without training anything. YOLO is measured here wit
 same :func:`mmcam.zoo.recipes.common.coco_map` as DETR) on ultralytics' own predictions at
 ``conf=0.001``. Exit status 1 if a model misses its bar.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -123,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         misses = verdict(name, metrics)
         failed |= bool(misses)
         bars = ", ".join(f"{k} ≥ {b}" for k, b in BARS[name])
-        rows.append(f"| {name} | {n} | {_fmt(metrics)} | {bars} | {'MISSED: ' + '; '.join(misses) if misses else 'met'} | {time.perf_counter() - start:.0f} s |")
+        rows.append(
+            f"| {name} | {n} | {_fmt(metrics)} | {bars} | {'MISSED: ' + '; '.join(misses) if misses else 'met'} | {time.perf_counter() - start:.0f} s |"
+        )
     print(f"\nseed {args.seed}, torch {torch.__version__}, {args.threads} threads\n")
     print("| model | scenes | quality | bar | verdict | time |")
     print("|---|---|---|---|---|---|")

@@ -28,6 +28,7 @@ qnet        argmax action (10 n grid states)      a wall whose       a wall whos
 ``python -m mmcam.zoo.reliance [--n 200] [--seed 31337] [--models yolo detr ...]`` prints
 the table (referred change rate: high is good; distractor change rate: low is good).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,6 @@
 """The zoo's word-level tokenizer (built here from mmcam.data.VOCAB, no hub files) and the
 captioner's processor."""
+
 from __future__ import annotations
 
 from typing import Any

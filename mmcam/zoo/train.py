@@ -5,6 +5,7 @@ Each recipe (one module per model in :mod:`mmcam.zoo.recipes`) draws fresh scene
 seed, and writes ``weights/NAME.safetensors`` plus ``weights/NAME.json`` (architecture,
 preprocessing, labels, seed, metrics, wall time). Training never runs in tests or CI.
 """
+
 from __future__ import annotations
 
 import argparse

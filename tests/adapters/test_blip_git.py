@@ -1,19 +1,20 @@
 """BLIP and GIT captioning, BLIP-VQA answers: generate, then one teacher-forced forward
 (tiny random-init models, processors built from parts, no downloads)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
+from vl_models import DEC, IMAGE, SIZE, blip, git
 
 import mmcam
+from mmcam.adapters.frame import Frame
 from mmcam.adapters.hf_text import decoding_for, teacher_forced
 from mmcam.errors import InputError, MethodError, TargetError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_vqa
-from modelstate import assert_same_state, snapshot
-from mmcam.adapters.frame import Frame
-from vl_models import DEC, IMAGE, SIZE, blip, git
 
 QUESTION = "what color is the circle"
 
@@ -195,7 +196,9 @@ def test_gae_on_blip_reads_the_text_decoders_attentions(blip_captioner):
     assert_same_state(before, snapshot(model))
     pixel_values = processor(images=IMAGE, return_tensors="pt")["pixel_values"]
     ids = torch.tensor([[DEC] + exp.meta["token_ids"][:-1]])  # the teacher-forced text, [DEC] first
-    direct = mmcam.CAM(model, method="gae")({"pixel_values": pixel_values, "input_ids": ids}, [CaptionTokens([1, 4], [exp.meta["token_ids"][1], exp.meta["token_ids"][4]])])
+    direct = mmcam.CAM(model, method="gae")(
+        {"pixel_values": pixel_values, "input_ids": ids}, [CaptionTokens([1, 4], [exp.meta["token_ids"][1], exp.meta["token_ids"][4]])]
+    )
     for column, position in enumerate([1, 4]):  # "red", "of"
         vision = model.vision_model(pixel_values=pixel_values, output_attentions=True)
         text = model.text_decoder(input_ids=ids, encoder_hidden_states=vision.last_hidden_state, output_attentions=True)

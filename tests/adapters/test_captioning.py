@@ -1,17 +1,18 @@
 """Per-word caption maps from one teacher-forced forward (tiny random VisionEncoderDecoder)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
+from vl_models import tiny_ved
 
 import mmcam
 from mmcam.errors import InputError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption
 from mmcam.tasks.caption import merge_subwords
-from modelstate import assert_same_state, snapshot
-from vl_models import tiny_ved
 
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 

@@ -1,14 +1,15 @@
 """CLIP image–text similarity: one map per text from one forward (tiny random-init CLIPModel)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
+from vl_models import IMAGE, SIZE, clip
 
 import mmcam
 from mmcam.errors import InputError, TargetError
 from mmcam.targets import ImageTextSimilarity
-from modelstate import assert_same_state, snapshot
-from vl_models import IMAGE, SIZE, clip
 
 TEXTS = ["a red circle", "a blue square", "two green triangles"]
 

@@ -1,23 +1,31 @@
 """HF DETR family: one map per kept query from one forward, kept exactly as the post-processor keeps."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.adapters.ultralytics import eval_mode
 from mmcam.errors import InputError, TargetError
-from mmcam.tasks import explain_detections
 from mmcam.targets import DetectionBoxScore
-from modelstate import assert_same_state, snapshot
+from mmcam.tasks import explain_detections
 
 transformers = pytest.importorskip("transformers")
 
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 TINY = dict(
-    d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-    encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=12, num_labels=3,
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    num_queries=12,
+    num_labels=3,
 )
 
 
@@ -25,8 +33,12 @@ def resnet(config_class=None, out_features=("stage3",)):
     """A tiny basic ResNet (stage3 is stride 16: a 4x4 map at 64 px); nothing is downloaded."""
     config_class = config_class or transformers.ResNetConfig
     return config_class(
-        num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
-        layer_type="basic", out_features=list(out_features),
+        num_channels=3,
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        layer_type="basic",
+        out_features=list(out_features),
     )
 
 
@@ -50,9 +62,14 @@ def build(family: str):
         model = transformers.ConditionalDetrForObjectDetection(config)
         return _spread_classes(model, model.class_labels_classifier)
     config = transformers.RTDetrConfig(
-        backbone_config=resnet(transformers.RTDetrResNetConfig, ("stage2", "stage3", "stage4")), use_pretrained_backbone=False,
-        encoder_hidden_dim=32, encoder_in_channels=[32, 64, 128], feat_strides=[8, 16, 32], decoder_in_channels=[32, 32, 32],
-        num_feature_levels=3, **TINY,
+        backbone_config=resnet(transformers.RTDetrResNetConfig, ("stage2", "stage3", "stage4")),
+        use_pretrained_backbone=False,
+        encoder_hidden_dim=32,
+        encoder_in_channels=[32, 64, 128],
+        feat_strides=[8, 16, 32],
+        decoder_in_channels=[32, 32, 32],
+        num_feature_levels=3,
+        **TINY,
     )
     model = transformers.RTDetrForObjectDetection(config)
     return _spread_classes(model, model.model.decoder.class_embed[-1])

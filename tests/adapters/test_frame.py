@@ -1,4 +1,5 @@
 """Frame: photo -> model input -> photo, against values worked out by hand."""
+
 from __future__ import annotations
 
 import torch

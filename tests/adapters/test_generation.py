@@ -1,6 +1,7 @@
 """Generative VLMs (LLaVA): one map per answer word from one teacher-forced forward, the
 image-token layout, forward-only logit lens, routing and bad input (tiny random-init
 models, processors built offline, no downloads)."""
+
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 from PIL import Image
+from vlm_models import EOS, IMAGE_TOKEN, PHOTO, VOCAB, llava
 
 import mmcam
 from mmcam.adapters.vlm import ImageLayout, LlavaLayout, layout_for
@@ -18,8 +21,6 @@ from mmcam.errors import InputError, TargetError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_generation, explain_vqa
 from mmcam.tasks.registry import build_task
-from modelstate import assert_same_state, snapshot
-from vlm_models import EOS, IMAGE_TOKEN, PHOTO, VOCAB, llava
 
 PROMPT = "<image> what color is the circle ?"
 BUS = Path(__import__("ultralytics").__file__).parent / "assets" / "bus.jpg"
@@ -141,7 +142,9 @@ def test_vqa_and_caption_route_generative_vlms_through_the_chat_template():
     model, processor = llava(chat=True)
     vqa = explain_vqa(model, processor, PHOTO, "what color is the circle ?")
     assert vqa.task == "vqa" and vqa.meta["prompt"] == PROMPT and len(vqa.items) == 4
-    direct = explain_generation(model, processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what color is the circle ?"}]}])
+    direct = explain_generation(
+        model, processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what color is the circle ?"}]}]
+    )
     torch.testing.assert_close(direct.maps, vqa.maps)
     given = explain_vqa(model, processor, PHOTO, "what color is the circle ?", "red")
     assert given.items == ["red"] and not given.meta["generated"]

@@ -1,11 +1,14 @@
 """Qwen2-VL: dynamic resolution (a non-square photo gives a non-square grid of 2x2-merged
 patches), the merge-window token order, one map per answer word on the photo."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 from PIL import Image
+from vlm_models import PHOTO, QWEN_VOCAB, qwen2_vl
 
 import mmcam
 from mmcam.adapters.vlm import MergedPatches, layout_for
@@ -13,8 +16,6 @@ from mmcam.engine.combine import normalize, upsample
 from mmcam.errors import InputError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_generation, explain_vqa
-from modelstate import assert_same_state, snapshot
-from vlm_models import PHOTO, QWEN_VOCAB, qwen2_vl
 
 PROMPT = "<|vision_start|> <|image_pad|> <|vision_end|> what color is the circle ?"
 
@@ -62,7 +63,12 @@ def test_k_words_at_once_equal_one_at_a_time(tiny):
     answer = [QWEN_VOCAB.index(w) for w in ("red", "circle", "blue")]
     t = prepared.inputs["input_ids"].shape[1]
     ids = torch.cat([prepared.inputs["input_ids"], torch.tensor([answer[:-1]])], 1)
-    forced = {**prepared.inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": torch.cat([prepared.inputs["mm_token_type_ids"], torch.zeros(1, 2, dtype=torch.long)], 1)}
+    forced = {
+        **prepared.inputs,
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "mm_token_type_ids": torch.cat([prepared.inputs["mm_token_type_ids"], torch.zeros(1, 2, dtype=torch.long)], 1),
+    }
     cam = mmcam.CAM(model, "model.visual.merger", reshape=layout.reshape(tokens))
     positions = [t - 1, t, t + 1]
     together = cam(forced, [CaptionTokens(positions, answer)], input_size=tokens.input_size)

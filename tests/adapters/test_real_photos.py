@@ -1,6 +1,7 @@
 """Real photos (not square) through each model's own pipeline, at real input sizes: what mmcam
 explains is exactly what the model's own predictor / post-processor reports, in the photo's
 pixels (random-init models, lowered thresholds)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.io import load_image
-from modelstate import assert_same_state, snapshot
 
 ultralytics = pytest.importorskip("ultralytics")
 ASSETS = Path(ultralytics.__file__).parent / "assets"
@@ -87,8 +88,18 @@ def test_detr_boxes_equal_the_processor_post_processing_at_800():
     torch.manual_seed(0)
     backbone = transformers.ResNetConfig(depths=[1, 1, 1, 1], hidden_sizes=[32, 64, 128, 256], embedding_size=32, out_features=["stage4"])
     config = transformers.DetrConfig(
-        use_timm_backbone=False, backbone_config=backbone, d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=20, num_labels=5, use_pretrained_backbone=False,
+        use_timm_backbone=False,
+        backbone_config=backbone,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_queries=20,
+        num_labels=5,
+        use_pretrained_backbone=False,
     )
     model = transformers.DetrForObjectDetection(config).eval()
     processor = transformers.DetrImageProcessor()  # shortest edge 800, longest 1333, as the model card
@@ -144,7 +155,9 @@ def test_deeplab_regions_equal_the_models_own_upsampling():
     torch.manual_seed(0)
     model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4).eval()
     photo = PHOTOS["chelsea"]  # shorter side 300 <= 520: fed at its size, the model upsamples to it
-    x = (torch.from_numpy(photo.astype(np.float32) / 255).permute(2, 0, 1) - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    x = (torch.from_numpy(photo.astype(np.float32) / 255).permute(2, 0, 1) - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )[:, None, None]
     with torch.no_grad():
         want = model(x[None])["out"][0].argmax(0)
     exp = mmcam.explain_segmentation(model, photo, ignore=())

@@ -1,15 +1,16 @@
 """torchvision Faster R-CNN / RetinaNet / FCOS: one map per kept detection from one forward."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.adapters.ultralytics import eval_mode
 from mmcam.errors import TargetError
 from mmcam.tasks import explain_detections
-from modelstate import assert_same_state, snapshot
 
 torchvision = pytest.importorskip("torchvision")
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet  # noqa: E402
@@ -27,13 +28,20 @@ def build(family: str):
     levels = ["layer1", "layer2", "layer3", "layer4"] if family == "fasterrcnn" else ["layer2", "layer3", "layer4"]
     extra = LastLevelMaxPool() if family == "fasterrcnn" else LastLevelP6P7(64, 64)
     backbone = BackboneWithFPN(
-        torchvision.models.resnet18(), {name: str(i) for i, name in enumerate(levels)},
-        [64 * 2 ** (int(name[-1]) - 1) for name in levels], out_channels=64, extra_blocks=extra,
+        torchvision.models.resnet18(),
+        {name: str(i) for i, name in enumerate(levels)},
+        [64 * 2 ** (int(name[-1]) - 1) for name in levels],
+        out_channels=64,
+        extra_blocks=extra,
     )
     if family == "fasterrcnn":
         model = FasterRCNN(
-            backbone, box_score_thresh=0.0, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=30,
-            box_detections_per_img=6, **SMALL,
+            backbone,
+            box_score_thresh=0.0,
+            rpn_pre_nms_top_n_test=100,
+            rpn_post_nms_top_n_test=30,
+            box_detections_per_img=6,
+            **SMALL,
         )
         head = model.roi_heads.box_predictor.cls_score
     else:

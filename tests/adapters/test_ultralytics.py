@@ -1,15 +1,16 @@
 """YOLO: one map per kept box from one forward, with the scores ultralytics reports."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.errors import InputError
-from mmcam.tasks import explain_detections
 from mmcam.targets import DetectionBoxScore
-from modelstate import assert_same_state, snapshot
+from mmcam.tasks import explain_detections
 
 ultralytics = pytest.importorskip("ultralytics")
 

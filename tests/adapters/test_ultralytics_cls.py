@@ -1,6 +1,7 @@
 """YOLO classifiers on real photos at their real size: ``explain_classification`` runs the
 classify predictor's own transforms (resize + centre crop, recorded in the frame) and its
 top-k classes and probabilities are ``predict()``'s; the model is left as found."""
+
 from __future__ import annotations
 
 from pathlib import Path

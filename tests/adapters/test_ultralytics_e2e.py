@@ -1,6 +1,7 @@
 """YOLO26 / YOLOv10 (end-to-end heads) and YOLO12 on real photos at 640: the explained boxes and
 instance masks are exactly the predictor's — NMS by default, the one-to-one top-k with
 ``nms=False`` — in the photo's pixels; K boxes at once = one at a time; the model untouched."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """YOLO pose models on real photos at 640: the kept people and their keypoints are exactly the
 pose predictor's (photo pixels), one map per person and per keypoint, K at once = one at a
 time, the model untouched; heads mmcam cannot explain are refused with what to pass instead."""
+
 from __future__ import annotations
 
 import pytest

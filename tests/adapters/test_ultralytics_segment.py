@@ -1,16 +1,17 @@
 """YOLO segment models: explain_detections explains their boxes (mask coefficients are extra rows of y)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.adapters.ultralytics import default_layers, eval_mode
 from mmcam.errors import InputError
-from mmcam.tasks import explain_detections
 from mmcam.targets import DetectionBoxScore
-from modelstate import assert_same_state, snapshot
+from mmcam.tasks import explain_detections
 
 ultralytics = pytest.importorskip("ultralytics")
 

@@ -1,14 +1,15 @@
 """VQA grounding with ViLT: the shuffled patches are put back where they came from."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
+from vl_models import tiny_vilt
 
 from mmcam.errors import InputError, TargetError
 from mmcam.tasks import explain_vqa
-from modelstate import assert_same_state, snapshot
-from vl_models import tiny_vilt
 
 LABELS = ["red", "green", "blue", "yes", "no"]
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)

@@ -1,5 +1,6 @@
 """A YOLO box's logit from its anchor's window of the head input equals the dense logit, and
 every map built on it equals the map built on the dense logit (mmcam/adapters/yolo_local.py)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helpers of the batch tests: the dataset's constants, running the CLI, comparing runs."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,11 @@ SETTINGS = ["--task", "classify", "--model", "zoo:classifier", "--batch-size", "
 def run_cli(args: list[str], launcher: list[str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, *(launcher or ["-m"]), "mmcam.cli", "batch", *args],
-        env=child_env(), capture_output=True, text=True, timeout=180, **kwargs,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **kwargs,
     )
 
 
@@ -54,5 +59,3 @@ def assert_same_run(out: Path, reference: Path) -> None:
 def assert_no_temp_files(out: Path) -> None:
     leftovers = [p.name for p in out.rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
-
-

@@ -1,5 +1,6 @@
 """A small COCO dataset (40 scenes, one corrupt file) and one uninterrupted reference run
 that the distributed and kill tests compare against."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """``mmcam batch`` under ``torchrun --nproc-per-node 2`` (gloo, CPU), and killed mid-run."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """``mmcam evaluate`` under ``torchrun --nproc-per-node 2``: the same table as one process."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,16 @@ def _comparable(data: dict) -> dict:
     rows = {n: {c: v for c, v in cols.items() if c != "seconds_per_image"} for n, cols in data["rows"].items()}
     totals = {n: {c: v for c, v in cols.items() if c != "seconds_per_image"} for n, cols in data["totals"].items()}
     records = sorted(data["records"], key=lambda r: (r["row"], str(r["case"]).zfill(6), r["item"]))
-    return {"rows": rows, "row_order": list(data["rows"]), "totals": totals, "records": records, "sanity": data["sanity"],
-            "counts": data["counts"], "sizes": (data["samples"], data["cases"], data["items"]), "notes": data["notes"]}
+    return {
+        "rows": rows,
+        "row_order": list(data["rows"]),
+        "totals": totals,
+        "records": records,
+        "sanity": data["sanity"],
+        "counts": data["counts"],
+        "sizes": (data["samples"], data["cases"], data["items"]),
+        "notes": data["notes"],
+    }
 
 
 def test_evaluate_on_two_ranks_equals_one_process(tmp_path):

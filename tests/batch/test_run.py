@@ -1,4 +1,5 @@
 """``mmcam batch`` in one process: the index, equality with the single-image path, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ from modelstate import assert_same_state, snapshot
 
 from mmcam import zoo
 from mmcam.batch import all_reduce_sums, means, run_batch, shards_for_rank
-from mmcam.tasks.registry import build_task
 from mmcam.cli import main
 from mmcam.errors import InputError
 from mmcam.tasks.classification import explain_classification
+from mmcam.tasks.registry import build_task
 from mmcam.tasks.segmentation import explain_segmentation
 
 

@@ -1,4 +1,5 @@
 """The mmcam command: explain, list, demo, and one-line errors without tracebacks."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The CLI on ordinary mistakes: one line on stderr, a documented exit code, no traceback;
 folder runs skip bad files with the reason and survive Ctrl-C with a summary."""
+
 from __future__ import annotations
 
 import json

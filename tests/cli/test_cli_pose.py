@@ -1,5 +1,6 @@
 """The pose task through the command line and the batch path: ``mmcam explain --task pose``,
 ``mmcam list``, and ``build_task("pose")`` on a batch equal to ``explain_pose`` one photo at a time."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """``mmcam evaluate``: the table as Markdown and JSON, the command that reproduces it, one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,24 @@ def run(*args):
 
 def test_evaluate_writes_markdown_and_json(tmp_path):
     out = tmp_path / "ev"
-    res = run("--task", "action", "--images", "5", "--method", "gradcam,hirescam", "--faithfulness-images", "2",
-              "--sanity-images", "2", "--steps", "5", "--seed", "7", "--out", str(out))
+    res = run(
+        "--task",
+        "action",
+        "--images",
+        "5",
+        "--method",
+        "gradcam,hirescam",
+        "--faithfulness-images",
+        "2",
+        "--sanity-images",
+        "2",
+        "--steps",
+        "5",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     md = (out / "evaluate-action.md").read_text()
     data = json.loads((out / "evaluate-action.json").read_text())

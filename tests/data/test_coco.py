@@ -1,5 +1,6 @@
 """COCO export: standard fields readable by pycocotools, the grounding extension, and an
 exact round trip (generate → write → load)."""
+
 from __future__ import annotations
 
 import json

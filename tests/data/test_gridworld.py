@@ -1,4 +1,5 @@
 """Gridworld: optimal actions, Q-values and decisive cells checked against an independent BFS."""
+
 from __future__ import annotations
 
 from collections import deque
@@ -61,9 +62,7 @@ def test_decisive_cells_are_agent_goal_and_adjacent_walls():
     for state in generate_grids(200, 3):
         (r, c), grid = state.agent, state.grid
         adjacent_walls = [
-            (r + dr, c + dc)
-            for dr, dc in STEPS.values()
-            if 0 <= r + dr < grid.shape[0] and 0 <= c + dc < grid.shape[1] and grid[r + dr, c + dc] == WALL
+            (r + dr, c + dc) for dr, dc in STEPS.values() if 0 <= r + dr < grid.shape[0] and 0 <= c + dc < grid.shape[1] and grid[r + dr, c + dc] == WALL
         ]
         assert state.decisive_cells == [state.agent, state.goal, *adjacent_walls]
         assert state.decisive_mask().sum() == len(state.decisive_cells)

@@ -3,6 +3,7 @@
 Every check recomputes the fact from the image or the objects' attributes, never from the
 generator's own helpers.
 """
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """method="gae" (Chefer et al. 2021): the relevance rules against naive loops, and the
 engine path against a reference built by hand from output_attentions on tiny models."""
+
 from __future__ import annotations
 
 import copy
@@ -7,6 +8,8 @@ import copy
 import numpy as np
 import pytest
 import torch
+from modelstate import assert_same_state, snapshot
+from vl_models import tiny_ved, tiny_vilt
 
 import mmcam
 from mmcam.engine.attention import _configs
@@ -14,13 +17,12 @@ from mmcam.errors import InputError, MethodError, TargetError
 from mmcam.methods.attention import encoder_decoder_relevance, normalized, self_relevance, weighted_attention
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_caption, explain_vqa
-from modelstate import assert_same_state, snapshot
-from vl_models import tiny_ved, tiny_vilt
 
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
 
 
 # -- the rules, against loops in float64 numpy -------------------------------------------
+
 
 def _bar(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     """E_h[(∇A ⊙ A)+] for one (H, Q, N) map, element by element."""
@@ -88,6 +90,7 @@ def test_encoder_decoder_relevance_matches_equations():
 
 
 # -- the engine on tiny random models -----------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vit():
@@ -192,7 +195,18 @@ def test_tasks_without_attention_relevance_refuse_gae_by_name(vit):
     with pytest.raises(MethodError, match="Use a CAM method .* for ViTForImageClassification"):
         mmcam.explain_segmentation(vit, image, method="gae")
     # a Segformer's efficient attention (reduced keys) is not one full self-attention: refused by shape
-    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[3, 3], strides=[2, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3)
+    config = SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[3, 3],
+        strides=[2, 2],
+        num_attention_heads=[1, 1],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        num_labels=3,
+    )
     segformer = SegformerForSemanticSegmentation(config).eval()
     with pytest.raises(MethodError, match="not one full self-attention"):
         mmcam.CAM(segformer, method="gae")(torch.rand(1, 3, 32, 32), [lambda out: out.logits[:, 1].sum((1, 2))])
@@ -217,7 +231,9 @@ def test_default_rows_follow_the_head_mean_pooling_and_distillation():
 def test_windowed_attention_is_refused():
     from transformers import SwinConfig, SwinForImageClassification
 
-    swin = SwinForImageClassification(SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3)).eval()
+    swin = SwinForImageClassification(
+        SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3)
+    ).eval()
     with pytest.raises(MethodError, match="windowed attention"):
         mmcam.CAM(swin, method="gae")(torch.rand(1, 3, 32, 32), [0])
 

@@ -1,4 +1,5 @@
 """Bad input gets an mmcam exception that says what to pass instead."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The automatic layer works on every torchvision classification family (random init)."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,11 +55,17 @@ def test_auto_layer_on_hf_family(family):
     torch.manual_seed(0)
     small = dict(image_size=64, num_labels=5)
     if family == "vit":
-        model = tf.ViTForImageClassification(tf.ViTConfig(patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **small))
+        model = tf.ViTForImageClassification(
+            tf.ViTConfig(patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **small)
+        )
     elif family == "deit":
-        model = tf.DeiTForImageClassification(tf.DeiTConfig(patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **small))
+        model = tf.DeiTForImageClassification(
+            tf.DeiTConfig(patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **small)
+        )
     elif family == "beit":
-        model = tf.BeitForImageClassification(tf.BeitConfig(patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, use_mean_pooling=False, **small))
+        model = tf.BeitForImageClassification(
+            tf.BeitConfig(patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, use_mean_pooling=False, **small)
+        )
     elif family == "swin":
         model = tf.SwinForImageClassification(tf.SwinConfig(patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, **small))
     else:

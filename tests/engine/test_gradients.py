@@ -1,5 +1,6 @@
 """``mmcam.engine.gradients``: batched and looped gradients of K score columns, against
 values worked out by hand on a linear map (d (W x)_k / d x = W_k)."""
+
 from __future__ import annotations
 
 import torch

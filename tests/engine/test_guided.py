@@ -1,5 +1,6 @@
 """``mmcam.engine.guided``: Guided Backprop against a model whose ReLUs are swapped for a
 guided autograd function, and Guided Grad-CAM as the product of its two public parts."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """Grad-CAM on a tiny network with hand-set weights, against values worked out by hand."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Every method against a naive reference: one target at a time, plain ``.backward()`` on a
 copy of the model with the full graph (no prefix cut), formulas written as loops."""
+
 from __future__ import annotations
 
 import copy
@@ -172,6 +173,7 @@ def test_ablationcam_matches_reference():
             base = ref_model(x[b : b + 1])[0]
             drops = torch.zeros(A.shape[0], 2, dtype=torch.float64)
             for ch in range(A.shape[0]):
+
                 def zero(mod, inp, out, ch=ch):
                     out = out.clone()
                     out[:, ch] = 0
@@ -194,7 +196,14 @@ def test_matches_pytorch_grad_cam():
 
     model = _model("resnet18")
     x = torch.randn(2, 3, 128, 128)
-    pairs = {"gradcam": pgc.GradCAM, "hirescam": pgc.HiResCAM, "gradcam++": pgc.GradCAMPlusPlus, "layercam": pgc.LayerCAM, "xgradcam": pgc.XGradCAM, "eigencam": pgc.EigenCAM}
+    pairs = {
+        "gradcam": pgc.GradCAM,
+        "hirescam": pgc.HiResCAM,
+        "gradcam++": pgc.GradCAMPlusPlus,
+        "layercam": pgc.LayerCAM,
+        "xgradcam": pgc.XGradCAM,
+        "eigencam": pgc.EigenCAM,
+    }
     for name, cls in pairs.items():
         ours = mmcam.CAM(model, "layer4", method=name)(x, [[3], [5]]).maps[:, 0].numpy()
         with cls(model=model, target_layers=[model.layer4]) as theirs_cam:

@@ -1,4 +1,5 @@
 """Token, channels-last and non-square layouts, with grids taken from facts."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,10 @@ def test_hf_vit_facts_and_non_square_input():
 
 
 def test_torchvision_vit_auto_layer_avoids_cls_trap():
-    model = torchvision.models.vit_b_16(image_size=32, num_classes=4) if False else torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=4
+    model = (
+        torchvision.models.vit_b_16(image_size=32, num_classes=4)
+        if False
+        else torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=4)
     )
     torch.nn.init.normal_(model.heads.head.weight, std=0.1)  # torchvision zero-inits the head
     model.eval()

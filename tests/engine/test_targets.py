@@ -1,4 +1,5 @@
 """Targets: per-image lists, K-at-once, composition, gradient strategies."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Concurrent calls on one model: each correct, the model untouched after (one lock per model)."""
+
 from __future__ import annotations
 
 import threading
@@ -55,9 +56,7 @@ def test_two_threads_fifty_calls_each_match_sequential_calls():
     inputs = [torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     targets = [[0, 3], [1], [2, 4], [3]]
     methods = ["gradcam", "layercam"]
-    expected = {
-        (m, i): mmcam.CAM(model, "block", method=m, grad_mode="loop")(inputs[i], targets[i]) for m in methods for i in range(4)
-    }
+    expected = {(m, i): mmcam.CAM(model, "block", method=m, grad_mode="loop")(inputs[i], targets[i]) for m in methods for i in range(4)}
     before = snapshot(model)
     results: dict[int, list] = {0: [], 1: []}
 

@@ -1,4 +1,5 @@
 """The model is left exactly as found: after success, after an exception, after many calls."""
+
 from __future__ import annotations
 
 import gc
@@ -6,8 +7,8 @@ import gc
 import pytest
 import torch
 import torchvision
-from torch import nn
 from modelstate import assert_same_state, snapshot
+from torch import nn
 
 import mmcam
 from mmcam.errors import ForwardError
@@ -57,8 +58,12 @@ class _BNNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
         )
         self.fc = torch.nn.Linear(8, 4)
 

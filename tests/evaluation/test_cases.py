@@ -1,8 +1,8 @@
 """Per-task evaluation cases on the zoo models: ground truth linked from the COCO file read
 through pycocotools, score functions consistent with the explained scalars, maps in [0, 1]."""
+
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 """``mmcam.evaluation.evaluate``: a tiny run on the zoo classifier — files written, numbers
 deterministic from the seed, shards that add up to the single-process table, model untouched."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,20 @@ def test_table_has_methods_baselines_and_sanity(run, tmp_path):
     assert {"gradcam", "baseline: centre", "baseline: uniform", "baseline: random", "guided-backprop", "guided-gradcam"} <= set(run.rows)
     assert set(run.sanity) == {"gradcam", "guided-backprop", "guided-gradcam"}
     row = run.rows["gradcam"]
-    for column in ("pointing", "pointing_tol", "mass", "mass_ratio", "rank_acc", "auroc", "deletion", "insertion", "road_morf", "road_lerf", "avg_drop", "rho_randomized"):
+    for column in (
+        "pointing",
+        "pointing_tol",
+        "mass",
+        "mass_ratio",
+        "rank_acc",
+        "auroc",
+        "deletion",
+        "insertion",
+        "road_morf",
+        "road_lerf",
+        "avg_drop",
+        "rho_randomized",
+    ):
         assert column in row and not math.isnan(row[column]), column
     assert 0 <= row["pointing"] <= 1 and 0 <= row["auroc"] <= 1
     # constant map: chance values, exactly
@@ -123,7 +137,27 @@ def test_layers_reach_every_explanation(classifier):
 def test_cli_evaluate_layer_flag(tmp_path, capsys):
     from mmcam.cli import main
 
-    assert main(["evaluate", "--task", "action", "--images", "6", "--faithfulness-images", "0", "--sanity-images", "0",
-                 "--layer", "features.1", "--out", str(tmp_path), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "action",
+                "--images",
+                "6",
+                "--faithfulness-images",
+                "0",
+                "--sanity-images",
+                "0",
+                "--layer",
+                "features.1",
+                "--out",
+                str(tmp_path),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "evaluate-action.json").read_text())
     assert data["settings"]["layers"] == ["features.1"] and "--layer features.1" in data["settings"]["command"]

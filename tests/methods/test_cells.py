@@ -1,5 +1,6 @@
 """Cell occlusion, SARFA and exact Shapley values over cells, against values worked out by
 hand on a fixed-weight Q-network and against brute-force enumeration on a 3x3 grid."""
+
 from __future__ import annotations
 
 import itertools
@@ -68,6 +69,7 @@ def test_shapley_hand_values_split_the_interaction():
 
 def test_sarfa_matches_the_formula_worked_by_hand():
     exp = mmcam.CAM(CellNet(), "features", method="sarfa")(grid_obs(), [GreedyActionValue()])
+
     # greedy action 1 (Q = 2.5, 3.0); with two actions P_rem is one point mass, so K = 1
     def p1(q0, q1):
         return math.exp(q1) / (math.exp(q0) + math.exp(q1))

@@ -1,5 +1,6 @@
 """ODAM on a tiny fixed-weight DETR-style detector: hand-worked values for the class score and
 a box coordinate, the authors' rule as a naive autograd loop, and the zoo detectors."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -25,10 +26,13 @@ class TinyDetector(nn.Module):
 
     def forward(self, x):
         a = self.features(x).flatten(1)  # (B, 4): positions (0,0) (0,1) (1,0) (1,1)
-        logits = torch.stack([
-            torch.stack([2 * a[:, 0] - a[:, 3], a[:, 1]], -1),  # query 0
-            torch.stack([a[:, 2], a[:, 1] * a[:, 2]], -1),  # query 1
-        ], 1)
+        logits = torch.stack(
+            [
+                torch.stack([2 * a[:, 0] - a[:, 3], a[:, 1]], -1),  # query 0
+                torch.stack([a[:, 2], a[:, 1] * a[:, 2]], -1),  # query 1
+            ],
+            1,
+        )
         cx, cy = 0.5 * a[:, 0] + a[:, 1], a[:, 3]
         w, h = a[:, 2] ** 2, torch.ones_like(cx)
         boxes = torch.stack([torch.stack([cx, cy, w, h], -1), torch.zeros(a.shape[0], 4)], 1)

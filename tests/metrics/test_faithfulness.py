@@ -1,4 +1,5 @@
 """Faithfulness metrics, sanity checks and attribution baselines on hand-computed cases."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,10 +82,12 @@ def test_road_imputation_hand_solved_3x3(solver):
     removed[0, 1] = removed[1, 1] = True
     g = v[0]
     lhs = np.array([[2 / 3, -1 / 6], [-1 / 6, 1.0]])
-    rhs = np.array([
-        (g[0, 0] + g[0, 2]) / 6 + (g[1, 0] + g[1, 2]) / 12,
-        (g[1, 0] + g[1, 2] + g[2, 1]) / 6 + (g[0, 0] + g[0, 2] + g[2, 0] + g[2, 2]) / 12,
-    ])
+    rhs = np.array(
+        [
+            (g[0, 0] + g[0, 2]) / 6 + (g[1, 0] + g[1, 2]) / 12,
+            (g[1, 0] + g[1, 2] + g[2, 1]) / 6 + (g[0, 0] + g[0, 2] + g[2, 0] + g[2, 2]) / 12,
+        ]
+    )
     a, c = np.linalg.solve(lhs, rhs)
     out = noisy_linear_imputation(v, removed, noise=0.0, solver=solver)
     assert out[0, 0, 1].item() == pytest.approx(a, rel=1e-9)
@@ -141,6 +144,7 @@ def test_road_morf_below_lerf_for_the_object_map():
 def test_average_drop_and_increase():
     full_map = torch.ones(1, H, W)
     nothing = torch.zeros(1, H, W)
+
     def twice(images):
         return object_mean(images).expand(-1, 2)
 
@@ -167,8 +171,9 @@ def test_spearman_against_scipy():
 
 def _net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    ).eval()
 
 
 def test_randomization_stages_go_from_the_head_down():

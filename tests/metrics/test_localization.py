@@ -1,4 +1,5 @@
 """Localisation metrics on hand-computed cases."""
+
 from __future__ import annotations
 
 import pytest

@@ -4,18 +4,17 @@ Runs `mmcam demo`, opens report.html from disk in Debian's chromium (Playwright,
 network), hovers a caption word and clicks a detection box, and checks that the shown
 heatmap changed and is the very PNG the demo saved for that word / box.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, decode_png_uri, offline
+from PIL import Image
 
 
 @pytest.fixture(scope="module")

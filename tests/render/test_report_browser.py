@@ -3,18 +3,19 @@
 Hovering an item (caption word / class chip) and clicking a box must switch the shown
 heatmap, and the shown heatmap must be the same image as the PNG `save()` wrote.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, decode_png_uri, offline
 from PIL import Image
 
 import mmcam
 from mmcam.explain import TaskExplanation
 from mmcam.render.report import write_report
-from browser import ARTIFACTS, CHROMIUM_ARGS, chromium_path, decode_png_uri, offline
 
 
 def _explanations() -> list[TaskExplanation]:
@@ -26,8 +27,14 @@ def _explanations() -> list[TaskExplanation]:
         image=cls.image, maps=cls.maps, items=["a", "red", "circle"], scores=cls.scores, method=cls.method, layers=cls.layers, task="caption"
     )
     boxes = TaskExplanation(
-        image=cls.image, maps=cls.maps, items=["circle 0.9", "square 0.8", "triangle 0.7"], scores=cls.scores,
-        method=cls.method, layers=cls.layers, task="detection", meta={"boxes": [[2, 2, 30, 30], [34, 34, 62, 62], [2, 40, 20, 60]]},
+        image=cls.image,
+        maps=cls.maps,
+        items=["circle 0.9", "square 0.8", "triangle 0.7"],
+        scores=cls.scores,
+        method=cls.method,
+        layers=cls.layers,
+        task="detection",
+        meta={"boxes": [[2, 2, 30, 30], [34, 34, 62, 62], [2, 40, 20, 60]]},
     )
     return [cls, words, boxes]
 

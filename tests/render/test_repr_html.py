@@ -1,4 +1,5 @@
 """Jupyter display of explanation objects: every map is inlined as a PNG with its label."""
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,9 @@ def _pngs(markup: str) -> list[np.ndarray]:
 
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)
+    ).eval()
 
 
 def test_engine_explanation_repr_html():

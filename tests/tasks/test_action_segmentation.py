@@ -1,17 +1,18 @@
 """Actions and segmentation regions: targets against hand computation, K-at-once, errors."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from modelstate import assert_same_state, snapshot
 
 import mmcam
 from mmcam.errors import InputError, TargetError
 from mmcam.targets import ActionValue, GreedyActionValue, SegmentationRegion
 from mmcam.tasks import explain_action, explain_segmentation
 from mmcam.zoo.models import QNetwork
-from modelstate import assert_same_state, snapshot
 
 
 def _qnet():
@@ -55,9 +56,17 @@ def _segmenter():
 
     torch.manual_seed(0)
     config = {
-        "num_channels": 3, "num_encoder_blocks": 2, "depths": [1, 1], "sr_ratios": [2, 1], "hidden_sizes": [8, 16],
-        "patch_sizes": [3, 3], "strides": [2, 2], "num_attention_heads": [1, 1], "mlp_ratios": [2, 2],
-        "decoder_hidden_size": 16, "num_labels": 3,
+        "num_channels": 3,
+        "num_encoder_blocks": 2,
+        "depths": [1, 1],
+        "sr_ratios": [2, 1],
+        "hidden_sizes": [8, 16],
+        "patch_sizes": [3, 3],
+        "strides": [2, 2],
+        "num_attention_heads": [1, 1],
+        "mlp_ratios": [2, 2],
+        "decoder_hidden_size": 16,
+        "num_labels": 3,
     }
     return build({"architecture": {"type": "hf_segformer", "config": config}}).eval()
 

@@ -5,6 +5,7 @@ rule as ``bench/localization.py`` for YOLO); the pointing game (Zhang et al., EC
 asks whether the map's maximum lies on that object's exact mask, beside a centre-Gaussian
 baseline on the same boxes.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,6 @@ from mmcam import zoo
 from mmcam.evaluation.cases import _iou  # the matching rule the evaluation uses
 
 SEED = 616161
-
-
 
 
 def test_detr_boxes_point_at_their_objects():

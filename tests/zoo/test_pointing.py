@@ -1,5 +1,6 @@
 """The shipped models' maps point at the right object on fresh scenes (small samples;
 `python -m bench.localization` measures the larger ones quoted in README)."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,7 +17,6 @@ def _run(task):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.localization import DEFAULTS, TASKS  # the same ground-truth matching and methods as the benchmark
-
     from mmcam.data import SceneConfig, generate_scenes
     from mmcam.metrics import pointing_game
 

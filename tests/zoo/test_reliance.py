@@ -1,4 +1,5 @@
 """Deleting objects by exact re-rendering, and the zoo's reliance on the referred object."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,9 @@ from mmcam.zoo.reliance import measure, render_without, scene_layers
 SEED = 616_161
 
 
-@pytest.mark.parametrize("config", [SceneConfig(background="cluttered"), SceneConfig(background="textured", min_gap=-4), classification_config(background="cluttered")])
+@pytest.mark.parametrize(
+    "config", [SceneConfig(background="cluttered"), SceneConfig(background="textured", min_gap=-4), classification_config(background="cluttered")]
+)
 def test_rerender_reproduces_every_scene_exactly(config):
     for scene in generate_scenes(20, SEED, config):
         assert np.array_equal(render_without(scene, config), scene.image)

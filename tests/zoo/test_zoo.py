@@ -1,4 +1,5 @@
 """Every shipped zoo model loads offline from safetensors and meets its bar on fresh scenes."""
+
 from __future__ import annotations
 
 import json

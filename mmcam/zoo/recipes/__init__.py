@@ -5,6 +5,7 @@ evaluates on scenes from a different seed, and writes ``NAME.safetensors`` plus
 ``NAME.json`` (architecture, preprocessing, labels, seed, metrics, wall time); what they
 share is in :mod:`.common`. ``RECIPES[name](seed, minutes, out)`` runs one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

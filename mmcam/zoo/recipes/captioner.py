@@ -1,4 +1,5 @@
 """The zoo captioner: VisionEncoderDecoder (ViT encoder + GPT-2 decoder) on scene captions."""
+
 from __future__ import annotations
 
 import time
@@ -12,6 +13,7 @@ from ..models import build, init_patch_positions
 from .common import BACKGROUNDS, EVAL_SEED, MEAN, STD, fit, images, save, scene_batch
 
 __all__ = ["train_captioner", "captioner_quality"]
+
 
 def captioner_quality(model: torch.nn.Module, processor: Any, n: int = 300, seed: int = EVAL_SEED) -> dict[str, float]:
     scenes = generate_scenes(n, seed, SceneConfig())
@@ -39,10 +41,26 @@ def train_captioner(seed: int, minutes: float, out: Path, steps: int = 5000) -> 
     words = list(VOCAB)
     arch = {
         "type": "hf_vision_encoder_decoder",
-        "encoder": {"image_size": 64, "patch_size": 8, "hidden_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 256,
-                    "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-        "decoder": {"vocab_size": len(SPECIAL) + len(words), "n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 32,
-                    "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+        "encoder": {
+            "image_size": 64,
+            "patch_size": 8,
+            "hidden_size": 128,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "intermediate_size": 256,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
+        "decoder": {
+            "vocab_size": len(SPECIAL) + len(words),
+            "n_embd": 128,
+            "n_layer": 2,
+            "n_head": 4,
+            "n_positions": 32,
+            "resid_pdrop": 0.0,
+            "embd_pdrop": 0.0,
+            "attn_pdrop": 0.0,
+        },
         "special_ids": {"pad": 0, "bos": 1, "eos": 2},
         "max_length": 20,
     }
@@ -64,7 +82,12 @@ def train_captioner(seed: int, minutes: float, out: Path, steps: int = 5000) -> 
         vocab=words,
         labels=[],
         data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 48},
-        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train captioner --seed {seed} --steps {steps} --minutes {minutes}"},
+        train={
+            "seed": seed,
+            "steps": taken,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "command": f"python -m mmcam.zoo.train captioner --seed {seed} --steps {steps} --minutes {minutes}",
+        },
         metrics=captioner_quality(model, processor),
     )
     save("captioner", model, cfg, out)

@@ -1,5 +1,6 @@
 """The zoo classifier: a small ResNet on one-shape scenes (plain, textured, cluttered
 backgrounds in turn), cross-entropy on fresh scenes every step."""
+
 from __future__ import annotations
 
 import time
@@ -16,6 +17,7 @@ from .common import BACKGROUNDS, EVAL_SEED, MEAN, STD, fit, images, save, scene_
 __all__ = ["train_classifier", "classifier_quality", "RESNET"]
 
 RESNET = {"type": "small_resnet", "num_classes": len(SHAPES), "widths": [16, 32, 64, 128], "layers": [1, 1, 1, 1], "strides": [1, 2, 2, 1]}
+
 
 def _classification_config(step: int) -> SceneConfig:
     return classification_config(background=BACKGROUNDS[step % 3])

@@ -1,5 +1,6 @@
 """What every zoo recipe shares: seeds and normalisation, scene batches as tensors, the
 AdamW/cosine training loop, saving weights + config + card, and COCO mAP for the detectors."""
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,16 @@ def coco_map(scenes: list, detections: list[dict[str, torch.Tensor]]) -> dict[st
         "images": [{"id": i, "width": s.image.shape[1], "height": s.image.shape[0]} for i, s in enumerate(scenes)],
         "categories": [{"id": c + 1, "name": name} for c, name in enumerate(SHAPES)],
         "annotations": [
-            {"id": len(scenes) * 10 + 10 * i + j, "image_id": i, "category_id": o.category_id, "bbox": list(o.box), "area": float(o.box[2] * o.box[3]), "iscrowd": 0}
-            for i, s in enumerate(scenes) for j, o in enumerate(s.objects)
+            {
+                "id": len(scenes) * 10 + 10 * i + j,
+                "image_id": i,
+                "category_id": o.category_id,
+                "bbox": list(o.box),
+                "area": float(o.box[2] * o.box[3]),
+                "iscrowd": 0,
+            }
+            for i, s in enumerate(scenes)
+            for j, o in enumerate(s.objects)
         ],
     }
     rows = [

@@ -1,4 +1,5 @@
 """The zoo DETR: HF DetrForObjectDetection (basic ResNet backbone) from scratch."""
+
 from __future__ import annotations
 
 import time
@@ -14,16 +15,19 @@ from .common import BACKGROUNDS, EVAL_SEED, MEAN, STD, coco_map, fit, images, sa
 
 __all__ = ["train_detr", "detr_quality"]
 
+
 def _detr_targets(scenes: list) -> list[dict[str, torch.Tensor]]:
     """DETR training targets: 0-based class ids and normalised (cx, cy, w, h) boxes."""
     targets = []
     for scene in scenes:
         size = scene.image.shape[0]
         boxes = [[(x + w / 2) / size, (y + h / 2) / size, w / size, h / size] for x, y, w, h in (o.box for o in scene.objects)]
-        targets.append({
-            "class_labels": torch.tensor([o.category_id - 1 for o in scene.objects], dtype=torch.long),
-            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        })
+        targets.append(
+            {
+                "class_labels": torch.tensor([o.category_id - 1 for o in scene.objects], dtype=torch.long),
+                "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            }
+        )
     return targets
 
 
@@ -48,9 +52,19 @@ def train_detr(seed: int, minutes: float, out: Path, steps: int = 8000) -> None:
         "type": "hf_detr",
         "backbone": {"embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [1, 1, 1], "layer_type": "basic", "out_features": ["stage3"]},
         "config": {
-            "d_model": 64, "num_queries": 10, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
-            "encoder_ffn_dim": 128, "decoder_ffn_dim": 128, "dropout": 0.0, "auxiliary_loss": True, "num_labels": len(SHAPES),
-            "id2label": dict(enumerate(SHAPES)), "label2id": {name: i for i, name in enumerate(SHAPES)},
+            "d_model": 64,
+            "num_queries": 10,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 4,
+            "decoder_attention_heads": 4,
+            "encoder_ffn_dim": 128,
+            "decoder_ffn_dim": 128,
+            "dropout": 0.0,
+            "auxiliary_loss": True,
+            "num_labels": len(SHAPES),
+            "id2label": dict(enumerate(SHAPES)),
+            "label2id": {name: i for i, name in enumerate(SHAPES)},
         },
     }
     cfg: dict[str, Any] = {"architecture": arch, "preprocessing": {"size": 64, "mean": MEAN, "std": STD}}
@@ -66,7 +80,12 @@ def train_detr(seed: int, minutes: float, out: Path, steps: int = 8000) -> None:
     cfg.update(
         labels=list(SHAPES),
         data={"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "images_per_step": 32},
-        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train detr --seed {seed} --steps {steps} --minutes {minutes}"},
+        train={
+            "seed": seed,
+            "steps": taken,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "command": f"python -m mmcam.zoo.train detr --seed {seed} --steps {steps} --minutes {minutes}",
+        },
         metrics=detr_quality(model, processor),
     )
     save("detr", model, cfg, out)

@@ -1,4 +1,5 @@
 """The zoo Q-network: supervised on BFS action values of fresh gridworld states."""
+
 from __future__ import annotations
 
 import time
@@ -13,6 +14,7 @@ from ..models import build
 from .common import EVAL_SEED, fit, save
 
 __all__ = ["train_qnet", "qnet_quality"]
+
 
 def qnet_quality(model: torch.nn.Module, n: int = 1000, seed: int = EVAL_SEED) -> dict[str, float]:
     states = generate_grids(n, seed, GridConfig())
@@ -40,8 +42,17 @@ def train_qnet(seed: int, minutes: float, out: Path) -> None:
     steps = fit(model, loss, minutes, 6000, 2e-3, "qnet")
     cfg.update(
         labels=["up", "down", "left", "right"],
-        data={"config": "GridConfig()", "states_per_step": 128, "target": "q = -(1 + BFS steps to goal after the action); loss smooth-L1 + 0.5 CE on the optimal action"},
-        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train qnet --seed {seed}"},
+        data={
+            "config": "GridConfig()",
+            "states_per_step": 128,
+            "target": "q = -(1 + BFS steps to goal after the action); loss smooth-L1 + 0.5 CE on the optimal action",
+        },
+        train={
+            "seed": seed,
+            "steps": steps,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "command": f"python -m mmcam.zoo.train qnet --seed {seed}",
+        },
         metrics=qnet_quality(model),
     )
     save("qnet", model, cfg, out)

@@ -1,4 +1,5 @@
 """The zoo segmenter: an HF Segformer on scenes' semantic masks (background + shapes)."""
+
 from __future__ import annotations
 
 import time
@@ -13,6 +14,7 @@ from ..models import build
 from .common import BACKGROUNDS, EVAL_SEED, MEAN, STD, fit, images, save, scene_batch
 
 __all__ = ["train_segmenter", "segmenter_quality"]
+
 
 def segmenter_quality(model: torch.nn.Module, n: int = 300, seed: int = EVAL_SEED) -> dict[str, float]:
     scenes = generate_scenes(n, seed, SceneConfig())
@@ -34,11 +36,21 @@ def train_segmenter(seed: int, minutes: float, out: Path) -> None:
     arch = {
         "type": "hf_segformer",
         "config": {
-            "num_channels": 3, "num_encoder_blocks": 4, "depths": [1, 1, 1, 1], "sr_ratios": [4, 2, 1, 1],
-            "hidden_sizes": [16, 32, 64, 96], "patch_sizes": [3, 3, 3, 3], "strides": [2, 2, 2, 2],
-            "num_attention_heads": [1, 1, 2, 2], "mlp_ratios": [2, 2, 2, 2], "decoder_hidden_size": 64,
-            "num_labels": len(SHAPES) + 1, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-            "classifier_dropout_prob": 0.0, "drop_path_rate": 0.0,
+            "num_channels": 3,
+            "num_encoder_blocks": 4,
+            "depths": [1, 1, 1, 1],
+            "sr_ratios": [4, 2, 1, 1],
+            "hidden_sizes": [16, 32, 64, 96],
+            "patch_sizes": [3, 3, 3, 3],
+            "strides": [2, 2, 2, 2],
+            "num_attention_heads": [1, 1, 2, 2],
+            "mlp_ratios": [2, 2, 2, 2],
+            "decoder_hidden_size": 64,
+            "num_labels": len(SHAPES) + 1,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "classifier_dropout_prob": 0.0,
+            "drop_path_rate": 0.0,
         },
     }
     cfg = {"architecture": arch}
@@ -56,7 +68,12 @@ def train_segmenter(seed: int, minutes: float, out: Path) -> None:
         preprocessing={"size": 64, "mean": MEAN, "std": STD, "as_dict": True},
         labels=["background", *SHAPES],
         data={"config": "SceneConfig(background=plain|textured|cluttered)", "images_per_step": 32},
-        train={"seed": seed, "steps": steps, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train segmenter --seed {seed}"},
+        train={
+            "seed": seed,
+            "steps": steps,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "command": f"python -m mmcam.zoo.train segmenter --seed {seed}",
+        },
         metrics=segmenter_quality(model),
     )
     save("segmenter", model, cfg, out)

@@ -1,5 +1,6 @@
 """The zoo ViT: the classifier recipe (:mod:`.classifier`) on an HF ViT — 4 layers, 8 px
 patches on 64 px scenes — with a lower learning rate, 200 warm-up steps and more steps."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,15 @@ __all__ = ["train_vit", "VIT"]
 VIT = {
     "type": "hf_vit",
     "config": {
-        "image_size": 64, "patch_size": 8, "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 4,
-        "intermediate_size": 192, "num_labels": len(SHAPES), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "image_size": 64,
+        "patch_size": 8,
+        "hidden_size": 96,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 192,
+        "num_labels": len(SHAPES),
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
     },
 }
 

@@ -1,5 +1,6 @@
 """The zoo VQA model: a ViLT answer classifier on every question of fresh scenes, started
 from the zoo captioner's ViT encoder."""
+
 from __future__ import annotations
 
 import time
@@ -14,6 +15,7 @@ from ..models import init_vilt_from_vit
 from .common import BACKGROUNDS, EVAL_SEED, MEAN, STD, fit, save, scene_batch
 
 __all__ = ["train_vqa", "vqa_quality", "vqa_answers"]
+
 
 def vqa_answers() -> list[str]:
     from ...data import COLORS
@@ -67,10 +69,20 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 2000, lr: float
     arch = {
         "type": "hf_vilt_vqa",
         "config": {
-            "vocab_size": len(SPECIAL) + len(words), "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-            "intermediate_size": 256, "image_size": 64, "patch_size": 8, "max_image_length": -1, "max_position_embeddings": 32,
-            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "num_labels": len(answers),
-            "id2label": dict(enumerate(answers)), "label2id": {a: i for i, a in enumerate(answers)},
+            "vocab_size": len(SPECIAL) + len(words),
+            "hidden_size": 128,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "intermediate_size": 256,
+            "image_size": 64,
+            "patch_size": 8,
+            "max_image_length": -1,
+            "max_position_embeddings": 32,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "num_labels": len(answers),
+            "id2label": dict(enumerate(answers)),
+            "label2id": {a: i for i, a in enumerate(answers)},
         },
     }
     cfg = {"architecture": arch}
@@ -95,9 +107,16 @@ def train_vqa(seed: int, minutes: float, out: Path, steps: int = 2000, lr: float
         vocab=words,
         processor="vqa",
         labels=answers,
-        data={"config": "SceneConfig(background=plain|textured|cluttered); every question of 16 scenes per step",
-              "init": f"patch embedding, positions and layers 0-{copied - 1} from the zoo captioner's ViT encoder (trained with `{captioner_train.get('command', '?')}`)"},
-        train={"seed": seed, "steps": taken, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train vqa --seed {seed} --steps {steps} --minutes {minutes}"},
+        data={
+            "config": "SceneConfig(background=plain|textured|cluttered); every question of 16 scenes per step",
+            "init": f"patch embedding, positions and layers 0-{copied - 1} from the zoo captioner's ViT encoder (trained with `{captioner_train.get('command', '?')}`)",
+        },
+        train={
+            "seed": seed,
+            "steps": taken,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "command": f"python -m mmcam.zoo.train vqa --seed {seed} --steps {steps} --minutes {minutes}",
+        },
         metrics=vqa_quality(model, processor),
     )
     save("vqa", model, cfg, out)

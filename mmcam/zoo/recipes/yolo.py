@@ -1,5 +1,6 @@
 """The zoo YOLO: YOLOv8n from its yaml (no pretrained weights), trained by ultralytics on
 scenes written in its dataset format; shipped as a float16 safetensors state dict."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from ...data import SHAPES, SceneConfig, generate_scenes
 from .common import BACKGROUNDS, EVAL_SEED, write_config
 
 __all__ = ["train_yolo", "write_yolo_dataset"]
+
 
 def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int) -> Path:
     """Scenes in ultralytics' YOLO format (images/, labels/ with normalised cx cy w h)."""
@@ -49,9 +51,28 @@ def train_yolo(seed: int, minutes: float, out: Path) -> None:
     data = write_yolo_dataset(root, 6000, 300, seed)
     model = YOLO("yolov8n.yaml")
     model.train(
-        data=str(data), imgsz=64, epochs=200, time=minutes / 60, batch=64, workers=0, device="cpu", seed=seed,
-        plots=False, amp=False, project=str(root / "runs"), name="train", exist_ok=True, verbose=False,
-        mosaic=0.0, fliplr=0.5, scale=0.2, translate=0.1, hsv_h=0.0, hsv_s=0.0, hsv_v=0.2, val=False,
+        data=str(data),
+        imgsz=64,
+        epochs=200,
+        time=minutes / 60,
+        batch=64,
+        workers=0,
+        device="cpu",
+        seed=seed,
+        plots=False,
+        amp=False,
+        project=str(root / "runs"),
+        name="train",
+        exist_ok=True,
+        verbose=False,
+        mosaic=0.0,
+        fliplr=0.5,
+        scale=0.2,
+        translate=0.1,
+        hsv_h=0.0,
+        hsv_s=0.0,
+        hsv_v=0.2,
+        val=False,
     )
     trained = YOLO(str(root / "runs" / "train" / "weights" / "last.pt"))  # our own checkpoint, written just now
     metrics = trained.val(data=str(data), imgsz=64, batch=64, plots=False, device="cpu", verbose=False, conf=0.001)
@@ -61,7 +82,11 @@ def train_yolo(seed: int, minutes: float, out: Path) -> None:
         "architecture": {"type": "ultralytics_yolo", "yaml": "yolov8n.yaml", "nc": len(SHAPES), "imgsz": 64, "dtype": "float16"},
         "labels": list(SHAPES),
         "data": {"config": "SceneConfig(background=plain|textured|cluttered), 1-3 objects", "train_images": 6000},
-        "train": {"seed": seed, "minutes": round((time.perf_counter() - start) / 60, 2), "command": f"python -m mmcam.zoo.train yolo --seed {seed} --minutes {minutes}"},
+        "train": {
+            "seed": seed,
+            "minutes": round((time.perf_counter() - start) / 60, 2),
+            "command": f"python -m mmcam.zoo.train yolo --seed {seed} --minutes {minutes}",
+        },
         "metrics": {"mAP50": round(float(metrics.box.map50), 4), "mAP50_95": round(float(metrics.box.map), 4), "eval_images": 300},
     }
     out.mkdir(parents=True, exist_ok=True)
