@@ -122,7 +122,7 @@ class GenerationTask(Task):
         words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
         start = prompt_ids.shape[1] - 1  # position T - 1 + i predicts answer token i
         target = CaptionTokens([start + i for i in range(len(answer_ids))], answer_ids, groups)
-        forced = _teacher_forced(inputs, answer_ids[:-1])
+        forced = _teacher_forced(inputs, answer_ids[:-1], self.layout.answer_token_types)
         if self.method == LOGIT_LENS:
             maps, scores, logits, layers = _logit_lens(self.model, forced, tokens, target)
             method = LOGIT_LENS
@@ -193,15 +193,16 @@ def _prompt_text(processor: Any, prompt: "str | list[dict]") -> str:
     return prompt
 
 
-def _teacher_forced(inputs: dict[str, torch.Tensor], more: list[int]) -> dict[str, torch.Tensor]:
+def _teacher_forced(inputs: dict[str, torch.Tensor], more: list[int], types: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """``inputs`` with ``more`` text tokens appended: ``input_ids`` extended, the attention mask
-    all ones, other per-token inputs (``mm_token_type_ids``, ``token_type_ids``: text = 0) padded."""
+    all ones, other per-token inputs (``mm_token_type_ids``, ``token_type_ids``) padded with
+    ``types[key]`` (default 0, text; PaliGemma's answer is its suffix, 1)."""
     prompt = inputs["input_ids"]
     ids = torch.cat([prompt, prompt.new_tensor([more])], 1)
     out = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
     for key, value in inputs.items():
         if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor) and value.shape == prompt.shape:
-            out[key] = torch.cat([value, value.new_zeros((1, len(more)))], 1)
+            out[key] = torch.cat([value, value.new_full((1, len(more)), (types or {}).get(key, 0))], 1)
     return out
 
 
@@ -229,10 +230,10 @@ def _logit_lens(model: nn.Module, forced: dict[str, torch.Tensor], tokens: Image
     position, min-max scaled and upsampled to the input; scores are the words' log-probs."""
     with torch.no_grad():
         logits = model(**forced).logits[0].float()  # (L, V)
-    columns = logits[tokens.patch_positions]  # (h*w, V)
+    columns = logits[tokens.positions]  # (N, V)
     per_token = columns[:, target.token_ids]  # (h*w, T)
     words = torch.stack([per_token[:, g].sum(1) for g in target.groups])  # (K, h*w)
-    maps = normalize(upsample(normalize(words.view(1, -1, *tokens.grid)), tokens.input_size))[0]
+    maps = normalize(upsample(normalize(tokens.fold(words)[None]), tokens.input_size))[0]
     scores = target(logits[None])[0]
     return maps, scores, logits, ["lm_head"]
 
