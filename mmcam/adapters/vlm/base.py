@@ -7,14 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from ...errors import InputError
 from ...reshape import Reshape, Tokens
 from ..base import Prepared, processor_prepare
-from ..frame import Frame
 
 __all__ = ["ImageTokens", "ImageLayout", "blocks_of", "prepare_with"]
 
@@ -123,8 +121,6 @@ def blocks_of(model: nn.Module, depth: int) -> str | None:
                     return f"{name}.{sub}"
             return None
     return None
-
-
 
 
 def prepare_with(processor: Any, photo: Any, prompt: str, family: str) -> dict[str, torch.Tensor]:

@@ -43,6 +43,7 @@ class PaliGemmaLayout(ImageLayout):
 
     def prepare(self, processor: Any, photo: Any, prompt: str) -> Prepared:
         prepared = processor_prepare(processor, photo, text=prompt)
+        prepared.inputs.pop("labels", None)  # PaliGemmaProcessor's training labels: no loss is wanted
         pixels = prepared.inputs["pixel_values"]
         if pixels.shape[0] != 1:
             raise InputError(

@@ -38,5 +38,3 @@ class LlavaLayout(ImageLayout):
         if projector is None:
             raise InputError(f"found no vision-tower blocks or projector in {self.family}; pass layers=")
         return [projector]
-
-
