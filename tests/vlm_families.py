@@ -114,7 +114,7 @@ def paligemma(new_tokens: int = 3):
     return model, PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer(GEMMA_VOCAB, ["<image>"]))
 
 
-def gemma3(new_tokens: int = 3, pan_and_scan: bool = False):
+def gemma3(new_tokens: int = 3):
     """Gemma 3: SigLIP tower 32 x 2 blocks at 32 px, patch 8 (4 x 4 patches) average-pooled to
     ``mm_tokens_per_image`` = 4 (2 x 2) image tokens; Gemma 3 text 32 x 2 layers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -138,5 +138,5 @@ def gemma3(new_tokens: int = 3, pan_and_scan: bool = False):
     words = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=specials
     )
-    images = Gemma3ImageProcessor(size={"height": 32, "width": 32}, do_pan_and_scan=pan_and_scan, pan_and_scan_min_crop_size=16)
+    images = Gemma3ImageProcessor(size={"height": 32, "width": 32}, pan_and_scan_min_crop_size=16)
     return model, Gemma3Processor(image_processor=images, tokenizer=words, image_seq_length=4)

@@ -19,6 +19,7 @@ from vlm_families import gemma3, idefics3, paligemma, qwen2_5_vl, qwen3_vl
 
 import mmcam
 from mmcam.adapters.vlm import layout_for
+from mmcam.errors import InputError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_generation
 
@@ -185,3 +186,45 @@ def test_tiles_and_thumbnail_stitched_from_the_towers_batch(bus):
     lens = tokens.fold(torch.arange(52.0))  # the language model's order: tiles row-major, then the thumbnail
     assert lens.shape == (8, 6) and lens[0, 0] == 0 + 48  # tile (0, 0)'s first token + the thumbnail's first
     assert lens[2, 4] == 5 * 4 + 49 and lens[7, 5] == 11 * 4 + 3 + 51  # tile (1, 2)'s first, tile (3, 2)'s last + thumbnail (1, 1)
+
+
+def test_bad_input_says_what_to_pass(family, bus):
+    name, model, processor, prompt = family
+    placeholder = processor.image_token
+    with pytest.raises(InputError, match="no image placeholder"):
+        explain_generation(model, processor, bus, "what color is the circle ?")
+    with pytest.raises(InputError, match="2 image placeholders"):
+        explain_generation(model, processor, bus, f"{prompt} {placeholder}")
+    with pytest.raises(InputError, match="answer is empty"):
+        explain_generation(model, processor, bus, prompt, answer=" ")
+
+
+def test_unsupported_vlm_names_the_supported_and_the_layout_by_hand():
+    with pytest.raises(InputError) as error:
+        layout_for(nn.Linear(2, 2))
+    for name in (
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen3VLForConditionalGeneration",
+        "Idefics3ForConditionalGeneration",
+        "SmolVLMForConditionalGeneration",
+    ):
+        assert name in str(error.value)
+    assert "PaliGemmaForConditionalGeneration" in str(error.value) and "Gemma3ForConditionalGeneration" in str(error.value)
+    assert "layout=mmcam.adapters.vlm.ImageLayout(image_token_id=" in str(error.value)
+
+
+def test_processor_disagreeing_with_the_model_is_refused(bus):
+    model, processor = gemma3()
+
+    class PanAndScan(type(processor)):  # a caller whose processor cuts pan-and-scan crops
+        def __call__(self, *args, **kwargs):
+            return super().__call__(*args, do_pan_and_scan=True, **kwargs)
+
+    processor.__class__ = PanAndScan
+    wide = bus.resize((1080, 270))  # 4:1: the original + 4 crops
+    with pytest.raises(InputError, match="do_pan_and_scan=False"):
+        explain_generation(model, processor, wide, "<start_of_image> what color ?")
+    model, processor = idefics3()
+    processor.image_seq_len = 9  # the model's tiles hold 4 tokens each
+    with pytest.raises(InputError, match="image tokens"):
+        explain_generation(model, processor, bus, "<image> what color ?")
