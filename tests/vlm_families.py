@@ -140,3 +140,36 @@ def gemma3(new_tokens: int = 3):
     )
     images = Gemma3ImageProcessor(size={"height": 32, "width": 32}, pan_and_scan_min_crop_size=16)
     return model, Gemma3Processor(image_processor=images, tokenizer=words, image_seq_length=4)
+
+
+def llava_next(new_tokens: int = 3, onevision: bool = False, pinpoints=((96, 96), (64, 96), (32, 32))):
+    """LLaVA-NeXT (or LLaVA-OneVision): CLIP tower (SigLIP) 32 x 2 blocks at 32 px tiles, patch 8
+    (4 x 4 patches a tile + CLS, dropped; SigLIP: no CLS); Llama (Qwen2) text 32 x 2 layers; any-resolution pinpoints
+    up to 96 x 96 (3 x 3 tiles). bus.jpg (810 x 1080) goes to 96 x 96: resized to 96 x 72 and
+    padded 12 px left and right, which unpadding cuts."""
+    import transformers as hf
+    from vlm_models import IMAGE_TOKEN, VOCAB
+
+    name = "LlavaOnevision" if onevision else "LlavaNext"
+    torch.manual_seed(0)
+    vision = dict(SMALL, model_type="siglip_vision_model" if onevision else "clip_vision_model", image_size=32, patch_size=PATCH)
+    text = dict(TEXT, model_type="qwen2" if onevision else "llama", vocab_size=len(VOCAB))
+    grid, strategy = [list(p) for p in pinpoints], "full" if onevision else "default"  # SigLIP has no CLS
+    config = getattr(hf, f"{name}Config")(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=IMAGE_TOKEN,
+        image_grid_pinpoints=grid,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy=strategy,
+    )
+    model = _ready(getattr(hf, f"{name}ForConditionalGeneration")(config), 5, new_tokens)
+    images = getattr(hf, f"{name}ImageProcessor")(
+        size={"height": 32, "width": 32} if onevision else {"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=grid
+    )
+    if onevision:
+        extra = dict(video_processor=hf.LlavaOnevisionVideoProcessor(), num_image_tokens=(32 // PATCH) ** 2)
+    else:
+        extra = dict(patch_size=PATCH, num_additional_image_tokens=1)
+    processor = getattr(hf, f"{name}Processor")(image_processor=images, tokenizer=tokenizer(), vision_feature_select_strategy=strategy, **extra)
+    return model, processor

@@ -15,7 +15,7 @@ import torch
 from modelstate import assert_same_state, snapshot
 from PIL import Image
 from torch import nn
-from vlm_families import gemma3, idefics3, paligemma, qwen2_5_vl, qwen3_vl
+from vlm_families import gemma3, idefics3, llava_next, paligemma, qwen2_5_vl, qwen3_vl
 
 import mmcam
 from mmcam.adapters.vlm import layout_for
@@ -30,6 +30,8 @@ FAMILIES = {
     "qwen3_vl": (qwen3_vl, QWEN, "Qwen3VLForConditionalGeneration"),
     "idefics3": (idefics3, "<image> what color is the circle ?", "Idefics3ForConditionalGeneration"),
     "smolvlm": (lambda: idefics3(smolvlm=True), "<image> what color is the circle ?", "SmolVLMForConditionalGeneration"),
+    "llava_next": (llava_next, "<image> what color is the circle ?", "LlavaNextForConditionalGeneration"),
+    "llava_onevision": (lambda: llava_next(onevision=True), "<image> what color is the circle ?", "LlavaOnevisionForConditionalGeneration"),
     "paligemma": (paligemma, "<image> what color is the circle ?", "PaliGemmaForConditionalGeneration"),
     "gemma3": (gemma3, "<start_of_image> what color is the circle ?", "Gemma3ForConditionalGeneration"),
 }
@@ -106,9 +108,13 @@ def test_k_words_at_once_equal_one_at_a_time(family, bus):
 
 def identity_like(model: nn.Module, blocks: str) -> nn.Module:
     """A copy whose vision tower passes brightness through to the first block's output: every
-    patch-embedding convolution averages its patch (no bias), position embeddings are zero and
-    the first block's linear layers are zero (its residual branches add nothing)."""
+    patch-embedding convolution averages its patch (no bias), position embeddings are zero, a
+    layer norm before the blocks (CLIP's ``pre_layrnorm``) is the identity and the first block's
+    linear layers are zero (its residual branches add nothing)."""
     model = copy.deepcopy(model)
+    for name in [n for n, _ in model.named_modules() if n.endswith("pre_layrnorm")]:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Identity())
     with torch.no_grad():
         for name, module in model.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Conv3d)):
@@ -144,7 +150,7 @@ def test_bright_square_lands_in_its_place_on_the_photo(family, bus):
     blocks = layout.default_layers(model)[0].rsplit(".", 1)[0]
     plain = identity_like(model, blocks)
     photo = bright_bus(bus)
-    exp = explain_generation(plain, processor, photo, prompt, layers=f"{blocks}.0", method="layercam")
+    exp = explain_generation(plain, processor, photo, prompt, answer="red circle blue", layers=f"{blocks}.0", method="layercam")
     top, bottom, left, right = SQUARE
     inside = torch.zeros(1080, 810, dtype=torch.bool)
     inside[top:bottom, left:right] = True

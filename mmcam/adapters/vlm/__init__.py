@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from ...errors import InputError
+from .anyres import AnyResLayout
 from .base import ImageLayout, ImageTokens
 from .gemma import Gemma3Layout, PaliGemmaLayout
 from .llava import LlavaLayout
@@ -38,6 +39,7 @@ __all__ = [
     "ImageTokens",
     "ImageLayout",
     "LlavaLayout",
+    "AnyResLayout",
     "Qwen2VLLayout",
     "Qwen25VLLayout",
     "Qwen3VLLayout",
@@ -54,6 +56,8 @@ __all__ = [
 #: model class name -> its layout
 LAYOUTS: dict[str, type[ImageLayout]] = {
     "LlavaForConditionalGeneration": LlavaLayout,
+    "LlavaNextForConditionalGeneration": AnyResLayout,
+    "LlavaOnevisionForConditionalGeneration": AnyResLayout,
     "Qwen2VLForConditionalGeneration": Qwen2VLLayout,
     "Qwen2_5_VLForConditionalGeneration": Qwen25VLLayout,
     "Qwen3VLForConditionalGeneration": Qwen3VLLayout,

@@ -34,39 +34,49 @@ __all__ = ["Tiles", "tile_cells", "Idefics3Layout"]
 class Tiles(Reshape):
     """Per-tile tokens ``(n * count, N, D)`` (``count`` tower images per photo, stacked ``n``
     times for per-target gradients) to ``(n, G * D, rows * s, cols * s)``: tower image
-    ``local[r * cols + c]`` at tile (r, c) of the stitched grid, each tile's ``N - prefix =
-    s * s`` tokens row-major (``s`` read from the tensor: patches or merged tokens), then, when
-    ``thumbnail`` is set, that tower image's ``s x s`` grid repeated ``rows x cols``-fold (nearest)
-    as ``D`` more channels (``G`` = 2). ``rows = cols = 0``: the thumbnail alone."""
+    ``local[r * cols + c]`` at tile (r, c) of the stitched grid, each tile's ``s * s`` tokens
+    row-major after ``prefix`` tokens (``None``: read from the tensor, ``N - isqrt(N)^2``, e.g. a
+    CLS token; ``s`` likewise: patches or merged tokens), then, when ``thumbnail`` is set, that
+    tower image's ``s x s`` grid resampled (nearest) over ``box`` (top, left, bottom, right, as
+    fractions of the stitched grid; default all of it) as ``D`` more channels (``G`` = 2), zero
+    outside the box. ``rows = cols = 0``: the thumbnail alone."""
 
     rows: int
     cols: int
     local: tuple[int, ...]
     thumbnail: int | None
     count: int
-    prefix: int = 0
+    prefix: int | None = 0
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
     channel_dim = -1
 
-    def side(self, t: torch.Tensor) -> int:
-        n = t.shape[-2] - self.prefix
-        side = math.isqrt(max(n, 0))
-        if t.ndim != 3 or side * side != n or t.shape[0] % self.count:
+    def side(self, t: torch.Tensor) -> tuple[int, int]:
+        """``(prefix, s)`` for the hooked tensor."""
+        count = t.shape[-2] if t.ndim == 3 else 0
+        side = math.isqrt(max(count, 0))
+        prefix = count - side * side if self.prefix is None else self.prefix
+        side = math.isqrt(max(count - prefix, 0))
+        if t.ndim != 3 or side < 1 or side * side != count - prefix or t.shape[0] % self.count:
             raise InputError(
-                f"tiled vision tokens must be ({self.count} tiles x k, {self.prefix} + s*s tokens, D), got {tuple(t.shape)}; "
-                "hook a vision-tower block or the connector"
+                f"tiled vision tokens must be ({self.count} tiles x k, prefix + s*s tokens, D), got {tuple(t.shape)}; "
+                "hook a vision-tower block or the projector / connector"
             )
-        return side
+        return prefix, side
 
     def __call__(self, t: torch.Tensor, input_size: Any) -> torch.Tensor:
-        s, d = self.side(t), t.shape[-1]
-        x = t[:, self.prefix :].reshape(-1, self.count, s, s, d)
+        (prefix, s), d = self.side(t), t.shape[-1]
+        x = t[:, prefix:].reshape(-1, self.count, s, s, d)
         parts = []
         if self.rows:
             tiles = x[:, list(self.local)].reshape(-1, self.rows, self.cols, s, s, d)
             parts.append(tiles.permute(0, 5, 1, 3, 2, 4).reshape(-1, d, self.rows * s, self.cols * s))
         if self.thumbnail is not None:
+            h, w = max(self.rows, 1) * s, max(self.cols, 1) * s
+            top, left, bottom, right = round(self.box[0] * h), round(self.box[1] * w), round(self.box[2] * h), round(self.box[3] * w)
             whole = x[:, self.thumbnail].permute(0, 3, 1, 2)
-            parts.append(whole.repeat_interleave(max(self.rows, 1), 2).repeat_interleave(max(self.cols, 1), 3))
+            canvas = whole.new_zeros(whole.shape[0], d, h, w)
+            canvas[:, :, top:bottom, left:right] = torch.nn.functional.interpolate(whole, size=(bottom - top, right - left), mode="nearest")
+            parts.append(canvas)
         return torch.cat(parts, 1)
 
 
