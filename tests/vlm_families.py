@@ -173,3 +173,37 @@ def llava_next(new_tokens: int = 3, onevision: bool = False, pinpoints=((96, 96)
         extra = dict(patch_size=PATCH, num_additional_image_tokens=1)
     processor = getattr(hf, f"{name}Processor")(image_processor=images, tokenizer=tokenizer(), vision_feature_select_strategy=strategy, **extra)
     return model, processor
+
+
+INTERN_SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "<IMG_CONTEXT>", "<img>", "</img>", "<video>", "<image>"]
+INTERN_VOCAB = INTERN_SPECIAL + WORDS
+
+
+def internvl(new_tokens: int = 3):
+    """InternVL: tower 32 x 2 blocks at 32 px tiles, patch 8 (4 x 4 patches + CLS), pixel
+    shuffle 0.5 (2 x 2 tokens a tile); Qwen2 text 32 x 2 layers; GotOcr2 tiles between 1 and 12
+    (bus.jpg: 3 x 4 tiles) + the thumbnail."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    torch.manual_seed(0)
+    vision = dict(SMALL, image_size=32, patch_size=PATCH)
+    text = dict(TEXT, model_type="qwen2", vocab_size=len(INTERN_VOCAB))
+    config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=INTERN_VOCAB.index("<IMG_CONTEXT>"), downsample_ratio=0.5)
+    model = _ready(InternVLForConditionalGeneration(config), len(INTERN_SPECIAL), new_tokens)
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(INTERN_VOCAB)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()
+    specials = {"context_image_token": "<IMG_CONTEXT>", "start_image_token": "<img>", "end_image_token": "</img>", "video_token": "<video>"}
+    words = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=specials
+    )
+    images = GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=12)
+    return model, InternVLProcessor(image_processor=images, tokenizer=words, video_processor=InternVLVideoProcessor(), image_seq_length=4)

@@ -112,7 +112,7 @@ class GenerationTask(Task):
 
     def _one(self, prepared: Prepared) -> GenerationExplanation:
         inputs = prepared.inputs
-        tokens = self.layout.image_tokens(inputs)
+        tokens = self.layout.image_tokens(inputs, prepared.frame)
         prompt_ids = inputs["input_ids"]
         answer_ids = self._generate(inputs) if self.answer is None else self._given()
         if not answer_ids:

@@ -15,7 +15,7 @@ import torch
 from modelstate import assert_same_state, snapshot
 from PIL import Image
 from torch import nn
-from vlm_families import gemma3, idefics3, llava_next, paligemma, qwen2_5_vl, qwen3_vl
+from vlm_families import gemma3, idefics3, internvl, llava_next, paligemma, qwen2_5_vl, qwen3_vl
 
 import mmcam
 from mmcam.adapters.vlm import layout_for
@@ -32,6 +32,7 @@ FAMILIES = {
     "smolvlm": (lambda: idefics3(smolvlm=True), "<image> what color is the circle ?", "SmolVLMForConditionalGeneration"),
     "llava_next": (llava_next, "<image> what color is the circle ?", "LlavaNextForConditionalGeneration"),
     "llava_onevision": (lambda: llava_next(onevision=True), "<image> what color is the circle ?", "LlavaOnevisionForConditionalGeneration"),
+    "internvl": (internvl, "<IMG_CONTEXT> what color is the circle ?", "InternVLForConditionalGeneration"),
     "paligemma": (paligemma, "<image> what color is the circle ?", "PaliGemmaForConditionalGeneration"),
     "gemma3": (gemma3, "<start_of_image> what color is the circle ?", "Gemma3ForConditionalGeneration"),
 }
@@ -86,7 +87,7 @@ def test_k_words_at_once_equal_one_at_a_time(family, bus):
     exp = explain_generation(model, processor, bus, prompt, answer="red circle blue")
     layout = layout_for(model)
     prepared = layout.prepare(processor, bus, prompt)
-    tokens = layout.image_tokens(prepared.inputs)
+    tokens = layout.image_tokens(prepared.inputs, prepared.frame)
     tokenizer = processor.tokenizer
     answer = tokenizer("red circle blue", add_special_tokens=False)["input_ids"]
     t = prepared.inputs["input_ids"].shape[1]
@@ -123,6 +124,9 @@ def identity_like(model: nn.Module, blocks: str) -> nn.Module:
                     module.bias.zero_()
             elif isinstance(module, nn.Embedding) and ("pos_embed" in name or "position_embedding" in name) and "language" not in name:
                 module.weight.zero_()
+        for name, parameter in model.named_parameters():
+            if name.endswith("embeddings.position_embeddings"):  # InternVL's learned positions: a parameter
+                parameter.zero_()
         for module in dict(model.named_modules())[f"{blocks}.0"].modules():
             if isinstance(module, nn.Linear):
                 module.weight.zero_()
@@ -171,7 +175,7 @@ def test_tiles_and_thumbnail_stitched_from_the_towers_batch(bus):
     blocks = layout.default_layers(model)[0].rsplit(".", 1)[0]
     plain = identity_like(model, blocks)
     prepared = layout.prepare(processor, bright_bus(bus), "<image> what color ?")
-    tokens = layout.image_tokens(prepared.inputs)
+    tokens = layout.image_tokens(prepared.inputs, prepared.frame)
     assert tokens.grid == (8, 6) and tokens.input_size == (128, 96) and len(tokens.positions) == 13 * 4
     seen = []
     hook = dict(plain.named_modules())[f"{blocks}.0"].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))

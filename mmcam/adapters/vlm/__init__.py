@@ -31,6 +31,7 @@ from ...errors import InputError
 from .anyres import AnyResLayout
 from .base import ImageLayout, ImageTokens
 from .gemma import Gemma3Layout, PaliGemmaLayout
+from .internvl import InternVLLayout
 from .llava import LlavaLayout
 from .qwen import MergedPatches, Qwen2VLLayout, Qwen3VLLayout, Qwen25VLLayout
 from .tiles import Idefics3Layout, Tiles
@@ -44,6 +45,7 @@ __all__ = [
     "Qwen25VLLayout",
     "Qwen3VLLayout",
     "Idefics3Layout",
+    "InternVLLayout",
     "PaliGemmaLayout",
     "Gemma3Layout",
     "MergedPatches",
@@ -63,6 +65,7 @@ LAYOUTS: dict[str, type[ImageLayout]] = {
     "Qwen3VLForConditionalGeneration": Qwen3VLLayout,
     "Idefics3ForConditionalGeneration": Idefics3Layout,
     "SmolVLMForConditionalGeneration": Idefics3Layout,
+    "InternVLForConditionalGeneration": InternVLLayout,
     "PaliGemmaForConditionalGeneration": PaliGemmaLayout,
     "Gemma3ForConditionalGeneration": Gemma3Layout,
 }

@@ -97,7 +97,7 @@ class AnyResLayout(LlavaLayout):
             )
         return rows, cols, packed.long()
 
-    def image_tokens(self, inputs: dict[str, Any]) -> ImageTokens:
+    def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
         ids = inputs.get("input_ids")
         if not isinstance(ids, torch.Tensor) or ids.shape[0] != 1 or "image_sizes" not in inputs:
             raise InputError(f"{self.family} needs input_ids, pixel_values and image_sizes of one prompt from its processor")

@@ -76,8 +76,9 @@ class ImageLayout:
         """The processor's inputs for ``photo`` and ``prompt``, with the frame photo -> input."""
         return processor_prepare(processor, photo, text=prompt)
 
-    def image_tokens(self, inputs: dict[str, Any]) -> ImageTokens:
-        """The single image's tokens in ``inputs`` (a batch of one sequence)."""
+    def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
+        """The single image's tokens in ``inputs`` (a batch of one sequence); ``frame``: the
+        :meth:`prepare` frame, for layouts that read the tile split from it."""
         ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
         if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
             raise InputError("a generative VLM needs input_ids and pixel_values from its processor; pass the model's own processor (e.g. LlavaProcessor)")

@@ -52,7 +52,7 @@ class PaliGemmaLayout(ImageLayout):
             )
         return prepared
 
-    def image_tokens(self, inputs: dict[str, Any]) -> ImageTokens:
+    def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
         ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
         if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
             raise InputError(f"{self.family} needs input_ids and pixel_values from its processor; pass the model's own processor")

@@ -95,7 +95,7 @@ class Qwen2VLLayout(ImageLayout):
         ph, pw = photo.size[1], photo.size[0]
         return Prepared(inputs, np.asarray(photo), Frame.resize((ph, pw), size, f"{type(processor).__name__}: resize to {size[0]}x{size[1]}"))
 
-    def image_tokens(self, inputs: dict[str, Any]) -> ImageTokens:
+    def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
         ids, thw = inputs.get("input_ids"), inputs.get("image_grid_thw")
         if not isinstance(ids, torch.Tensor) or not isinstance(thw, torch.Tensor):
             raise InputError(f"{self.family} needs input_ids and image_grid_thw from its processor; pass the model's own processor")

@@ -140,7 +140,7 @@ class Idefics3Layout(ImageLayout):
         frame = Frame.resize((ph, pw), size, f"{type(processor).__name__}: resize to {size[0]}x{size[1]}, {rows}x{cols} tiles + thumbnail")
         return Prepared(inputs, np.asarray(photo), frame)
 
-    def image_tokens(self, inputs: dict[str, Any]) -> ImageTokens:
+    def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
         ids = inputs.get("input_ids")
         if not isinstance(ids, torch.Tensor):
             raise InputError(f"{self.family} needs input_ids from its processor; pass the model's own processor")
