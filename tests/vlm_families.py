@@ -24,10 +24,14 @@ QWEN_VISION = dict(
 
 
 def _ready(model, specials: int, new_tokens: int):
+    """Greedy, ``new_tokens`` long, specials suppressed: in the model's generation config and in
+    its language model's (BLIP-2's generate() hands over to the language model's)."""
     model.eval()
-    model.generation_config.suppress_tokens = list(range(specials))
-    model.generation_config.max_new_tokens = new_tokens
-    model.generation_config.do_sample = False
+    language = getattr(model, "language_model", None)
+    for config in [model.generation_config] + ([language.generation_config] if getattr(language, "generation_config", None) else []):
+        config.suppress_tokens = list(range(specials))
+        config.max_new_tokens = new_tokens
+        config.do_sample = False
     return model
 
 
@@ -207,3 +211,36 @@ def internvl(new_tokens: int = 3):
     )
     images = GotOcr2ImageProcessor(size={"height": 32, "width": 32}, crop_to_patches=True, min_patches=1, max_patches=12)
     return model, InternVLProcessor(image_processor=images, tokenizer=words, video_processor=InternVLVideoProcessor(), image_seq_length=4)
+
+
+def blip2(new_tokens: int = 3, instruct: bool = False):
+    """BLIP-2 (or InstructBLIP): tower 32 x 2 blocks at 32 px, patch 8 (4 x 4 patches + CLS), a
+    1-layer Q-Former of 4 queries; OPT (Llama) text 32 x 2 layers."""
+    import transformers as hf
+    from vlm_models import IMAGE_TOKEN, VOCAB
+
+    name = "InstructBlip" if instruct else "Blip2"
+    torch.manual_seed(0)
+    vision = dict(SMALL, image_size=32, patch_size=PATCH)
+    qformer = dict(SMALL, num_hidden_layers=1, encoder_hidden_size=32, vocab_size=len(VOCAB), pad_token_id=PAD)
+    if instruct:
+        text = dict(TEXT, model_type="llama", vocab_size=len(VOCAB))
+    else:
+        text = dict(
+            model_type="opt",
+            hidden_size=32,
+            ffn_dim=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            word_embed_proj_dim=32,
+            vocab_size=len(VOCAB),
+            max_position_embeddings=512,
+            pad_token_id=PAD,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+        )
+    config = getattr(hf, f"{name}Config")(vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4, image_token_index=IMAGE_TOKEN)
+    model = _ready(getattr(hf, f"{name}ForConditionalGeneration")(config), 5, new_tokens)
+    images = hf.BlipImageProcessor(size={"height": 32, "width": 32})
+    extra = {"qformer_tokenizer": tokenizer()} if instruct else {}
+    return model, getattr(hf, f"{name}Processor")(image_processor=images, tokenizer=tokenizer(), num_query_tokens=4, **extra)

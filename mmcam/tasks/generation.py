@@ -64,6 +64,7 @@ def chat_prompt(processor: Any, text: str) -> str:
 
 def _placeholder(processor: Any) -> str:
     token = getattr(processor, "image_token", None)
+    token = getattr(token, "content", token)  # Blip2Processor keeps an AddedToken
     if not isinstance(token, str):
         raise InputError(f"{type(processor).__name__} names no image_token; pass the VLM's own processor (e.g. LlavaProcessor)")
     return token

@@ -15,7 +15,7 @@ import torch
 from modelstate import assert_same_state, snapshot
 from PIL import Image
 from torch import nn
-from vlm_families import gemma3, idefics3, internvl, llava_next, paligemma, qwen2_5_vl, qwen3_vl
+from vlm_families import blip2, gemma3, idefics3, internvl, llava_next, paligemma, qwen2_5_vl, qwen3_vl
 
 import mmcam
 from mmcam.adapters.vlm import layout_for
@@ -35,7 +35,10 @@ FAMILIES = {
     "internvl": (internvl, "<IMG_CONTEXT> what color is the circle ?", "InternVLForConditionalGeneration"),
     "paligemma": (paligemma, "<image> what color is the circle ?", "PaliGemmaForConditionalGeneration"),
     "gemma3": (gemma3, "<start_of_image> what color is the circle ?", "Gemma3ForConditionalGeneration"),
+    "blip2": (blip2, "<image> what color is the circle ?", "Blip2ForConditionalGeneration"),
+    "instructblip": (lambda: blip2(instruct=True), "<image> what color is the circle ?", "InstructBlipForConditionalGeneration"),
 }
+QFORMER = ("blip2", "instructblip")  # query tokens: no region, the map at the tower's patches
 SQUARE = (270, 540, 608, 810)  # photo rows / cols: one Idefics3 tile (4 x 3 tiles), one cell of a 4 x 4 grid
 
 
@@ -68,6 +71,10 @@ def test_one_map_per_word_tokens_and_log_probs_equal_generate(family, bus):
     by_generate = torch.stack([per_token[g].sum() for g in groups])
     torch.testing.assert_close(exp.scores, by_generate, rtol=1e-4, atol=1e-4)  # the same attention masks as generation
     assert exp.maps.shape == (len(exp.items), 1080, 810) and all(float(m.max()) == 1 for m in exp.maps)
+    if name in QFORMER:
+        with pytest.raises(InputError, match="no region"):
+            explain_generation(model, processor, bus, prompt, answer=" ".join(exp.tokens), method="logit-lens")
+        return
     lens = explain_generation(model, processor, bus, prompt, answer=" ".join(exp.tokens), method="logit-lens")
     assert lens.maps.shape == exp.maps.shape and torch.allclose(lens.scores, exp.scores, atol=1e-4)
 
@@ -125,7 +132,7 @@ def identity_like(model: nn.Module, blocks: str) -> nn.Module:
             elif isinstance(module, nn.Embedding) and ("pos_embed" in name or "position_embedding" in name) and "language" not in name:
                 module.weight.zero_()
         for name, parameter in model.named_parameters():
-            if name.endswith("embeddings.position_embeddings"):  # InternVL's learned positions: a parameter
+            if name.endswith(("embeddings.position_embeddings", "embeddings.position_embedding")):  # InternVL's, BLIP-2's: parameters
                 parameter.zero_()
         for module in dict(model.named_modules())[f"{blocks}.0"].modules():
             if isinstance(module, nn.Linear):

@@ -33,6 +33,7 @@ from .base import ImageLayout, ImageTokens
 from .gemma import Gemma3Layout, PaliGemmaLayout
 from .internvl import InternVLLayout
 from .llava import LlavaLayout
+from .qformer import QFormerLayout
 from .qwen import MergedPatches, Qwen2VLLayout, Qwen3VLLayout, Qwen25VLLayout
 from .tiles import Idefics3Layout, Tiles
 
@@ -48,6 +49,7 @@ __all__ = [
     "InternVLLayout",
     "PaliGemmaLayout",
     "Gemma3Layout",
+    "QFormerLayout",
     "MergedPatches",
     "Tiles",
     "layout_for",
@@ -68,6 +70,8 @@ LAYOUTS: dict[str, type[ImageLayout]] = {
     "InternVLForConditionalGeneration": InternVLLayout,
     "PaliGemmaForConditionalGeneration": PaliGemmaLayout,
     "Gemma3ForConditionalGeneration": Gemma3Layout,
+    "Blip2ForConditionalGeneration": QFormerLayout,
+    "InstructBlipForConditionalGeneration": QFormerLayout,
 }
 GENERATIVE_VLMS = tuple(LAYOUTS)
 

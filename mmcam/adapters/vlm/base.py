@@ -39,6 +39,11 @@ class ImageTokens:
         (h, w) = self.grid
         if self.cells is None:
             return values.reshape(*values.shape[:-1], h, w)
+        if not any(self.cells):
+            raise InputError(
+                "these image tokens cover no region of the image (a Q-Former's query tokens each read every patch): their values "
+                "cannot be placed on it (method='logit-lens'); use a CAM method, which maps at the vision tower's patches"
+            )
         rows = [i for i, cells in enumerate(self.cells) for _ in cells]
         cols = [c for cells in self.cells for c in cells]
         spread = torch.zeros(len(self.cells), h * w, dtype=values.dtype, device=values.device)
