@@ -118,9 +118,11 @@ def paligemma(new_tokens: int = 3):
     return model, PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer(GEMMA_VOCAB, ["<image>"]))
 
 
-def gemma3(new_tokens: int = 3):
+def gemma3(new_tokens: int = 3, pan_and_scan: bool = False):
     """Gemma 3: SigLIP tower 32 x 2 blocks at 32 px, patch 8 (4 x 4 patches) average-pooled to
-    ``mm_tokens_per_image`` = 4 (2 x 2) image tokens; Gemma 3 text 32 x 2 layers."""
+    ``mm_tokens_per_image`` = 4 (2 x 2) image tokens; Gemma 3 text 32 x 2 layers. ``pan_and_scan``:
+    a processor that always passes ``do_pan_and_scan=True`` (crops of at least 256 px, the
+    processor's defaults; bus.jpg: the original + 2 crops, one above the other)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor, PreTrainedTokenizerFast
 
@@ -143,7 +145,16 @@ def gemma3(new_tokens: int = 3):
         tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=specials
     )
     images = Gemma3ImageProcessor(size={"height": 32, "width": 32}, pan_and_scan_min_crop_size=16)
-    return model, Gemma3Processor(image_processor=images, tokenizer=words, image_seq_length=4)
+    processor = Gemma3Processor(image_processor=images, tokenizer=words, image_seq_length=4)
+    if pan_and_scan:
+        processor.__class__ = type("PanAndScanGemma3Processor", (Gemma3Processor,), {"__call__": _pan_and_scan})
+    return model, processor
+
+
+def _pan_and_scan(self, *args, **kwargs):
+    from transformers import Gemma3Processor
+
+    return Gemma3Processor.__call__(self, *args, do_pan_and_scan=True, **kwargs)
 
 
 def llava_next(new_tokens: int = 3, onevision: bool = False, pinpoints=((96, 96), (64, 96), (32, 32))):

@@ -35,6 +35,7 @@ FAMILIES = {
     "internvl": (internvl, "<IMG_CONTEXT> what color is the circle ?", "InternVLForConditionalGeneration"),
     "paligemma": (paligemma, "<image> what color is the circle ?", "PaliGemmaForConditionalGeneration"),
     "gemma3": (gemma3, "<start_of_image> what color is the circle ?", "Gemma3ForConditionalGeneration"),
+    "gemma3_pan_and_scan": (lambda: gemma3(pan_and_scan=True), "<start_of_image> what color is the circle ?", "Gemma3ForConditionalGeneration"),
     "blip2": (blip2, "<image> what color is the circle ?", "Blip2ForConditionalGeneration"),
     "instructblip": (lambda: blip2(instruct=True), "<image> what color is the circle ?", "InstructBlipForConditionalGeneration"),
 }
@@ -230,17 +231,24 @@ def test_unsupported_vlm_names_the_supported_and_the_layout_by_hand():
     assert "layout=mmcam.adapters.vlm.ImageLayout(image_token_id=" in str(error.value)
 
 
+def test_pan_and_scan_crops_stitched_over_the_photo(bus):
+    """Gemma 3 pan-and-scan on bus.jpg (portrait): the original + 2 crops, one above the other;
+    the crops' tokens on a 2 x 1 grid over the photo, the original's over all of it."""
+    model, processor = gemma3(pan_and_scan=True)
+    layout = layout_for(model)
+    prepared = layout.prepare(processor, bus, "<start_of_image> what color ?")
+    assert prepared.inputs["pixel_values"].shape[0] == 3 and prepared.frame.input == (64, 32)
+    tokens = layout.image_tokens(prepared.inputs, prepared.frame)
+    assert tokens.grid == (4, 2) and len(tokens.positions) == 12
+    lens = tokens.fold(torch.arange(12.0))  # original 0..3 (2 x 2, each over 2 x 1 cells), crop 0: 4..7, crop 1: 8..11
+    assert lens[0, 0] == 0 + 4 and lens[3, 1] == 3 + 11 and lens[2, 0] == 2 + 8
+
+
 def test_processor_disagreeing_with_the_model_is_refused(bus):
-    model, processor = gemma3()
-
-    class PanAndScan(type(processor)):  # a caller whose processor cuts pan-and-scan crops
-        def __call__(self, *args, **kwargs):
-            return super().__call__(*args, do_pan_and_scan=True, **kwargs)
-
-    processor.__class__ = PanAndScan
-    wide = bus.resize((1080, 270))  # 4:1: the original + 4 crops
-    with pytest.raises(InputError, match="do_pan_and_scan=False"):
-        explain_generation(model, processor, wide, "<start_of_image> what color ?")
+    model, processor = paligemma()
+    processor.image_seq_length = 9  # the model's grid is 4 x 4
+    with pytest.raises(InputError, match="image tokens"):
+        explain_generation(model, processor, bus, "<image> what color ?")
     model, processor = idefics3()
     processor.image_seq_len = 9  # the model's tiles hold 4 tokens each
     with pytest.raises(InputError, match="image tokens"):
