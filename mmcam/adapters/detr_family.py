@@ -44,7 +44,7 @@ from torch import nn
 from ..errors import InputError
 from ..reshape import NCHW, Reshape, Tokens
 
-__all__ = ["SCORING", "normalisation", "layers_and_reshape", "LevelTokens", "YOLOS_LIKE"]
+__all__ = ["SCORING", "normalisation", "layers_and_reshape", "probe_layers", "LevelTokens", "YOLOS_LIKE"]
 
 #: class name -> how the image processor of that family scores queries
 SCORING = {
@@ -126,6 +126,9 @@ def _probe(model: nn.Module, batch: Any) -> tuple[list[str], Reshape]:
             chosen = [b for b in branches if b in names] or [last]
             break
     return chosen, reshape
+
+
+probe_layers = _probe  # the structural default of a model outside :data:`SCORING` (Grounding DINO)
 
 
 def _encoder_levels(seen: list, size: Any) -> list[tuple[int, int]]:
