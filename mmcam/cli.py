@@ -152,6 +152,7 @@ def _task(args: argparse.Namespace, model: Any, processor: Any) -> Any:
         conf=args.conf,
         question=args.question,
         box_weight=getattr(args, "box_weight", 0.0),
+        text=getattr(args, "text", None),
     )
 
 

@@ -212,3 +212,41 @@ def test_bad_text_queries():
         mmcam.explain_detections(grounding, image, processor=gprocessor, text=["a person"] * 12)
     with pytest.raises(InputError, match="fixed classes"):
         mmcam.explain_detections(mmcam.zoo.load("detr")[0], image, text=TEXT)
+
+
+def test_cli_explain_detect_with_text(tmp_path):
+    """``mmcam explain --task detect --text ...`` on a saved OWL-ViT directory (loaded offline as a
+    zero-shot detector): the boxes of the processor, labelled by the queries."""
+    import json
+
+    from PIL import Image
+
+    from mmcam import cli
+
+    model, processor = build("owlvit")
+    model.save_pretrained(tmp_path / "owl")
+    processor.save_pretrained(tmp_path / "owl")
+    image = photo("zidane")
+    Image.fromarray(image).save(tmp_path / "zidane.png")
+    conf = _threshold("owlvit", model, processor, image)
+    _, _, theirs = _theirs("owlvit", model, processor, image, conf)
+    out = tmp_path / "out"
+    args = [
+        "explain",
+        str(tmp_path / "zidane.png"),
+        "--task",
+        "detect",
+        "--model",
+        str(tmp_path / "owl"),
+        "--text",
+        *TEXT,
+        "--conf",
+        str(conf),
+        "--out",
+        str(out),
+    ]
+    assert cli.main(args) in (0, None)
+    saved = json.loads((out / "zidane.json").read_text())
+    assert saved["labels"] == theirs["text_labels"] and len(saved["items"]) == 2
+    torch.testing.assert_close(torch.tensor(saved["boxes"]), theirs["boxes"], atol=0.006, rtol=0)
+    assert saved["queries"] == TEXT and len(saved["text_evidence"]) == 2
