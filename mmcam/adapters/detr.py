@@ -62,7 +62,7 @@ def family(model: Any) -> str | None:
 
 
 def is_detr(model: Any) -> bool:
-    """True for an HF DETR, Conditional DETR or RT-DETR detection model (or a subclass)."""
+    """True for an HF DETR-family detection model of :data:`FAMILIES` (or a subclass)."""
     return isinstance(model, nn.Module) and family(model) is not None
 
 

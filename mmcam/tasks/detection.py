@@ -44,7 +44,8 @@ class DetectionExplanation(TaskExplanation):
 
 SUPPORTED = (
     "ultralytics YOLOv8/10/11/12/26 detect and segment (YOLO26/YOLOv10 also NMS-free with nms=False), HF DetrForObjectDetection / "
-    "ConditionalDetrForObjectDetection / RTDetrForObjectDetection, torchvision Faster R-CNN / "
+    "ConditionalDetrForObjectDetection / RTDetrForObjectDetection (and Deformable DETR, DAB-DETR, D-FINE, RT-DETRv2, LW-DETR, RF-DETR, "
+    "YOLOS; OWL-ViT / OWLv2 / Grounding DINO with text=), torchvision Faster R-CNN / "
     "RetinaNet / FCOS"
 )
 
@@ -70,6 +71,8 @@ def detector_family(
     from ..adapters.ultralytics_e2e import yolo_family
 
     if open_vocab.is_open_vocab(model):
+        if candidates is not None:
+            raise InputError("candidates= is not supported for open-vocabulary detectors; pass text= and conf= to choose the boxes")
         return open_vocab.OpenVocabFamily(model, processor, text, conf=conf, max_boxes=max_boxes, box_weight=box_weight, attribute=attribute)
     if text is not None:
         raise InputError(
