@@ -124,7 +124,7 @@ class OpenVocabFamily(Family):
 
     def prepare(self, photo: Image.Image) -> Prepared:
         prepared = processor_prepare(self.processor, photo, text=list(self.queries))
-        self._input_ids = prepared.inputs["input_ids"].cpu()  # the same queries for every photo
+        self._input_ids = prepared.inputs["input_ids"].cpu()  # the same queries for every photo (outputs without input_ids)
         if self.kind == "owlv2":  # padded to a square (bottom / right), then resized
             (h, w), size = (photo.size[1], photo.size[0]), prepared.frame.input
             scale = size[0] / max(h, w)
@@ -157,7 +157,8 @@ class OpenVocabFamily(Family):
         kept = []
         for b, frame in enumerate(frames):
             if self.kind == "grounding":
-                ids = self._input_ids[0]
+                given = getattr(output, "input_ids", None)  # Grounding DINO returns its token ids
+                ids = given[b].cpu() if isinstance(given, torch.Tensor) else self._input_ids[0]
                 phrase = _phrases(ids, self.processor.tokenizer)
                 score = logits[b].sigmoid().max(-1).values
                 index = (score > self.conf).nonzero().flatten()
