@@ -50,7 +50,7 @@ def _offline_env() -> None:
 #: What ``mmcam explain`` / the ``explain_*`` calls adapt, shown by ``mmcam list``.
 FAMILIES = {
     "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt; ultralytics YOLO11 / YOLO26 -cls",
-    "detect": "ultralytics YOLOv8/10/11/12/26 detect/segment/pose (the YOLO object); HF DETR, Conditional DETR, RT-DETR (local directory); torchvision Faster R-CNN, RetinaNet, FCOS (Python API)",
+    "detect": "ultralytics YOLOv8/10/11/12/26 detect/segment/pose (the YOLO object); HF DETR, Conditional / Deformable / DAB-DETR, RT-DETR(v2), D-FINE, LW-DETR, RF-DETR, YOLOS, and OWL-ViT / OWLv2 / Grounding DINO with --text (local directory); torchvision Faster R-CNN, RetinaNet, FCOS (Python API)",
     "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn; ultralytics YOLOv8/11/26 segment (one map per instance mask)",
     "pose": "ultralytics YOLOv8/11/26 pose: one map per person and per keypoint",
     "caption": "HF VisionEncoderDecoderModel (local directory); BLIP / GIT captioners through the Python API",
@@ -152,6 +152,7 @@ def _task(args: argparse.Namespace, model: Any, processor: Any) -> Any:
         conf=args.conf,
         question=args.question,
         box_weight=getattr(args, "box_weight", 0.0),
+        text=getattr(args, "text", None),
     )
 
 

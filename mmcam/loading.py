@@ -161,7 +161,11 @@ def _load_hf(spec: str, task: str, what: str, trust_pickle: bool = False) -> tup
     import transformers
 
     try:
-        model = getattr(transformers, HF_AUTO[task]).from_pretrained(spec, local_files_only=True, use_safetensors=None if trust_pickle else True).eval()
+        model = (
+            getattr(transformers, _auto_class(transformers, spec, task))
+            .from_pretrained(spec, local_files_only=True, use_safetensors=None if trust_pickle else True)
+            .eval()
+        )
     except OSError as error:
         if not trust_pickle and "safetensors" in str(error):
             raise InputError(f"{what} has no safetensors weights, and pickled ones are refused by default; {TRUST_HINT}") from None
@@ -176,6 +180,21 @@ def _load_hf(spec: str, task: str, what: str, trust_pickle: bool = False) -> tup
     except (OSError, ValueError):
         raise InputError(f"no processor saved with {what}; save it beside the model with processor.save_pretrained()") from None
     return model, processor
+
+
+def _auto_class(transformers: Any, spec: str, task: str) -> str:
+    """``HF_AUTO[task]``; for detect, the zero-shot class when the saved config is an
+    open-vocabulary detector (OWL-ViT, OWLv2, Grounding DINO)."""
+    if task == "detect":
+        from transformers.models.auto.modeling_auto import MODEL_FOR_ZERO_SHOT_OBJECT_DETECTION_MAPPING_NAMES as zero_shot
+
+        try:
+            model_type = transformers.AutoConfig.from_pretrained(spec, local_files_only=True).model_type
+        except (OSError, ValueError):
+            model_type = None
+        if model_type in zero_shot:
+            return "AutoModelForZeroShotObjectDetection"
+    return HF_AUTO[task]
 
 
 def _pickle_weights(directory: Path) -> list[str]:

@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import InputError, TargetError
 from ..reshape import NCHW, Reshape, Tokens
 from ..targets.detection import padded_box_scores
+from . import detr_family
 from .base import Family, Kept, Prepared, eval_mode, processor_prepare
 from .frame import Frame
 
@@ -48,6 +49,7 @@ FAMILIES = {
     "DetrForObjectDetection": "softmax",
     "ConditionalDetrForObjectDetection": "sigmoid-top100",
     "RTDetrForObjectDetection": "sigmoid-topq",
+    **detr_family.SCORING,  # Deformable DETR, DAB-DETR, D-FINE, RT-DETRv2, LW-DETR, RF-DETR, YOLOS
 }
 
 
@@ -60,7 +62,7 @@ def family(model: Any) -> str | None:
 
 
 def is_detr(model: Any) -> bool:
-    """True for an HF DETR, Conditional DETR or RT-DETR detection model (or a subclass)."""
+    """True for an HF DETR-family detection model of :data:`FAMILIES` (or a subclass)."""
     return isinstance(model, nn.Module) and family(model) is not None
 
 
@@ -72,7 +74,8 @@ def class_names(model: nn.Module) -> dict[int, str]:
 def pixel_values(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
     """``(1, 3, H, W)`` model input from an RGB image in [0, 1], as the family's image processor
     normalises (RT-DETR: rescale only; DETR / Conditional DETR: ImageNet mean and std)."""
-    if family(model) == "sigmoid-topq":
+    norm = detr_family.normalisation(model)
+    if norm == "rescale" or (norm is None and family(model) == "sigmoid-topq"):
         return image
     mean = image.new_tensor((0.485, 0.456, 0.406))[:, None, None]
     std = image.new_tensor((0.229, 0.224, 0.225))[:, None, None]
@@ -200,6 +203,9 @@ class DetrFamily(Family):
         return Prepared({"pixel_values": pixel_values(self.model, x)}, np.asarray(photo), frame)
 
     def layers_and_reshape(self, inputs: Any, layers: Any) -> tuple[Any, Any]:
+        more = detr_family.layers_and_reshape(self.model, inputs, layers)
+        if more is not None:
+            return more
         chosen, grid = layers_and_grid(self.model, inputs)
         return (chosen if layers is None else layers), (EncoderGrid(grid) if self.scoring != "sigmoid-topq" else "auto")
 

@@ -44,7 +44,8 @@ class DetectionExplanation(TaskExplanation):
 
 SUPPORTED = (
     "ultralytics YOLOv8/10/11/12/26 detect and segment (YOLO26/YOLOv10 also NMS-free with nms=False), HF DetrForObjectDetection / "
-    "ConditionalDetrForObjectDetection / RTDetrForObjectDetection, torchvision Faster R-CNN / "
+    "ConditionalDetrForObjectDetection / RTDetrForObjectDetection (and Deformable DETR, DAB-DETR, D-FINE, RT-DETRv2, LW-DETR, RF-DETR, "
+    "YOLOS; OWL-ViT / OWLv2 / Grounding DINO with text=), torchvision Faster R-CNN / "
     "RetinaNet / FCOS"
 )
 
@@ -61,13 +62,22 @@ def detector_family(
     box_weight: float = 0.0,
     attribute: str = "score",
     nms: bool | None = None,
+    text: "Sequence[str] | None" = None,
 ) -> Family:
     """The family object of a detector (its own pipeline and post-processing)."""
-    from ..adapters import detr
+    from ..adapters import detr, open_vocab
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
     from ..adapters.ultralytics_e2e import yolo_family
 
+    if open_vocab.is_open_vocab(model):
+        if candidates is not None:
+            raise InputError("candidates= is not supported for open-vocabulary detectors; pass text= and conf= to choose the boxes")
+        return open_vocab.OpenVocabFamily(model, processor, text, conf=conf, max_boxes=max_boxes, box_weight=box_weight, attribute=attribute)
+    if text is not None:
+        raise InputError(
+            f"text= names what an open-vocabulary detector looks for (OWL-ViT, OWLv2, Grounding DINO); {type(model).__name__} has fixed classes: drop text="
+        )
     if yolo.is_yolo(model):
         return yolo_family(
             model,
@@ -125,13 +135,24 @@ class DetectionTask(Task):
         attribute: str = "score",
         device: Any = None,
         nms: bool | None = None,
+        text: "Sequence[str] | None" = None,
     ):
         from ..adapters.hf_text import require_attention_family
 
         method = method or "layercam"
         require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
         self.family = detector_family(
-            model, processor, conf=conf, iou=iou, max_boxes=max_boxes, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute, nms=nms
+            model,
+            processor,
+            conf=conf,
+            iou=iou,
+            max_boxes=max_boxes,
+            size=size,
+            candidates=candidates,
+            box_weight=box_weight,
+            attribute=attribute,
+            nms=nms,
+            text=text,
         )
         self.batched = self.family.batched
         self.method, self.layers, self.device = method, layers, device
@@ -172,6 +193,8 @@ class DetectionTask(Task):
             "input_size": list(prepared.frame.input),
             "pipeline": prepared.frame.to_meta(),
         }
+        if hasattr(self.family, "item_meta"):  # open-vocabulary detectors: queries, text evidence
+            meta.update(self.family.item_meta(prepared, kept))
         if not k:
             meta["note"] = f"nothing to explain: no detections above conf={self.conf}"
         return DetectionExplanation(
@@ -201,6 +224,7 @@ def explain_detections(
     box_weight: float = 0.0,
     attribute: str = "score",
     nms: bool | None = None,
+    text: "Sequence[str] | None" = None,
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
@@ -237,6 +261,11 @@ def explain_detections(
       into the decoder (see :mod:`mmcam.adapters.detr`). ``processor``: the model's image processor (boxes then
       come from its ``post_process_object_detection``; without one the photo is used at its
       size, or ``size``, normalised as that family's processor does).
+    * open vocabulary (OWL-ViT, OWLv2, Grounding DINO, MM-Grounding DINO): ``text`` lists the
+      queries (``["a person", "a bus"]``); boxes kept exactly as the processor's
+      ``post_process_grounded_object_detection``, each box's map for the query it answers
+      (``labels``), ``meta["text_evidence"]``: which query words its logit depends on
+      (gradient x input on the text embeddings; see :mod:`mmcam.adapters.open_vocab`).
     * torchvision: the model's own kept detections (its score threshold, NMS and
       ``detections_per_img``; ``conf`` drops lower ones); target = the final score of each,
       which stays differentiable; ``raw_indices`` are positions in the model's kept list.
@@ -276,4 +305,5 @@ def explain_detections(
         box_weight=box_weight,
         attribute=attribute,
         nms=nms,
+        text=text,
     )(image)

@@ -33,6 +33,7 @@ def build_task(
     question: str | None = None,
     device: Any = None,
     box_weight: float = 0.0,
+    text: "list[str] | None" = None,
 ) -> Task:
     """The task object of ``task`` for ``model`` (with the model family's own pipeline)."""
     if task == "classify":
@@ -46,7 +47,7 @@ def build_task(
     if task == "detect":
         from .detection import DetectionTask
 
-        return DetectionTask(model, processor=processor, conf=conf, method=method, layers=layers, device=device, box_weight=box_weight)
+        return DetectionTask(model, processor=processor, conf=conf, method=method, layers=layers, device=device, box_weight=box_weight, text=text)
     if task == "pose":
         from .pose import PoseTask
 
