@@ -27,6 +27,7 @@ def test_public_names():
             "eigencam",
             "eigengradcam",
             "gae",
+            "gae-detr",
             "gradcam",
             "gradcam++",
             "gradcam-elementwise",

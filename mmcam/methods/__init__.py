@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gradcam', ...]
+['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -18,6 +18,7 @@ from .attention import GenericAttention
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
+from .detr_relevance import DetrRelevance
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .perturbation import AblationCAM, ScoreCAM
@@ -47,6 +48,7 @@ __all__ = [
     "SARFA",
     "CellShapley",
     "ODAM",
+    "DetrRelevance",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -101,5 +103,6 @@ for _cls in (
     SARFA,
     CellShapley,
     ODAM,
+    DetrRelevance,
 ):
     register(_cls.name, _cls)
