@@ -33,6 +33,7 @@ def test_public_names():
             "gradcam-elementwise",
             "hirescam",
             "layercam",
+            "legrad",
             "odam",
             "sarfa",
             "scorecam",

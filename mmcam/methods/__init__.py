@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', ...]
+['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', 'gradcam++', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -21,6 +21,7 @@ from .cells import SARFA, CellOcclusion, CellShapley
 from .detr_relevance import DetrRelevance
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .legrad import LeGrad
 from .perturbation import AblationCAM, ScoreCAM
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "CellShapley",
     "ODAM",
     "DetrRelevance",
+    "LeGrad",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -104,5 +106,6 @@ for _cls in (
     CellShapley,
     ODAM,
     DetrRelevance,
+    LeGrad,
 ):
     register(_cls.name, _cls)
