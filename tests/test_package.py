@@ -22,6 +22,7 @@ def test_public_names():
     assert mmcam.methods.available() == sorted(
         [
             "ablationcam",
+            "attnlrp",
             "cam",
             "cell-occlusion",
             "eigencam",

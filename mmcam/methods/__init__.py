@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', 'gradcam++', ...]
+['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', 'gradcam++', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from ..errors import MethodError, close_matches
 from .attention import GenericAttention
+from .attnlrp import AttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
@@ -51,6 +52,7 @@ __all__ = [
     "ODAM",
     "DetrRelevance",
     "LeGrad",
+    "AttnLRP",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -107,5 +109,6 @@ for _cls in (
     ODAM,
     DetrRelevance,
     LeGrad,
+    AttnLRP,
 ):
     register(_cls.name, _cls)
