@@ -28,9 +28,12 @@ keeps ``Σ R_A − Σ R_S`` (Prop. 3.1); the tests check ``Σ_n R_n`` + those te
 
 The model is left as found: the rules are forward hooks that return the module's own output
 value with the rule's gradient (``y + (r(x) − sg(r(x)))``), removed after the call. Supported:
-HF ViT-style image classifiers (ViT, DeiT; separate ``q_proj``/``k_proj``/``v_proj`` or
-``query``/``key``/``value`` projections). Use ``explain_classification(vit, image,
-method="attnlrp")`` or ``mmcam.CAM(vit, method="attnlrp")``.
+HF ViT-style image classifiers (ViT, DeiT) and ViLT answers (``ViltForQuestionAnswering``:
+its text and image tokens enter one encoder; the map keeps the image tokens) — models with
+separate ``q_proj``/``k_proj``/``v_proj`` or ``query``/``key``/``value`` projections and a
+``classifier`` head. Use ``explain_classification(vit, image, method="attnlrp")``,
+``explain_vqa(vilt, processor, image, question, method="attnlrp")`` or
+``mmcam.CAM(vit, method="attnlrp")``.
 
 **Patent notice.** Layer-wise relevance propagation is covered by patents held by
 Fraunhofer-Gesellschaft (the LRP method family; the authors' reference implementation, LXT,
@@ -141,7 +144,9 @@ def explain_attnlrp(model: Any, method: AttnLRP, reshape: Any, batch: Any, targe
     from ..engine.explanation import Explanation, detached
 
     if not (isinstance(getattr(model, "classifier", None), nn.Module) and hasattr(model, "set_attn_implementation")):
-        raise MethodError(f"method 'attnlrp' explains Hugging Face ViT-style image classifiers here; got {type(model).__name__}. Use 'gae' or a CAM method")
+        raise MethodError(
+            f"method 'attnlrp' explains Hugging Face ViT-style image classifiers and ViLT answers here; got {type(model).__name__}. Use 'gae' or a CAM method"
+        )
     relevance, scores, output = token_relevance(model, batch, targets)
     k, b = scores.shape[1], scores.shape[0]
     titles = [f"encoder input tokens (AttnLRP, {sum(isinstance(m, nn.LayerNorm) for m in model.modules())} LayerNorms)"]

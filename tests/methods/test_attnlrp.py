@@ -127,3 +127,20 @@ def test_maps_through_the_task_and_refusals():
     torch.testing.assert_close(one.maps[0], exp.maps[1], rtol=1e-4, atol=1e-5)
     with pytest.raises(MethodError, match="attnlrp"):
         mmcam.CAM(torch.nn.Conv2d(3, 2, 3), method="attnlrp")(torch.zeros(1, 3, 8, 8), [0])
+
+
+def test_vilt_answers_through_explain_vqa():
+    from vl_models import IMAGE, tiny_vilt
+
+    from mmcam.methods.attnlrp import lrp_rules
+
+    model, processor = tiny_vilt(["red", "green", "blue", "yes", "no"])
+    handles = lrp_rules(model)  # every layer's query, key and value projections, LayerNorms and activations
+    for handle in handles:
+        handle.remove()
+    assert len(handles) >= 6 * model.config.num_hidden_layers  # q/k/v + two LayerNorms + one GELU per layer
+    mmcam.explain_vqa(model, processor, IMAGE, "what color is the circle ?", method="attnlrp")
+    before = snapshot(model)
+    exp = mmcam.explain_vqa(model, processor, IMAGE, "what color is the circle ?", method="attnlrp")
+    assert_same_state(before, snapshot(model))
+    assert exp.maps.shape == (1, *IMAGE.shape[:2]) and exp.maps.std() > 0 and exp.method == "attnlrp"
