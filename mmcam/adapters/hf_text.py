@@ -95,7 +95,7 @@ def require_attention_family(method: Any, family: str, supported: tuple[str, ...
     if getattr(methods.get(method), "attention", False) and family not in supported:
         offered = f"it supports {', '.join(supported)}" if supported else ("it explains captions (VisionEncoderDecoder, BLIP), ViLT answers and ViT classes")
         raise MethodError(
-            f"method 'gae' needs the model's attention maps in its own outputs, which {family} does not give "
+            f"method {methods.get(method).name!r} needs the model's attention maps in its own outputs, which {family} does not give "
             f"here; {offered}. Use a CAM method (gradcam, layercam, scorecam, ...) for {family}"
         )
 

@@ -102,6 +102,9 @@ class CAM:
             batch = prepare_inputs(Inputs(inputs), self.model)
             size = tuple(input_size) if input_size is not None else batch.spatial_size
             if getattr(self.method, "attention", False):
+                run = getattr(self.method, "run_attention", None)  # a method with its own rules (gae-detr)
+                if run is not None:
+                    return run(self.model, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
                 return explain_with_attention(self.model, self.method, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
             exp = self._explain(batch, TargetSet(targets, batch.batch_size), size)
         warn_zero_maps(exp.raw, exp.targets, exp.layers)

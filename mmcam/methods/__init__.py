@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gradcam', ...]
+['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', 'gradcam++', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -15,11 +15,14 @@ from collections.abc import Callable
 
 from ..errors import MethodError, close_matches
 from .attention import GenericAttention
+from .attnlrp import AttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
+from .detr_relevance import DetrRelevance
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
+from .legrad import LeGrad
 from .perturbation import AblationCAM, ScoreCAM
 
 __all__ = [
@@ -47,6 +50,9 @@ __all__ = [
     "SARFA",
     "CellShapley",
     "ODAM",
+    "DetrRelevance",
+    "LeGrad",
+    "AttnLRP",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -101,5 +107,8 @@ for _cls in (
     SARFA,
     CellShapley,
     ODAM,
+    DetrRelevance,
+    LeGrad,
+    AttnLRP,
 ):
     register(_cls.name, _cls)

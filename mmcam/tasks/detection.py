@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import methods
 from ..adapters.base import Family, Kept, Prepared
 from ..engine import CAM
 from ..errors import InputError
@@ -137,10 +138,13 @@ class DetectionTask(Task):
         nms: bool | None = None,
         text: "Sequence[str] | None" = None,
     ):
+        from ..adapters.detr import is_detr
         from ..adapters.hf_text import require_attention_family
 
         method = method or "layercam"
-        require_attention_family(method, type(model).__name__, ())  # measured on the zoo DETR: 0.17 pointing
+        if method == "gae" and is_detr(model):
+            method = "gae-detr"  # Chefer et al.'s encoder-decoder rules with each box's query row
+        require_attention_family(method, type(model).__name__, getattr(methods.get(method), "families", ()))
         self.family = detector_family(
             model,
             processor,
@@ -170,6 +174,8 @@ class DetectionTask(Task):
             decision = Decision(lambda output, frames=frames: self.family.decide(output, frames), self.item_scores(), "KeptBoxes")
             with self.family.context():
                 layers, reshape = self.family.layers_and_reshape(inputs, self.layers)
+                if getattr(methods.get(self.method), "attention", False):
+                    layers = self.layers  # attention methods read every attention map, not a layer
                 cam = CAM(self.family.module, layers, method=self.method, reshape=reshape)
                 exp = cam(inputs, decision.targets(len(rows)), input_size=frames[0].input)
             for b, i in enumerate(rows):

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from ..adapters.hf_text import processor_inputs, run_cam, vision_layers
+from ..adapters.hf_text import chosen_layers, processor_inputs, run_cam, vision_layers
 from ..errors import InputError
 from ..explain import TaskExplanation
 from ..render.overlay import save_png
@@ -75,7 +75,7 @@ def explain_similarity(
         )
     prepared = processor_inputs(processor, image, text=texts, padding=True)
     inputs = prepared.inputs
-    chosen = layers if layers is not None else vision_layers(model, inputs["pixel_values"])
+    chosen = chosen_layers(layers, method, lambda: vision_layers(model, inputs["pixel_values"]))  # None for legrad / gae
     exp = run_cam(model, model, chosen, method, inputs, [ImageTextSimilarity()])
     cosine = ImageTextSimilarity(scaled=False).similarities(exp.output)[0]
     probability = exp.scores[0].softmax(-1)
