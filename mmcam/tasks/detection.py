@@ -13,7 +13,7 @@ from ..adapters.base import Family, Kept, Prepared
 from ..engine import CAM
 from ..errors import InputError
 from ..explain import TaskExplanation
-from ..render.detection import draw_box
+from ..render.detection import draw_box, draw_polygon
 from ..render.overlay import save_png
 from .base import Decision, Task, device_of, stack
 
@@ -24,28 +24,36 @@ __all__ = ["DetectionExplanation", "DetectionTask", "explain_detections", "detec
 class DetectionExplanation(TaskExplanation):
     """``meta``: ``boxes`` (xyxy, the photo's pixels), ``labels``, ``class_ids``, ``confidences``,
     ``raw_indices`` (anchor / query index of each kept box), ``pipeline`` (how the photo became
-    the model input)."""
+    the model input); OBB models also ``rotated_boxes`` (``cx, cy, w, h, θ``) and ``polygons``
+    (4 corners), ``boxes`` then the upright boxes enclosing them."""
 
     task: str = "detection"
 
     def overlays(self, alpha: float = 0.5) -> list[np.ndarray]:
-        """Each box's own map with that box drawn on it."""
-        return [draw_box(img, box) for img, box in zip(super().overlays(alpha), self.meta.get("boxes", []))]
+        """Each box's own map with that box drawn on it (rotated boxes drawn rotated)."""
+        return [self._draw(img, k) for k, img in enumerate(super().overlays(alpha))]
+
+    def _draw(self, image: np.ndarray, k: int) -> np.ndarray:
+        polygons = self.meta.get("polygons")
+        if polygons:
+            return draw_polygon(image, polygons[k])
+        boxes = self.meta.get("boxes", [])
+        return draw_box(image, boxes[k]) if k < len(boxes) else image
 
     def save(self, out_dir: "str | Path", stem: str = "explanation", scale: int = 1) -> list[Path]:
         paths = super().save(out_dir, stem, scale)
         if self.items:  # an overview: every kept box on the image
             overview = self.image.copy()
-            for box in self.meta["boxes"]:
-                overview = draw_box(overview, box)
+            for k in range(len(self.meta["boxes"])):
+                overview = self._draw(overview, k)
             paths.append(save_png(overview, Path(out_dir) / f"{stem}_boxes.png", scale))
         return paths
 
 
 SUPPORTED = (
-    "ultralytics YOLOv8/10/11/12/26 detect and segment (YOLO26/YOLOv10 also NMS-free with nms=False), HF DetrForObjectDetection / "
-    "ConditionalDetrForObjectDetection / RTDetrForObjectDetection, torchvision Faster R-CNN / "
-    "RetinaNet / FCOS"
+    "ultralytics YOLOv8/10/11/12/26 detect, segment and OBB (rotated boxes; YOLO26/YOLOv10 also NMS-free with nms=False), "
+    "ultralytics RTDETR, HF DetrForObjectDetection / ConditionalDetrForObjectDetection / RTDetrForObjectDetection, "
+    "torchvision Faster R-CNN / Mask R-CNN / Keypoint R-CNN (boxes) / RetinaNet / FCOS / SSD / SSDlite"
 )
 
 
@@ -66,8 +74,26 @@ def detector_family(
     from ..adapters import detr
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
+    from ..adapters.rtdetr_ultralytics import RtdetrFamily, is_ultralytics_rtdetr
     from ..adapters.ultralytics_e2e import yolo_family
+    from ..adapters.ultralytics_obb import is_obb, obb_family
 
+    if is_ultralytics_rtdetr(model):
+        return RtdetrFamily(
+            model, conf=0.25 if conf is None else conf, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute
+        )
+    if yolo.is_yolo(model) and is_obb(model):
+        return obb_family(
+            model,
+            nms=nms,
+            conf=0.25 if conf is None else conf,
+            iou=iou,
+            max_det=max_boxes or 300,
+            size=size,
+            candidates=candidates,
+            box_weight=box_weight,
+            attribute=attribute,
+        )
     if yolo.is_yolo(model):
         return yolo_family(
             model,
@@ -172,6 +198,8 @@ class DetectionTask(Task):
             "input_size": list(prepared.frame.input),
             "pipeline": prepared.frame.to_meta(),
         }
+        if hasattr(self.family, "item_meta"):  # OBB: the rotated boxes
+            meta.update(self.family.item_meta(kept))
         if not k:
             meta["note"] = f"nothing to explain: no detections above conf={self.conf}"
         return DetectionExplanation(
