@@ -121,11 +121,29 @@ class RtdetrFamily(Family):
             (h, w), (ih, iw) = frame.photo, frame.input
             photo_boxes = boxes * boxes.new_tensor([w, h, w, h])
             classes = [int(c) for c in y[b, rows, 5].tolist()]
-            kept.append(Kept([int(q) for q in queries[b, rows].tolist()], classes, y[b, rows, 4], boxes * boxes.new_tensor([iw, ih, iw, ih]), photo_boxes))
+            item = Kept([int(q) for q in queries[b, rows].tolist()], classes, y[b, rows, 4], boxes * boxes.new_tensor([iw, ih, iw, ih]), photo_boxes)
+            item.extra.update(first=output, reference=boxes)  # normalised xyxy: later forwards match against it
+            kept.append(item)
         return kept
 
     def box_scores(self, output: Any, kept: Kept, b: int, pad: int) -> torch.Tensor:
-        """``(N, pad)``: the class logit of each kept box's query, padded with query 0 / class 0."""
+        """``(N, pad)``: the class logit of each kept box's query, padded with query 0 / class 0.
+        On a later forward (a perturbation method's masked copies) the decoder selects other
+        queries: each kept box is scored by the query whose box overlaps it most (IoU >= 0.5),
+        else 0."""
         _, logits = _parts(output)
         fill = pad - len(kept)
-        return logits[:, list(kept.indices) + [0] * fill, list(kept.classes) + [0] * fill]
+        classes = list(kept.classes) + [0] * fill
+        if output is kept.extra.get("first", output):
+            return logits[:, list(kept.indices) + [0] * fill, classes]
+        from torchvision.ops import box_iou
+        from ultralytics.utils.ops import xywh2xyxy
+
+        boxes = xywh2xyxy(output[1][0][-1].detach())  # (N, Q, 4), normalised to the input
+        reference = kept.extra["reference"].to(boxes.device)
+        rows = []
+        for n in range(logits.shape[0]):
+            best, where = box_iou(reference, boxes[n]).max(1) if len(kept) else (boxes.new_zeros(0), boxes.new_zeros(0, dtype=torch.long))
+            score = logits[n, where, classes[: len(kept)]]
+            rows.append(torch.cat([torch.where(best >= 0.5, score, torch.zeros_like(score)), logits[n, [0] * fill, [0] * fill]]))
+        return torch.stack(rows)

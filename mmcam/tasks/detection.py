@@ -232,8 +232,9 @@ def explain_detections(
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
-    Supported: ultralytics YOLOv8 / 11 / 12 / 26 and YOLOv10 (detect and segment), HF DETR / Conditional DETR /
-    RT-DETR, torchvision Faster R-CNN / RetinaNet / FCOS. The kept boxes are decided on the
+    Supported: ultralytics YOLOv8 / 11 / 12 / 26 and YOLOv10 (detect, segment and OBB), ultralytics
+    ``RTDETR``, HF DETR / Conditional DETR / RT-DETR, torchvision Faster / Mask / Keypoint R-CNN,
+    RetinaNet, FCOS, SSD / SSDlite. The kept boxes are decided on the
     explained forward's own output, each box's score is a target, and all K gradients come
     from one batched backward pass. No detection above ``conf`` gives an explanation with zero
     items and ``meta["note"]``.
@@ -265,6 +266,10 @@ def explain_detections(
       into the decoder (see :mod:`mmcam.adapters.detr`). ``processor``: the model's image processor (boxes then
       come from its ``post_process_object_detection``; without one the photo is used at its
       size, or ``size``, normalised as that family's processor does).
+    * YOLO OBB: rotated NMS as the OBB predictor (``meta["rotated_boxes"]`` / ``["polygons"]``,
+      :mod:`mmcam.adapters.ultralytics_obb`); ultralytics RT-DETR: the predictor's top-k rows
+      above ``conf``, each mapped to its query, target = the query's class logit
+      (:mod:`mmcam.adapters.rtdetr_ultralytics`).
     * torchvision: the model's own kept detections (its score threshold, NMS and
       ``detections_per_img``; ``conf`` drops lower ones); target = the final score of each,
       which stays differentiable; ``raw_indices`` are positions in the model's kept list.

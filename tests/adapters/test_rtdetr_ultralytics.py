@@ -65,6 +65,13 @@ def test_rtdetr_k_at_once_equals_one_at_a_time(rtdetr):
         singles = mmcam.CAM(family.module, family.default_layers(x), method="layercam")(x, [one(k) for k in range(3)])
     torch.testing.assert_close(singles.scores[0], exp.scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(prepared.frame.maps_to_photo(singles.maps[0]), exp.maps, atol=1e-5, rtol=1e-4)
+    # a later forward (a perturbation method's) scores each kept box by its best-overlapping query:
+    # on the same input, the same queries and logits
+    with torch.no_grad(), family.context():
+        first = family.module(x)
+        kept = family.decide(first, [prepared.frame])[0]
+        again = family.box_scores(family.module(torch.cat([x, x])), kept, 0, 3)
+    torch.testing.assert_close(again, family.box_scores(first, kept, 0, 3).expand(2, -1), atol=1e-5, rtol=1e-5)
 
 
 def test_rtdetr_refuses_yolo_only_options(rtdetr):
