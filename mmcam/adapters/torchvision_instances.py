@@ -77,7 +77,10 @@ class TorchvisionMasks(TorchvisionDetector):
 
     @contextmanager
     def _capturing(self) -> Iterator[None]:
-        handle = self.model.roi_heads.mask_predictor.register_forward_hook(lambda module, args, out: self.logits.append(out))
+        def keep(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+            self.logits[:] = [out]  # the latest forward's only (perturbation methods run many)
+
+        handle = self.model.roi_heads.mask_predictor.register_forward_hook(keep)
         try:
             yield
         finally:
