@@ -51,10 +51,9 @@ def test_rtdetr_boxes_equal_the_predictor_at_640(rtdetr):
 def test_rtdetr_k_at_once_equals_one_at_a_time(rtdetr):
     from mmcam.adapters.rtdetr_ultralytics import RtdetrFamily
 
-    exp = mmcam.explain_detections(rtdetr, ZIDANE, conf=0.05, max_boxes=3, size=320)  # 320: time
-    theirs = predicted(rtdetr, ZIDANE, conf=0.05, max_det=3, imgsz=320).boxes
-    torch.testing.assert_close(torch.tensor(exp.meta["boxes"]), theirs.xyxy, atol=0.01, rtol=0)
-    family = RtdetrFamily(rtdetr, conf=0.05, max_det=3, size=320)
+    exp = mmcam.explain_detections(rtdetr, ZIDANE, conf=0.05, max_boxes=2, size=320)  # 320: time
+    assert len(exp.items) == 2
+    family = RtdetrFamily(rtdetr, conf=0.05, max_det=2, size=320)
     prepared = family.prepare(load_image(ZIDANE))
     x, queries, classes = prepared.inputs, exp.meta["raw_indices"], exp.meta["class_ids"]
 
@@ -62,7 +61,7 @@ def test_rtdetr_k_at_once_equals_one_at_a_time(rtdetr):
         return lambda output: output[1][1][-1][:, queries[k], classes[k]]
 
     with family.context():
-        singles = mmcam.CAM(family.module, family.default_layers(x), method="layercam")(x, [one(k) for k in range(3)])
+        singles = mmcam.CAM(family.module, family.default_layers(x), method="layercam")(x, [one(k) for k in range(2)])
     torch.testing.assert_close(singles.scores[0], exp.scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(prepared.frame.maps_to_photo(singles.maps[0]), exp.maps, atol=1e-5, rtol=1e-4)
     # a later forward (a perturbation method's) scores each kept box by its best-overlapping query:
@@ -70,8 +69,8 @@ def test_rtdetr_k_at_once_equals_one_at_a_time(rtdetr):
     with torch.no_grad(), family.context():
         first = family.module(x)
         kept = family.decide(first, [prepared.frame])[0]
-        again = family.box_scores(family.module(torch.cat([x, x])), kept, 0, 3)
-    torch.testing.assert_close(again, family.box_scores(first, kept, 0, 3).expand(2, -1), atol=1e-5, rtol=1e-5)
+        again = family.box_scores(family.module(x), kept, 0, 2)
+    torch.testing.assert_close(again, family.box_scores(first, kept, 0, 2), atol=1e-5, rtol=1e-5)
 
 
 def test_rtdetr_refuses_yolo_only_options(rtdetr):
