@@ -46,6 +46,16 @@ def same_detections(exp_boxes, exp_scores, exp_labels, theirs, atol=1e-6):
     assert exp_labels == theirs["labels"].tolist()
 
 
+def test_ssdlite_on_an_skimage_photo_equals_the_model_output():
+    skimage = pytest.importorskip("skimage")
+    photo = skimage.data.astronaut()
+    torch.manual_seed(0)
+    model = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, score_thresh=0.001, detections_per_img=2)
+    exp = mmcam.explain_detections(model, photo)
+    same_detections(exp.meta["boxes"], exp.scores, exp.meta["class_ids"], own(model, photo))
+    assert exp.maps.shape == (2, *photo.shape[:2])
+
+
 @pytest.mark.parametrize("name", ["ssdlite320_mobilenet_v3_large"])  # ssd300_vgg16: the same path, 23 s here (docs/detectors.md)
 def test_ssd_boxes_equal_the_model_output(name):
     torch.manual_seed(0)
