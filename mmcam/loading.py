@@ -67,6 +67,11 @@ def load_model(spec: str, weights: str | None = None, task: str = "classify", *,
         if weights:
             model.load_state_dict(_load_weights(Path(weights)))
         return model.eval(), None
+    if spec in torchvision.models.list_models(module=torchvision.models.detection):  # SSD, Mask / Keypoint R-CNN, ...
+        model = torchvision.models.get_model(spec, weights=None, weights_backbone=None)  # no backbone download
+        if weights:
+            model.load_state_dict(_load_weights(Path(weights)))
+        return model.eval(), None
     raise InputError(
         f"unknown model spec {spec!r}; pass zoo:NAME (see `mmcam list`), a local HF model directory, an "
         "ultralytics .pt file, or a torchvision model name with --weights FILE"
@@ -104,15 +109,17 @@ def _load_yolo(spec: str, trust_pickle: bool) -> Any:
 
 
 def _yolo(spec: str, trust_pickle: bool) -> Any:
-    from ultralytics import YOLO
+    from ultralytics import RTDETR, YOLO
 
+    # YOLO(path) turns a .pt with an RT-DETR head into an RTDETR itself, not an rtdetr-*.yaml
+    build = RTDETR if spec.endswith((".yaml", ".yml")) and "rtdetr" in Path(spec).stem.lower() else YOLO
     if trust_pickle:
-        return YOLO(spec)
+        return build(spec)
     import pickle
 
     with _ultralytics_restricted(spec):
         try:
-            return YOLO(spec)
+            return build(spec)
         except (TypeError, pickle.UnpicklingError, ModuleNotFoundError) as error:
             reason = str(error).replace("ERROR ❌️ ", "").strip().splitlines()[0]
             raise InputError(f"refused to load {spec!r} under restricted loading ({reason}); {TRUST_HINT}") from None

@@ -1,4 +1,4 @@
-"""torchvision detectors (Faster R-CNN, RetinaNet, FCOS): one map per kept detection.
+"""torchvision detectors (Faster / Mask / Keypoint R-CNN, RetinaNet, FCOS, SSD, SSDlite): one map per kept detection.
 
 In eval mode these models return, per image, ``{"boxes", "labels", "scores"}`` after their
 own score threshold, NMS and ``detections_per_img`` cut. The kept candidate indices are not
@@ -16,6 +16,9 @@ Default layers: the FPN outputs the heads read (``FeaturePyramidNetwork.layer_bl
 map per level, fused at the finest grid) — the detectors' equivalent of YOLO's P3/P4/P5,
 found by type. The backbone body's last stage is stride 32 and the ROI / dense heads never
 read it directly; the finest FPN level is stride 4 (Faster R-CNN) or 8 (RetinaNet, FCOS).
+SSD / SSDlite have no FPN: their two finest feature maps the head reads (SSD300-VGG16: the
+conv4_3 ``features`` at stride 8 and the first ``extra`` block at 16; SSDlite: the two
+MobileNetV3 stages at strides 16 and 32).
 The models resize and normalise inside (``model.transform``); the explained image is the
 tensor given, in [0, 1].
 """
@@ -34,11 +37,11 @@ from .frame import Frame
 
 __all__ = ["FAMILIES", "is_torchvision_detector", "default_layers", "KeptDetections", "TorchvisionDetector"]
 
-FAMILIES = ("FasterRCNN", "MaskRCNN", "KeypointRCNN", "RetinaNet", "FCOS")
+FAMILIES = ("FasterRCNN", "MaskRCNN", "KeypointRCNN", "RetinaNet", "FCOS", "SSD")
 
 
 def is_torchvision_detector(model: Any) -> bool:
-    """True for a torchvision Faster/Mask/Keypoint R-CNN, RetinaNet or FCOS (or a subclass)."""
+    """True for a torchvision Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS or SSD / SSDlite (or a subclass)."""
     if not isinstance(model, nn.Module):
         return False
     names = {c.__name__ for c in type(model).__mro__}
@@ -46,8 +49,15 @@ def is_torchvision_detector(model: Any) -> bool:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Every level's output block of the backbone's ``FeaturePyramidNetwork``."""
+    """Every level's output block of the backbone's ``FeaturePyramidNetwork``; SSD / SSDlite: the
+    two finest feature maps its head reads (see the module docstring)."""
     from torchvision.ops import FeaturePyramidNetwork
+
+    backbone = getattr(model, "backbone", None)
+    if "SSD" in {c.__name__ for c in type(model).__mro__} and hasattr(backbone, "features") and hasattr(backbone, "extra"):
+        if type(backbone).__name__.startswith("SSDLite"):
+            return ["backbone.features.0", "backbone.features.1"]
+        return ["backbone.features", "backbone.extra.0"]
 
     for name, module in model.named_modules():
         if isinstance(module, FeaturePyramidNetwork):

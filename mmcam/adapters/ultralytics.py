@@ -42,7 +42,7 @@ from .yolo_local import local_class_logits
 
 __all__ = ["is_yolo", "is_segment", "inner_model", "neck_layers", "stride4_layer", "default_layers", "class_names", "num_classes", "decoded", "YoloFamily"]
 
-HEADS = ("Detect", "Segment", "v10Detect", "Segment26", "Pose", "Pose26")
+HEADS = ("Detect", "Segment", "v10Detect", "Segment26", "Pose", "Pose26", "OBB", "OBB26")
 
 
 def is_yolo(model: Any) -> bool:
@@ -52,15 +52,23 @@ def is_yolo(model: Any) -> bool:
 
 
 def inner_model(model: Any) -> nn.Module:
-    inner = model.model if not isinstance(model, nn.Module) or type(model).__name__ in ("YOLO", "Model") else model
-    if not isinstance(inner, nn.Module) or not hasattr(inner, "model"):
+    wrapper = "Model" in {c.__name__ for c in type(model).__mro__}  # ultralytics' YOLO / YOLOWorld / YOLOE / RTDETR objects
+    inner = model.model if not isinstance(model, nn.Module) or wrapper else model
+    if not isinstance(inner, nn.Module) or not isinstance(getattr(inner, "model", None), nn.Sequential):
         raise InputError(f"cannot find the ultralytics DetectionModel inside {type(model).__name__}")
     head = type(inner.model[-1]).__name__
     if head not in HEADS:
+        why = (
+            " (an open-vocabulary head: its class embeddings come from a text encoder, CLIP / MobileCLIP, that mmcam does not run)"
+            if head.startswith(("World", "YOLOE", "LRPC"))
+            else ""
+        )
         raise InputError(
-            f"mmcam explains ultralytics heads {', '.join(HEADS)} (YOLOv8 / 10 / 11 / 12 / 26 detect, segment and pose; "
-            f"classifiers through explain_classification); this "
-            f"model ends in {head}. Pass layers= and a callable target (output -> (B, K) scores) to mmcam.CAM for other heads"
+            f"mmcam explains ultralytics heads {', '.join(HEADS)} (YOLOv8 / 10 / 11 / 12 / 26 detect, segment, pose and OBB; "
+            f"RT-DETR through ultralytics.RTDETR; classifiers through explain_classification); this "
+            f"model ends in {head}{why}. For it, pass the layers and a target by hand: "
+            "mmcam.CAM(model.model, layers=['model.15', ...], method='layercam')(x, [lambda out: out[1]['scores'][:, cls, anchor]]) "
+            "(any callable output -> (B,) or (B, K) scores)"
         )
     return inner
 

@@ -14,7 +14,7 @@ from ..adapters.base import Family, Kept, Prepared
 from ..engine import CAM
 from ..errors import InputError
 from ..explain import TaskExplanation
-from ..render.detection import draw_box
+from ..render.detection import draw_box, draw_polygon
 from ..render.overlay import save_png
 from .base import Decision, Task, device_of, stack
 
@@ -25,29 +25,37 @@ __all__ = ["DetectionExplanation", "DetectionTask", "explain_detections", "detec
 class DetectionExplanation(TaskExplanation):
     """``meta``: ``boxes`` (xyxy, the photo's pixels), ``labels``, ``class_ids``, ``confidences``,
     ``raw_indices`` (anchor / query index of each kept box), ``pipeline`` (how the photo became
-    the model input)."""
+    the model input); OBB models also ``rotated_boxes`` (``cx, cy, w, h, θ``) and ``polygons``
+    (4 corners), ``boxes`` then the upright boxes enclosing them."""
 
     task: str = "detection"
 
     def overlays(self, alpha: float = 0.5) -> list[np.ndarray]:
-        """Each box's own map with that box drawn on it."""
-        return [draw_box(img, box) for img, box in zip(super().overlays(alpha), self.meta.get("boxes", []))]
+        """Each box's own map with that box drawn on it (rotated boxes drawn rotated)."""
+        return [self._draw(img, k) for k, img in enumerate(super().overlays(alpha))]
+
+    def _draw(self, image: np.ndarray, k: int) -> np.ndarray:
+        polygons = self.meta.get("polygons")
+        if polygons:
+            return draw_polygon(image, polygons[k])
+        boxes = self.meta.get("boxes", [])
+        return draw_box(image, boxes[k]) if k < len(boxes) else image
 
     def save(self, out_dir: "str | Path", stem: str = "explanation", scale: int = 1) -> list[Path]:
         paths = super().save(out_dir, stem, scale)
         if self.items:  # an overview: every kept box on the image
             overview = self.image.copy()
-            for box in self.meta["boxes"]:
-                overview = draw_box(overview, box)
+            for k in range(len(self.meta["boxes"])):
+                overview = self._draw(overview, k)
             paths.append(save_png(overview, Path(out_dir) / f"{stem}_boxes.png", scale))
         return paths
 
 
 SUPPORTED = (
-    "ultralytics YOLOv8/10/11/12/26 detect and segment (YOLO26/YOLOv10 also NMS-free with nms=False), HF DetrForObjectDetection / "
-    "ConditionalDetrForObjectDetection / RTDetrForObjectDetection (and Deformable DETR, DAB-DETR, D-FINE, RT-DETRv2, LW-DETR, RF-DETR, "
-    "YOLOS; OWL-ViT / OWLv2 / Grounding DINO with text=), torchvision Faster R-CNN / "
-    "RetinaNet / FCOS"
+    "ultralytics YOLOv8/10/11/12/26 detect, segment and OBB (rotated boxes; YOLO26/YOLOv10 also NMS-free with nms=False), "
+    "ultralytics RTDETR, HF DetrForObjectDetection / ConditionalDetrForObjectDetection / RTDetrForObjectDetection (and Deformable DETR, "
+    "DAB-DETR, D-FINE, RT-DETRv2, LW-DETR, RF-DETR, YOLOS; OWL-ViT / OWLv2 / Grounding DINO with text=), "
+    "torchvision Faster R-CNN / Mask R-CNN / Keypoint R-CNN (boxes) / RetinaNet / FCOS / SSD / SSDlite"
 )
 
 
@@ -69,7 +77,9 @@ def detector_family(
     from ..adapters import detr, open_vocab
     from ..adapters import torchvision_detection as tvd
     from ..adapters import ultralytics as yolo
+    from ..adapters.rtdetr_ultralytics import RtdetrFamily, is_ultralytics_rtdetr
     from ..adapters.ultralytics_e2e import yolo_family
+    from ..adapters.ultralytics_obb import is_obb, obb_family
 
     if open_vocab.is_open_vocab(model):
         if candidates is not None:
@@ -78,6 +88,22 @@ def detector_family(
     if text is not None:
         raise InputError(
             f"text= names what an open-vocabulary detector looks for (OWL-ViT, OWLv2, Grounding DINO); {type(model).__name__} has fixed classes: drop text="
+        )
+    if is_ultralytics_rtdetr(model):
+        return RtdetrFamily(
+            model, conf=0.25 if conf is None else conf, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute
+        )
+    if yolo.is_yolo(model) and is_obb(model):
+        return obb_family(
+            model,
+            nms=nms,
+            conf=0.25 if conf is None else conf,
+            iou=iou,
+            max_det=max_boxes or 300,
+            size=size,
+            candidates=candidates,
+            box_weight=box_weight,
+            attribute=attribute,
         )
     if yolo.is_yolo(model):
         return yolo_family(
@@ -199,7 +225,7 @@ class DetectionTask(Task):
             "input_size": list(prepared.frame.input),
             "pipeline": prepared.frame.to_meta(),
         }
-        if hasattr(self.family, "item_meta"):  # open-vocabulary detectors: queries, text evidence
+        if hasattr(self.family, "item_meta"):  # open-vocabulary queries and text evidence; OBB rotated boxes
             meta.update(self.family.item_meta(prepared, kept))
         if not k:
             meta["note"] = f"nothing to explain: no detections above conf={self.conf}"
@@ -234,8 +260,9 @@ def explain_detections(
 ) -> DetectionExplanation:
     """Explain every box a detector keeps on one image: one map per kept box, from one forward.
 
-    Supported: ultralytics YOLOv8 / 11 / 12 / 26 and YOLOv10 (detect and segment), HF DETR / Conditional DETR /
-    RT-DETR, torchvision Faster R-CNN / RetinaNet / FCOS. The kept boxes are decided on the
+    Supported: ultralytics YOLOv8 / 11 / 12 / 26 and YOLOv10 (detect, segment and OBB), ultralytics
+    ``RTDETR``, HF DETR / Conditional DETR / RT-DETR, torchvision Faster / Mask / Keypoint R-CNN,
+    RetinaNet, FCOS, SSD / SSDlite. The kept boxes are decided on the
     explained forward's own output, each box's score is a target, and all K gradients come
     from one batched backward pass. No detection above ``conf`` gives an explanation with zero
     items and ``meta["note"]``.
@@ -272,6 +299,10 @@ def explain_detections(
       ``post_process_grounded_object_detection``, each box's map for the query it answers
       (``labels``), ``meta["text_evidence"]``: which query words its logit depends on
       (gradient x input on the text embeddings; see :mod:`mmcam.adapters.open_vocab`).
+    * YOLO OBB: rotated NMS as the OBB predictor (``meta["rotated_boxes"]`` / ``["polygons"]``,
+      :mod:`mmcam.adapters.ultralytics_obb`); ultralytics RT-DETR: the predictor's top-k rows
+      above ``conf``, each mapped to its query, target = the query's class logit
+      (:mod:`mmcam.adapters.rtdetr_ultralytics`).
     * torchvision: the model's own kept detections (its score threshold, NMS and
       ``detections_per_img``; ``conf`` drops lower ones); target = the final score of each,
       which stays differentiable; ``raw_indices`` are positions in the model's kept list.

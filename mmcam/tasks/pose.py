@@ -10,7 +10,7 @@ import numpy as np
 from ..adapters.base import Kept, Prepared
 from ..adapters.ultralytics_pose import YoloPose
 from ..explain import TaskExplanation
-from ..render.detection import draw_box
+from ..render.detection import draw_box, draw_points
 from .detection import DetectionTask
 
 __all__ = ["PoseExplanation", "PoseTask", "explain_pose"]
@@ -26,9 +26,13 @@ class PoseExplanation(TaskExplanation):
     task: str = "pose"
 
     def overlays(self, alpha: float = 0.5) -> list[np.ndarray]:
-        """Each map with its person's box drawn on it."""
-        boxes = self.meta.get("boxes", [])
-        return [draw_box(img, boxes[p]) for img, p in zip(super().overlays(alpha), self.meta.get("person", []))]
+        """Each map with its person's box and keypoints drawn on it (the explained keypoint larger)."""
+        boxes, points = self.meta.get("boxes", []), self.meta.get("keypoints", [])
+        out = []
+        for img, p, j in zip(super().overlays(alpha), self.meta.get("person", []), self.meta.get("keypoint", [])):
+            img = draw_points(draw_box(img, boxes[p]), points[p], radius=2) if p < len(points) else draw_box(img, boxes[p])
+            out.append(draw_points(img, [points[p][j]], color=(255, 214, 10), radius=5) if j >= 0 and p < len(points) else img)
+        return out
 
 
 class PoseTask(DetectionTask):
@@ -49,10 +53,16 @@ class PoseTask(DetectionTask):
         size: int | None = None,
         device: Any = None,
     ):
-        self.family = YoloPose(model, conf=conf, iou=iou, max_det=max_people, size=size)
+        from ..adapters.torchvision_instances import TorchvisionKeypoints, is_keypoint_rcnn
+
+        if is_keypoint_rcnn(model):
+            self.family: Any = TorchvisionKeypoints(model, conf=conf, max_boxes=max_people)
+            self.names = {1: "person"}  # Keypoint R-CNN's classes: background, person
+        else:
+            self.family = YoloPose(model, conf=conf, iou=iou, max_det=max_people, size=size)
+            self.names = self.family.names
         self.batched = self.family.batched
         self.method, self.layers, self.device, self.conf = method or "layercam", layers, device, conf
-        self.names = self.family.names
 
     def item_scores(self) -> Any:
         return self.family.pose_scores
@@ -68,6 +78,7 @@ class PoseTask(DetectionTask):
             "class_ids": list(kept.classes),
             "raw_indices": list(kept.indices),
             "keypoints": kept.extra["keypoints"].tolist() if n else [],
+            **({"keypoint_scores": kept.extra["keypoint_scores"].tolist() if n else []} if "keypoint_scores" in kept.extra else {}),
             "person": [p for p in range(n) for _ in range(per)],
             "keypoint": [j - 1 for _ in range(n) for j in range(per)],
             "pipeline": prepared.frame.to_meta(),
@@ -102,5 +113,11 @@ def explain_pose(
     (NMS at ``conf`` / ``iou``, at most ``max_people``: its ``conf``, ``iou``, ``max_det``; the
     letterbox and fused copy of :func:`mmcam.explain_detections`); ``meta["keypoints"]`` are its
     ``keypoints.data`` on the photo. Default layers and method as for YOLO boxes
-    (:mod:`mmcam.adapters.ultralytics_pose`)."""
+    (:mod:`mmcam.adapters.ultralytics_pose`).
+
+    torchvision Keypoint R-CNN: the model's own kept people above ``conf`` (at most
+    ``max_people``); per person its final score, then each keypoint's peak heatmap logit
+    (``keypoints_scores``); ``meta["keypoints"]`` / ``meta["keypoint_scores"]`` are the model's
+    ``keypoints`` / ``keypoints_scores`` on the photo; default layers its FPN levels
+    (:mod:`mmcam.adapters.torchvision_instances`)."""
     return PoseTask(model, conf=conf, iou=iou, max_people=max_people, method=method, layers=layers, size=size)(image)

@@ -118,20 +118,28 @@ class SegmentationTask(Task):
     ):
         from ..adapters import ultralytics as yolo
         from ..adapters.hf_text import require_attention_family
+        from ..adapters.torchvision_instances import TorchvisionMasks, is_mask_rcnn
         from ..adapters.ultralytics_e2e import yolo_family
 
         require_attention_family(method or "gradcam", type(model).__name__, ())
-        self.instances = yolo.is_yolo(model)
+        mask_rcnn = is_mask_rcnn(model)
+        self.instances = yolo.is_yolo(model) or mask_rcnn
         self.classes = None if class_id is None else ([class_id] if isinstance(class_id, int) else list(class_id))
         self.layers, self.device, self.ignore = layers, device, ignore
         if self.instances:
             if mask is not None:
-                raise InputError("a user mask applies to semantic segmenters; for a YOLO segment model pass class_id (or none) to choose instances")
-            if not yolo.is_segment(model):
+                raise InputError("a user mask applies to semantic segmenters; for an instance model pass class_id (or none) to choose instances")
+            if mask_rcnn:
+                self.family: Family = TorchvisionMasks(model, conf=conf, max_boxes=max_instances)
+                self.batched = False  # one photo per forward, as the torchvision detectors
+                self.method, self.conf = method or "layercam", conf
+                self.names = dict(enumerate(labels)) if labels is not None else {}
+            elif not yolo.is_segment(model):
                 raise InputError("this YOLO model predicts boxes, not masks: explain them with mmcam.explain_detections (CLI: --task detect)")
-            self.family: Family = yolo_family(model, nms=nms, conf=conf, iou=iou, max_det=max_instances, size=size)
-            self.method, self.conf = method or "layercam", conf
-            self.names = dict(enumerate(labels)) if labels is not None else self.family.names
+            else:
+                self.family = yolo_family(model, nms=nms, conf=conf, iou=iou, max_det=max_instances, size=size)
+                self.method, self.conf = method or "layercam", conf
+                self.names = dict(enumerate(labels)) if labels is not None else self.family.names
         else:
             if mask is not None and class_id is None:
                 raise InputError("a mask needs a class_id: pass class_id= for the class to explain over the mask")
@@ -292,6 +300,11 @@ def explain_segmentation(
     layers (stride-4 stage + P3/P4/P5), as for boxes; ``size``: the predictor's ``imgsz``
     (default: the model's); ``nms=False``: a YOLO26-seg head's NMS-free one-to-one branch, as
     ``predict(nms=False)`` (:mod:`mmcam.adapters.ultralytics_e2e`).
+
+    torchvision Mask R-CNN: one map per kept instance (the model's own detections, those above
+    ``conf``, at most ``max_instances``), each explaining its mask logits summed over its own
+    region; the regions are the model's ``masks > 0.5`` on the photo; default layers its FPN
+    levels (:mod:`mmcam.adapters.torchvision_instances`).
     """
     return SegmentationTask(
         model,
