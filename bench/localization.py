@@ -5,9 +5,11 @@ with baselines beside every number.
 
 Ground truth comes from the generator (exact masks): the object(s) of the predicted class
 (classification), the predicted class region (segmentation), the object matched to each kept
-box at IoU >= 0.5 (detection: YOLO and DETR), the object each colour/shape word refers to
-when the generated caption is exactly right (captions), the object a colour/shape question is
-about (VQA). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
+box at IoU >= 0.5 (detection: YOLO, YOLO26 with NMS, ``yolo26-e2e`` = YOLO26's one-to-one head
+with ``nms=False``, and DETR), a disc of 3 px around each visible keypoint of the object matched
+to each kept box (pose: the keypoint's map, and the object's map as a reference row), the object
+each colour/shape word refers to when the generated caption is exactly right (captions), the
+object a colour/shape question is about (VQA). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
 the input). Prints a Markdown table per task.
 """
 
@@ -61,11 +63,11 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def _detect(scenes, method, name="yolo"):
+def _detect(scenes, method, name="yolo", **kwargs):
     model, proc = zoo.load(name)
     maps, masks = [], []
     for s in scenes:
-        exp = mmcam.explain_detections(model, s.image, method=method, processor=proc)
+        exp = mmcam.explain_detections(model, s.image, method=method, processor=proc, **kwargs)
         for k, box in enumerate(exp.meta["boxes"]):
             gt = [(o.box[0], o.box[1], o.box[0] + o.box[2], o.box[1] + o.box[3]) for o in s.objects]
             best = max(range(len(gt)), key=lambda i: _iou(box, gt[i]))
@@ -73,6 +75,37 @@ def _detect(scenes, method, name="yolo"):
                 maps.append(exp.maps[k])
                 masks.append(torch.from_numpy(s.objects[best].mask))
     return maps, masks
+
+
+KEYPOINT_RADIUS = 3  # px at 64: a keypoint's map must peak within this of the true keypoint
+
+
+def _pose(scenes, method, radius=KEYPOINT_RADIUS):
+    """Keypoint pointing: per kept object matched to a scene object (IoU >= 0.5) and per visible
+    keypoint j, the mask is the disc of ``radius`` px around the true keypoint j
+    (:mod:`mmcam.data.keypoints`); the keypoint's map is scored on it, and so is the object's own
+    map (the box score's) as a reference: a keypoint map that only found the object scores lower."""
+    from mmcam.data.keypoints import scene_keypoints
+
+    model, _ = zoo.load("pose")
+    maps, masks, object_maps = [], [], []
+    for s in scenes:
+        h, w = s.image.shape[:2]
+        yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+        exp = mmcam.explain_pose(model, s.image, method=method)
+        truth = scene_keypoints(s)
+        per = 1 + truth.shape[1]
+        for p, box in enumerate(exp.meta["boxes"]):
+            gt = [(o.box[0], o.box[1], o.box[0] + o.box[2], o.box[1] + o.box[3]) for o in s.objects]
+            best = max(range(len(gt)), key=lambda i: _iou(box, gt[i]))
+            if _iou(box, gt[best]) < 0.5:
+                continue
+            for j, (x, y, v) in enumerate(truth[best]):
+                if v > 0:
+                    maps.append(exp.maps[p * per + 1 + j])
+                    object_maps.append(exp.maps[p * per])
+                    masks.append((xx - x) ** 2 + (yy - y) ** 2 <= radius**2)
+    return maps, masks, {f"{method}, the object's map": object_maps}  # the reference row beside the keypoint maps
 
 
 def _caption(scenes, method):
@@ -104,11 +137,15 @@ def _vqa(scenes, method):
 
 
 DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults
+DEFAULTS.update({"yolo26": "layercam", "yolo26-e2e": "layercam", "pose": "layercam"})
 TASKS = {
     "classifier": _classify,
     "segmenter": _segment,
     "yolo": _detect,
     "detr": lambda scenes, method: _detect(scenes, method, "detr"),
+    "yolo26": lambda scenes, method: _detect(scenes, method, "yolo26"),
+    "yolo26-e2e": lambda scenes, method: _detect(scenes, method, "yolo26", nms=False),
+    "pose": _pose,
     "captioner": _caption,
     "vqa": _vqa,
 }
@@ -125,18 +162,19 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))
     for name in args.tasks:
-        if name not in zoo.available():
+        if name.removesuffix("-e2e") not in zoo.available():  # yolo26-e2e: zoo:yolo26 with nms=False
             print(f"\n### {name}: not shipped in this build")
             continue
         start = time.perf_counter()
         method = args.method or DEFAULTS.get(name, "gradcam")
         print(f"\n### {name} ({method}, {args.images} textured scenes, seed {args.seed})")
-        maps, masks = TASKS[name](scenes, method)
+        maps, masks, *extra = TASKS[name](scenes, method)  # extra: {row name: more maps on the same masks}
         if not maps:
             print("  nothing to score")
             continue
         r = torchray_tolerance(*maps[0].shape[-2:])
-        table = localization_table({method: torch.stack(maps)}, torch.stack(masks), tolerance=r)
+        rows = {method: torch.stack(maps), **{k: torch.stack(v) for k, v in (extra[0] if extra else {}).items()}}
+        table = localization_table(rows, torch.stack(masks), tolerance=r)
         print(f"  {len(maps)} explained items, {time.perf_counter() - start:.1f} s\n")
         print(f"| maps | pointing | pointing ±{r} px | mass | mass / chance | rank acc | AUROC |")
         print("|---|---|---|---|---|---|---|")

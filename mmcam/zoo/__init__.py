@@ -77,13 +77,18 @@ def _load_yolo(name: str, cfg: dict[str, Any]) -> Any:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from safetensors.torch import load_file
     from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+    from ultralytics.nn.tasks import DetectionModel, PoseModel, yaml_model_load
 
     arch = cfg["architecture"]
     yolo = YOLO(arch["yaml"])
     spec = yaml_model_load(arch["yaml"])
     spec["nc"] = arch["nc"]
-    inner = DetectionModel(spec, verbose=False)
+    if "max_channels" in arch:  # the recipe's narrower scale (mmcam.zoo.recipes.yolo26.scaled_yaml)
+        depth, width, _ = spec["scales"][spec["scale"]]
+        spec["scales"] = {spec["scale"]: [depth, width, arch["max_channels"]]}
+    if "kpt_shape" in arch:
+        spec["kpt_shape"] = list(arch["kpt_shape"])
+    inner = (PoseModel if "kpt_shape" in arch else DetectionModel)(spec, verbose=False)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(WEIGHTS_DIR / f"{name}.safetensors")).items()}
     inner.load_state_dict(state)
     inner.names = dict(enumerate(cfg["labels"]))

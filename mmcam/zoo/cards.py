@@ -14,7 +14,7 @@ _ARCH = {
     "small_resnet": "torchvision `ResNet` (BasicBlock) with widths {widths}, blocks {layers}, stage strides {strides}, 3x3 stride-2 stem, no max-pool",
     "qnet": "DQN-style Q-network: 3 conv layers ({width} channels, padding 1) + MLP head, {num_actions} actions on a {grid}x{grid} grid",
     "hf_vit": "HF `ViTForImageClassification` ({config[hidden_size]} hidden, {config[num_hidden_layers]} layers, patch {config[patch_size]}, {config[image_size]} px)",
-    "ultralytics_yolo": "ultralytics YOLOv8n from `{yaml}` ({nc} classes, {imgsz} px), weights stored as {dtype}",
+    "ultralytics_yolo": "ultralytics {model} from `{yaml}` ({nc} classes, {imgsz} px), weights stored as {dtype}",
     "hf_vision_encoder_decoder": "HF `VisionEncoderDecoderModel`: ViT encoder ({encoder[hidden_size]} hidden, {encoder[num_hidden_layers]} layers, patch {encoder[patch_size]}) + GPT-2 decoder ({decoder[n_embd]} dims, {decoder[n_layer]} layers, cross-attention), word-level vocabulary built from `mmcam.data.VOCAB`, greedy `generate()`",
     "hf_vilt_vqa": "HF `ViltForQuestionAnswering` ({config[hidden_size]} hidden, {config[num_hidden_layers]} layers, patch {config[patch_size]}, all patches), word-level vocabulary, {config[num_labels]} answers",
     "hf_detr": "HF `DetrForObjectDetection` (d_model {config[d_model]}, {config[encoder_layers]}+{config[decoder_layers]} encoder/decoder layers, {config[num_queries]} queries) on a basic HF `ResNetBackbone` (widths {backbone[hidden_sizes]}, output `{backbone[out_features][0]}`: a 4x4 map at 64 px), trained from scratch with ordinary BatchNorm; processor: HF `DetrImageProcessor`",
@@ -24,7 +24,11 @@ _ARCH = {
 
 def card_text(name: str, cfg: dict[str, Any]) -> str:
     arch = cfg["architecture"]
-    desc = _ARCH.get(arch["type"], arch["type"]).format(**arch)
+    desc = _ARCH.get(arch["type"], arch["type"]).format(**arch, model=arch.get("yaml", "").removesuffix(".yaml").replace("yolo", "YOLO"))
+    if "max_channels" in arch:
+        desc += f"; the scale's max_channels {arch['max_channels']} (ultralytics': 1024)"
+    if "kpt_shape" in arch:
+        desc += f"; keypoints {arch['kpt_shape'][0]} per object (x, y, visibility)"
     train = cfg.get("train", {})
     lines = [
         f"# zoo model `{name}`",

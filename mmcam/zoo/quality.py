@@ -32,9 +32,11 @@ BARS: dict[str, list[tuple[str, float]]] = {
     "detr": [("mAP50", 0.85)],
     "segmenter": [("mIoU", 0.8)],
     "qnet": [("optimal_action_agreement", 0.95)],
+    "yolo26": [("mAP50", 0.85)],
+    "pose": [("mAP50", 0.85)],  # box mAP; keypoints: PCK reported (no bar in issue 14)
 }
 #: scenes (grid states) per model at ``--scale 1``: the recipes' own evaluation sizes
-SIZES = {"classifier": 500, "vit": 500, "captioner": 300, "vqa": 200, "yolo": 300, "detr": 300, "segmenter": 300, "qnet": 1000}
+SIZES = {"classifier": 500, "vit": 500, "captioner": 300, "vqa": 200, "yolo": 300, "detr": 300, "segmenter": 300, "qnet": 1000, "yolo26": 300, "pose": 300}
 
 
 def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]:
@@ -60,6 +62,7 @@ def measure(name: str, n: int, seed: int) -> dict[str, Any]:
     from .recipes.captioner import captioner_quality
     from .recipes.classifier import classifier_quality
     from .recipes.detr import detr_quality
+    from .recipes.pose import pose_quality
     from .recipes.qnet import qnet_quality
     from .recipes.segmenter import segmenter_quality
     from .recipes.vqa import vqa_quality
@@ -74,6 +77,8 @@ def measure(name: str, n: int, seed: int) -> dict[str, Any]:
         "detr": lambda: detr_quality(model, processor, n, seed),
         "segmenter": lambda: segmenter_quality(model, n, seed),
         "qnet": lambda: qnet_quality(model, n, seed),
+        "yolo26": lambda: yolo_quality(model, n, seed),
+        "pose": lambda: pose_quality(model, n, seed),
     }
     return measures[name]()
 

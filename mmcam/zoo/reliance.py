@@ -93,7 +93,7 @@ def _class_logits(model: Any, processor: Any, images: list[np.ndarray]) -> torch
 
 def _detections(name: str, model: Any, processor: Any, images: list[np.ndarray], threshold: float = 0.5) -> list[list[tuple[list[float], int]]]:
     """Per image, kept ``(xyxy box, 0-based class)`` at score >= ``threshold``."""
-    if name == "yolo":
+    if name in ("yolo", "yolo26"):
         results = [model.predict(source=im[..., ::-1].copy(), imgsz=64, conf=threshold, verbose=False, device="cpu")[0].boxes for im in images]
         return [[(b, int(c)) for b, c in zip(r.xyxy.tolist(), r.cls.tolist())] for r in results]
     with torch.no_grad():
@@ -268,6 +268,7 @@ DEFINITIONS = {
     "segmenter": "prediction = majority class on the referred object's pixels; distractor = another object",
     "yolo": "prediction = a box of the referred object's class at IoU >= 0.5, score >= 0.5; distractor = another object",
     "detr": "prediction = a box of the referred object's class at IoU >= 0.5, score >= 0.5; distractor = another object",
+    "yolo26": "prediction = a box of the referred object's class at IoU >= 0.5, score >= 0.5; distractor = another object",
     "captioner": "prediction = the generated caption; referred = one object, distractor = a clutter blob",
     "vqa": "prediction = the answer to a question about the referred object; distractor = an object the question does not involve",
     "qnet": "referred = a wall whose removal makes the action non-optimal (BFS), distractor = a wall whose removal keeps it optimal",
@@ -279,6 +280,7 @@ MODELS: dict[str, Callable[[int, int], Rates]] = {
     "segmenter": _segmenter,
     "yolo": lambda n, seed: _detector("yolo", n, seed),
     "detr": lambda n, seed: _detector("detr", n, seed),
+    "yolo26": lambda n, seed: _detector("yolo26", n, seed),
     "captioner": _captioner,
     "vqa": _vqa,
     "qnet": _qnet,

@@ -13,11 +13,13 @@ from collections.abc import Callable
 from .captioner import train_captioner
 from .classifier import train_classifier
 from .detr import train_detr
+from .pose import train_pose
 from .qnet import train_qnet
 from .segmenter import train_segmenter
 from .vit import train_vit
 from .vqa import train_vqa
 from .yolo import train_yolo
+from .yolo26 import train_yolo26
 
 __all__ = ["RECIPES"]
 
@@ -31,4 +33,6 @@ RECIPES: dict[str, Callable[..., None]] = {
     "captioner": train_captioner,
     "vqa": train_vqa,
     "detr": train_detr,
+    "yolo26": train_yolo26,
+    "pose": train_pose,
 }
