@@ -6,8 +6,8 @@ with baselines beside every number.
 Ground truth comes from the generator (exact masks): the object(s) of the predicted class
 (classification), the predicted class region (segmentation), the object matched to each kept
 box at IoU >= 0.5 (detection: YOLO and DETR), the object each colour/shape word refers to
-when the generated caption is exactly right (captions), the object a colour/shape question is
-about (VQA). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
+when the generated caption is exactly right (captions; ``vlm-caption``: the zoo LLaVA), the
+object a colour/shape question is about (VQA; ``vlm-vqa``: the zoo LLaVA's generated answer word). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
 the input). Prints a Markdown table per task.
 """
 
@@ -75,8 +75,8 @@ def _detect(scenes, method, name="yolo"):
     return maps, masks
 
 
-def _caption(scenes, method):
-    model, proc = zoo.load("captioner")
+def _caption(scenes, method, name="captioner"):
+    model, proc = zoo.load(name)
     maps, masks, exact = [], [], 0
     for s in scenes:
         exp = mmcam.explain_caption(model, proc, s.image, method=method)
@@ -91,8 +91,8 @@ def _caption(scenes, method):
     return maps, masks
 
 
-def _vqa(scenes, method):
-    model, proc = zoo.load("vqa")
+def _vqa(scenes, method, name="vqa"):
+    model, proc = zoo.load(name)
     maps, masks = [], []
     for s in scenes:
         for q in s.qa:
@@ -111,7 +111,10 @@ TASKS = {
     "detr": lambda scenes, method: _detect(scenes, method, "detr"),
     "captioner": _caption,
     "vqa": _vqa,
+    "vlm-caption": lambda scenes, method: _caption(scenes, method, "vlm"),  # the zoo LLaVA, captioning
+    "vlm-vqa": lambda scenes, method: _vqa(scenes, method, "vlm"),  # the zoo LLaVA, answering as text
 }
+MODEL = {"vlm-caption": "vlm", "vlm-vqa": "vlm"}  # bench task -> zoo model (default: the same name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))
     for name in args.tasks:
-        if name not in zoo.available():
+        if MODEL.get(name, name) not in zoo.available():
             print(f"\n### {name}: not shipped in this build")
             continue
         start = time.perf_counter()

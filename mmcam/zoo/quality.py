@@ -32,9 +32,10 @@ BARS: dict[str, list[tuple[str, float]]] = {
     "detr": [("mAP50", 0.85)],
     "segmenter": [("mIoU", 0.8)],
     "qnet": [("optimal_action_agreement", 0.95)],
+    "vlm": [("per_type", 0.90), ("exact_caption", 0.90)],
 }
 #: scenes (grid states) per model at ``--scale 1``: the recipes' own evaluation sizes
-SIZES = {"classifier": 500, "vit": 500, "captioner": 300, "vqa": 200, "yolo": 300, "detr": 300, "segmenter": 300, "qnet": 1000}
+SIZES = {"classifier": 500, "vit": 500, "captioner": 300, "vqa": 200, "yolo": 300, "detr": 300, "segmenter": 300, "qnet": 1000, "vlm": 200}
 
 
 def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]:
@@ -62,6 +63,7 @@ def measure(name: str, n: int, seed: int) -> dict[str, Any]:
     from .recipes.detr import detr_quality
     from .recipes.qnet import qnet_quality
     from .recipes.segmenter import segmenter_quality
+    from .recipes.vlm import vlm_quality
     from .recipes.vqa import vqa_quality
 
     model, processor = load(name)
@@ -74,6 +76,7 @@ def measure(name: str, n: int, seed: int) -> dict[str, Any]:
         "detr": lambda: detr_quality(model, processor, n, seed),
         "segmenter": lambda: segmenter_quality(model, n, seed),
         "qnet": lambda: qnet_quality(model, n, seed),
+        "vlm": lambda: vlm_quality(model, processor, n, seed),
     }
     return measures[name]()
 

@@ -16,6 +16,7 @@ from .detr import train_detr
 from .qnet import train_qnet
 from .segmenter import train_segmenter
 from .vit import train_vit
+from .vlm import train_vlm
 from .vqa import train_vqa
 from .yolo import train_yolo
 
@@ -31,4 +32,5 @@ RECIPES: dict[str, Callable[..., None]] = {
     "captioner": train_captioner,
     "vqa": train_vqa,
     "detr": train_detr,
+    "vlm": train_vlm,
 }
