@@ -30,6 +30,7 @@ def test_shared_image_prefix_loss_equals_the_models_own_loss():
     torch.manual_seed(0)
     words = vlm_words()
     arch = llava_arch(words)
+    arch["vision_config"]["num_hidden_layers"] = arch["text_config"]["num_hidden_layers"] = 1  # the shipped widths, fewer blocks
     model = build({"architecture": arch})
     tok = vlm_processor(words).tokenizer
     scenes = generate_scenes(2, 5, SceneConfig())
