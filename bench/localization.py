@@ -8,8 +8,8 @@ Ground truth comes from the generator (exact masks): the object(s) of the predic
 box at IoU >= 0.5 (detection: YOLO, YOLO26 with NMS, ``yolo26-e2e`` = YOLO26's one-to-one head
 with ``nms=False``, and DETR), a disc of 3 px around each visible keypoint of the object matched
 to each kept box (pose: the keypoint's map, and the object's map as a reference row), the object
-each colour/shape word refers to when the generated caption is exactly right (captions), the
-object a colour/shape question is about (VQA). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
+each colour/shape word refers to when the generated caption is exactly right (captions; ``vlm-caption``: the zoo LLaVA), the
+object a colour/shape question is about (VQA; ``vlm-vqa``: the zoo LLaVA's generated answer word). Pointing is scored exactly and with TorchRay's tolerance (15 px at 224, scaled to
 the input). Prints a Markdown table per task.
 """
 
@@ -108,8 +108,8 @@ def _pose(scenes, method, radius=KEYPOINT_RADIUS):
     return maps, masks, {f"{method}, the object's map": object_maps}  # the reference row beside the keypoint maps
 
 
-def _caption(scenes, method):
-    model, proc = zoo.load("captioner")
+def _caption(scenes, method, name="captioner"):
+    model, proc = zoo.load(name)
     maps, masks, exact = [], [], 0
     for s in scenes:
         exp = mmcam.explain_caption(model, proc, s.image, method=method)
@@ -124,8 +124,8 @@ def _caption(scenes, method):
     return maps, masks
 
 
-def _vqa(scenes, method):
-    model, proc = zoo.load("vqa")
+def _vqa(scenes, method, name="vqa"):
+    model, proc = zoo.load(name)
     maps, masks = [], []
     for s in scenes:
         for q in s.qa:
@@ -148,7 +148,10 @@ TASKS = {
     "pose": _pose,
     "captioner": _caption,
     "vqa": _vqa,
+    "vlm-caption": lambda scenes, method: _caption(scenes, method, "vlm"),  # the zoo LLaVA, captioning
+    "vlm-vqa": lambda scenes, method: _vqa(scenes, method, "vlm"),  # the zoo LLaVA, answering as text
 }
+MODEL = {"vlm-caption": "vlm", "vlm-vqa": "vlm"}  # bench task -> zoo model (default: the same name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))
     for name in args.tasks:
-        if name.removesuffix("-e2e") not in zoo.available():  # yolo26-e2e: zoo:yolo26 with nms=False
+        if MODEL.get(name, name.removesuffix("-e2e")) not in zoo.available():  # yolo26-e2e: zoo:yolo26 with nms=False
             print(f"\n### {name}: not shipped in this build")
             continue
         start = time.perf_counter()

@@ -167,12 +167,9 @@ def _load_hf(spec: str, task: str, what: str, trust_pickle: bool = False) -> tup
         )
     import transformers
 
+    auto = "AutoModelForImageTextToText" if task in ("caption", "vqa") and _generative_vlm(spec) else _auto_class(transformers, spec, task)
     try:
-        model = (
-            getattr(transformers, _auto_class(transformers, spec, task))
-            .from_pretrained(spec, local_files_only=True, use_safetensors=None if trust_pickle else True)
-            .eval()
-        )
+        model = getattr(transformers, auto).from_pretrained(spec, local_files_only=True, use_safetensors=None if trust_pickle else True).eval()
     except OSError as error:
         if not trust_pickle and "safetensors" in str(error):
             raise InputError(f"{what} has no safetensors weights, and pickled ones are refused by default; {TRUST_HINT}") from None
@@ -202,6 +199,20 @@ def _auto_class(transformers: Any, spec: str, task: str) -> str:
         if model_type in zero_shot:
             return "AutoModelForZeroShotObjectDetection"
     return HF_AUTO[task]
+
+
+def _generative_vlm(spec: str) -> bool:
+    """Whether the saved config names a generative VLM (LLaVA, Qwen2-VL, ...): those answer and
+    caption as text and load with ``AutoModelForImageTextToText``."""
+    import transformers
+
+    from .adapters.vlm import GENERATIVE_VLMS
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(spec, local_files_only=True)
+    except (OSError, ValueError):
+        return False
+    return any(name in GENERATIVE_VLMS for name in getattr(config, "architectures", None) or [])
 
 
 def _pickle_weights(directory: Path) -> list[str]:

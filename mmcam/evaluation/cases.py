@@ -360,4 +360,11 @@ def prepare(task: str, model: Any, processor: Any, sample: Any, layers: Any = No
     ``layers``: passed to every explanation (``None``: each task's default)."""
     if task not in _PREPARE:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if task in ("caption", "vqa"):
+        from ..adapters.vlm import is_generative_vlm
+
+        if is_generative_vlm(model):  # answers as text: mmcam.evaluation.generative
+            from .generative import generative_caption, generative_vqa
+
+            return (generative_caption if task == "caption" else generative_vqa)(model, processor, sample, layers=layers)
     return _PREPARE[task](model, processor, sample, layers=layers)

@@ -108,8 +108,11 @@ def evaluate(
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    from ..tasks.generation import FORWARD_ONLY
+
     for m in methods:
-        methods_mod.get(m)  # unknown names fail here, before any work
+        if m not in FORWARD_ONLY:  # generative VLMs' forward-only maps (logit-lens, tam)
+            methods_mod.get(m)  # unknown names fail here, before any work
     if attributions:
         from ..metrics.attribution import ATTRIBUTIONS
 

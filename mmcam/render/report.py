@@ -151,6 +151,9 @@ def _section(index: int, exp: Any, name: str) -> str:
 
 def _task_header(exp: Any) -> str:
     meta = exp.meta
+    if exp.task == "vqa" and "prompt" in meta:  # a generative VLM's answer: every word hoverable, as a caption's
+        words = " ".join(f"<span class='word' data-item-ref='{k}'>{html.escape(word)}</span>" for k, word in enumerate(exp.items))
+        return f"<div class='qa'>Q: {html.escape(str(meta['prompt']))}<br/>A: <span class='caption'>{words}</span></div>"
     if exp.task == "vqa":
         return f"<div class='qa'>Q: {html.escape(str(meta.get('question', '')))}<br/>A: <b>{html.escape(str(meta.get('answer', '')))}</b></div>"
     if exp.task == "classification" and "predicted_label" in meta:

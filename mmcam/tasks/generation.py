@@ -9,7 +9,12 @@ model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo
 
 ``method="logit-lens"`` is forward-only: the language model's head already scores every
 position, so a word's map is its tokens' logits at the image tokens' positions (the "logit
-lens" map of Token Activation Maps, Li et al., ICCV 2025), min-max scaled.
+lens" map of Token Activation Maps, Li et al., ICCV 2025), min-max scaled. ``method="tam"``
+is the same forward with TAM's estimated causal inference: the part of word t's map that the
+earlier words' maps explain is removed (:func:`remove_interference`).
+
+``target="contrastive"`` scores each word against its strongest competitor at the same step:
+``Σ_{t ∈ w} [log p(token_t) − max_{v ≠ token_t} log p(v)]`` (:class:`ContrastiveTokens`).
 
 ``explain_vqa`` and ``explain_caption`` route generative VLMs here.
 """
@@ -29,13 +34,30 @@ from ..engine import CAM
 from ..engine.combine import normalize, upsample
 from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
-from ..targets import CaptionTokens
+from ..targets import CaptionTokens, logits_of
 from .base import Task
 from .words import WordsExplanation
 
-__all__ = ["GenerationExplanation", "GenerationTask", "explain_generation", "chat_prompt", "LOGIT_LENS", "DEFAULT_MAX_NEW_TOKENS"]
+__all__ = [
+    "GenerationExplanation",
+    "GenerationTask",
+    "explain_generation",
+    "chat_prompt",
+    "ContrastiveTokens",
+    "remove_interference",
+    "token_activation_maps",
+    "LOGIT_LENS",
+    "TAM",
+    "TARGETS",
+    "DEFAULT_MAX_NEW_TOKENS",
+]
 
 LOGIT_LENS = "logit-lens"
+#: Token Activation Maps (Li et al., ICCV 2025): the logit lens with earlier words' interference removed
+TAM = "tam"
+FORWARD_ONLY = (LOGIT_LENS, TAM)
+#: what a word's score is: its log-probability, or that minus its strongest competitor's
+TARGETS = ("log-prob", "contrastive")
 #: new tokens generated when neither the call nor the model's generation config says
 DEFAULT_MAX_NEW_TOKENS = 32
 
@@ -89,15 +111,25 @@ class GenerationTask(Task):
         max_new_tokens: int | None = None,
         layout: ImageLayout | None = None,
         task: str = "generation",
+        target: str = "log-prob",
     ):
         self.layout = layout_for(model, layout)
+        if target not in TARGETS:
+            raise TargetError(f"unknown target {target!r}; pass one of {', '.join(TARGETS)}")
+        if target == "contrastive" and method == TAM:
+            raise MethodError(
+                f"{TAM!r} removes interference from log-prob logit-lens maps; use target='log-prob' with it, or 'contrastive' with {LOGIT_LENS!r} or a CAM method"
+            )
+        self.target = target
         if processor is None:
             raise InputError("a generative VLM needs its processor (e.g. LlavaProcessor) to expand the image placeholder")
         self.method = method or "gradcam"
         from .. import methods
 
-        if self.method != LOGIT_LENS and getattr(methods.get(self.method), "attention", False):
-            raise MethodError(f"method {self.method!r} is not available for generative VLMs yet; use a CAM method (gradcam, layercam, ...) or {LOGIT_LENS!r}")
+        if self.method not in FORWARD_ONLY and getattr(methods.get(self.method), "attention", False):
+            raise MethodError(
+                f"method {self.method!r} is not available for generative VLMs yet; use a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
+            )
         if answer is not None and not answer.strip():
             raise InputError("the answer is empty; pass the answer text to explain, or None to let the model generate it")
         self.prompt = _prompt_text(processor, prompt)
@@ -122,11 +154,13 @@ class GenerationTask(Task):
         groups = merge_subwords(strings)
         words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
         start = prompt_ids.shape[1] - 1  # position T - 1 + i predicts answer token i
-        target = CaptionTokens([start + i for i in range(len(answer_ids))], answer_ids, groups)
+        positions = [start + i for i in range(len(answer_ids))]
+        suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
+        target = ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
         forced = _teacher_forced(inputs, answer_ids[:-1], self.layout.answer_token_types)
-        if self.method == LOGIT_LENS:
-            maps, scores, logits, layers = _logit_lens(self.model, forced, tokens, target)
-            method = LOGIT_LENS
+        if self.method in FORWARD_ONLY:
+            maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
+            method = self.method
         else:
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers
             exp = CAM(self.model, layers_, method=self.method, reshape=self.layout.reshape(tokens))(forced, [target], input_size=tokens.input_size)
@@ -147,7 +181,8 @@ class GenerationTask(Task):
                 "generated": self.answer is None,
                 "token_ids": answer_ids,
                 "teacher_forced_argmax_matches": argmax == answer_ids,
-                "word_log_probs": [round(float(s), 5) for s in scores],
+                "target": self.target,
+                **_score_meta(self.target, scores, target, logits, self.tokenizer),
                 "image_tokens": {"first": tokens.positions[0], "count": len(tokens.positions), "prefix": tokens.prefix, "grid": list(tokens.grid)},
                 "pipeline": prepared.frame.to_meta(),
             },
@@ -226,13 +261,94 @@ def _argmax(model: nn.Module, logits: torch.Tensor, positions: list[int]) -> lis
     return [int(t) for t in picked.argmax(-1)]
 
 
-def _logit_lens(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTokens, target: CaptionTokens):
-    """One no-grad forward: word k's map is Σ_{t ∈ k} logit(token_t) at each grid token's
-    position, min-max scaled and upsampled to the input; scores are the words' log-probs."""
+def _score_meta(kind: str, scores: torch.Tensor, target: CaptionTokens, logits: torch.Tensor, tokenizer: Any) -> dict[str, Any]:
+    if kind != "contrastive":
+        return {"word_log_probs": [round(float(s), 5) for s in scores]}
+    rivals = target.competitors(logits)
+    names = list(tokenizer.convert_ids_to_tokens(rivals))
+    return {"word_contrastive_scores": [round(float(s), 5) for s in scores], "competitors": [[names[i] for i in g] for g in target.groups]}
+
+
+class ContrastiveTokens(CaptionTokens):
+    """``(B, W)``: per word, ``Σ_{t ∈ w} [log p(token_t) − max_{v ≠ token_t} log p(v)]`` at the
+    same teacher-forced step: how far the word beats its strongest competitor (``v`` ranges over
+    the tokens generation allows: ``suppress`` ids excluded). As the softmax normaliser cancels,
+    this is ``logit(token_t) − max_{v ≠ token_t} logit(v)``; its gradient flows to both."""
+
+    def __init__(self, positions, token_ids, groups=None, suppress=()):
+        super().__init__(positions, token_ids, groups)
+        self.suppress = [int(t) for t in suppress]
+
+    def _rivals(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, T, V)`` logits at the target positions with the tokens themselves (and the
+        suppressed ids) at -inf."""
+        picked = logits[:, self.positions].clone()
+        picked[:, torch.arange(len(self.positions)), self.token_ids] = -float("inf")
+        if self.suppress:
+            picked[..., self.suppress] = -float("inf")
+        return picked
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits = logits_of(output)
+        own = super().__call__(logits)  # validates shapes; Σ log p per word
+        best = self._rivals(logits.log_softmax(-1)).max(-1).values  # (B, T)
+        return own - torch.stack([best[:, g].sum(1) for g in self.groups], 1)
+
+    def competitors(self, logits: torch.Tensor) -> list[int]:
+        """The strongest competitor token at each target position, ``logits`` ``(L, V)``."""
+        return [int(t) for t in self._rivals(logits[None]).argmax(-1)[0]]
+
+
+def remove_interference(target_map: torch.Tensor, context_maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """TAM's estimated causal inference (Li et al., ICCV 2025, https://arxiv.org/abs/2506.23270 §3.2)
+    for one token: ``relu(A − s·I)`` with the interference map ``I = Σ_j ŵ_j A_j`` (the
+    context tokens' maps ``context_maps`` ``(M, N)`` weighted by ``weights`` ``(M,)``, ≥ 0,
+    normalised to sum 1) and ``s = ⟨A, I⟩ / ⟨I, I⟩``, the least-squares scale of ``I`` onto the
+    token's map ``A`` (``target_map`` ``(N,)``); ``A`` itself when there is no interference."""
+    total = weights.sum()
+    if context_maps.shape[0] == 0 or float(total) <= 0:
+        return target_map.clamp(min=0)
+    interference = (weights / total) @ context_maps
+    norm = (interference * interference).sum()
+    scale = (target_map * interference).sum() / norm if float(norm) > 0 else target_map.new_zeros(())
+    return (target_map - scale * interference).clamp(min=0)
+
+
+def token_activation_maps(logits: torch.Tensor, image_positions: list[int], input_ids: list[int], target: CaptionTokens, image_token_id: int) -> torch.Tensor:
+    """``(T, N)``: each target token's TAM over the ``N`` image positions, from one forward's
+    ``logits`` ``(L, V)``. Every token is read at the position that predicts it: token ``x`` at
+    input position ``q`` has the map ``A = relu(logits[image, x])``; the context of the target
+    token at logit position ``P`` is every text token at an input position ``1 ≤ q ≤ P`` (the
+    prompt's words and the answer's earlier words) whose id differs from the target's, weighted
+    by its activation for the target, ``relu(logits[q − 1, target])``
+    (:func:`remove_interference`)."""
+    image = logits[image_positions].clamp(min=0)  # (N, V)
+    ctx = [q for q in range(1, len(input_ids)) if input_ids[q] != image_token_id]
+    ctx_ids = [input_ids[q] for q in ctx]
+    ctx_maps = image[:, ctx_ids].T  # (M, N)
+    out = []
+    for position, token in zip(target.positions, target.token_ids):
+        keep = [j for j, q in enumerate(ctx) if q <= position and ctx_ids[j] != token]
+        weights = logits[[ctx[j] - 1 for j in keep], token].clamp(min=0)
+        out.append(remove_interference(image[:, token], ctx_maps[keep], weights))
+    return torch.stack(out)
+
+
+def _forward_only(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTokens, target: CaptionTokens, method: str):
+    """One no-grad forward. ``logit-lens``: word k's map is Σ_{t ∈ k} logit(token_t) at each
+    grid token's position (for a contrastive target, minus its competitor's logit); ``tam``: Σ_{t
+    ∈ k} of the tokens' :func:`token_activation_maps`. Min-max scaled and upsampled to the input;
+    scores are the target's."""
     with torch.no_grad():
         logits = model(**forced).logits[0].float()  # (L, V)
     columns = logits[tokens.positions]  # (N, V)
-    per_token = columns[:, target.token_ids]  # (h*w, T)
+    if method == TAM:
+        ids = forced["input_ids"][0].tolist()
+        per_token = token_activation_maps(logits, tokens.positions, ids, target, ids[tokens.positions[0]]).T
+    else:
+        per_token = columns[:, target.token_ids]  # (N, T)
+        if isinstance(target, ContrastiveTokens):
+            per_token = per_token - columns[:, target.competitors(logits)]
     words = torch.stack([per_token[:, g].sum(1) for g in target.groups])  # (K, h*w)
     maps = normalize(upsample(normalize(tokens.fold(words)[None]), tokens.input_size))[0]
     scores = target(logits[None])[0]
@@ -250,6 +366,7 @@ def explain_generation(
     layers: Any = None,
     max_new_tokens: int | None = None,
     layout: ImageLayout | None = None,
+    target: str = "log-prob",
 ) -> GenerationExplanation:
     """One map per word of a generative VLM's answer to ``prompt`` (or of ``answer``, teacher-forced).
 
@@ -260,7 +377,9 @@ def explain_generation(
     is ``Σ_{t ∈ w} log p(token_t | prompt, image, tokens_<t)`` and every word's map comes from
     one teacher-forced forward and one batched backward. ``method``: a CAM method (default
     ``"gradcam"``) at ``layers`` (default: the vision-tower block the projector reads) or
-    ``"logit-lens"`` (forward-only). ``layout``: the image-token layout of a model mmcam does
+    ``"logit-lens"`` / ``"tam"`` (forward-only; ``"tam"`` removes earlier words' interference).
+    ``target``: ``"log-prob"`` or ``"contrastive"`` (the word against its strongest competitor
+    at the same step, :class:`ContrastiveTokens`). ``layout``: the image-token layout of a model mmcam does
     not know (:class:`mmcam.adapters.vlm.ImageLayout`). Supported: ``LlavaForConditionalGeneration``,
     ``Qwen2VLForConditionalGeneration`` (dynamic resolution: the grid follows the photo's aspect).
 
@@ -269,5 +388,5 @@ def explain_generation(
         exp = mmcam.explain_generation(llava, processor, "photo.jpg", "<image> what color is the bus ?")
         exp.items, exp.maps.shape      # the answer's words, (K, H, W) on the photo
     """
-    task = GenerationTask(model, processor, prompt, answer, method=method, layers=layers, max_new_tokens=max_new_tokens, layout=layout)
+    task = GenerationTask(model, processor, prompt, answer, method=method, layers=layers, max_new_tokens=max_new_tokens, layout=layout, target=target)
     return task(image)

@@ -54,6 +54,10 @@ def load(name: str) -> tuple[Any, Any]:
         from .processing import detr_processor
 
         processor: Any = detr_processor(cfg)
+    elif cfg["architecture"]["type"] == "hf_llava":  # the processor's own files (LlavaProcessor.save_pretrained)
+        from transformers import LlavaProcessor
+
+        processor = LlavaProcessor.from_pretrained(str(WEIGHTS_DIR / cfg["processor"]), local_files_only=True)
     elif cfg.get("vocab"):
         from .text import CaptionProcessor, VQAProcessor
 

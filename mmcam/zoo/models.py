@@ -176,7 +176,29 @@ def build(config: dict[str, Any]) -> nn.Module:
         config["id2label"] = {int(k): v for k, v in config["id2label"].items()}
         model = DetrForObjectDetection(DetrConfig(backbone_config=ResNetConfig(**arch["backbone"]), **config))
         return trainable_detr_backbone(model)
+    if kind == "hf_llava":
+        return _llava(arch)
     raise ValueError(f"unknown zoo architecture {kind!r}")
+
+
+def _llava(arch: dict[str, Any]) -> nn.Module:
+    """``LlavaForConditionalGeneration`` from the zoo VLM's config, greedy generation that never
+    emits the specials in ``suppress_tokens``."""
+    from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    keys = ("image_token_id", "vision_feature_select_strategy", "vision_feature_layer", "projector_hidden_act")
+    model = LlavaForConditionalGeneration(LlavaConfig(vision_config=arch["vision_config"], text_config=arch["text_config"], **{k: arch[k] for k in keys}))
+    text = arch["text_config"]
+    model.generation_config = GenerationConfig(
+        max_new_tokens=arch["max_new_tokens"],
+        bos_token_id=text["bos_token_id"],
+        eos_token_id=text["eos_token_id"],
+        pad_token_id=text["pad_token_id"],
+        suppress_tokens=arch["suppress_tokens"],
+        do_sample=False,
+        num_beams=1,
+    )
+    return model
 
 
 def trainable_detr_backbone(model: nn.Module) -> nn.Module:

@@ -34,9 +34,22 @@ BARS: dict[str, list[tuple[str, float]]] = {
     "qnet": [("optimal_action_agreement", 0.95)],
     "yolo26": [("mAP50", 0.85)],
     "pose": [("mAP50", 0.85)],  # box mAP; keypoints: PCK reported (no bar in issue 14)
+    "vlm": [("per_type", 0.90), ("exact_caption", 0.90)],
 }
 #: scenes (grid states) per model at ``--scale 1``: the recipes' own evaluation sizes
-SIZES = {"classifier": 500, "vit": 500, "captioner": 300, "vqa": 200, "yolo": 300, "detr": 300, "segmenter": 300, "qnet": 1000, "yolo26": 300, "pose": 300}
+SIZES = {
+    "classifier": 500,
+    "vit": 500,
+    "captioner": 300,
+    "vqa": 200,
+    "yolo": 300,
+    "detr": 300,
+    "segmenter": 300,
+    "qnet": 1000,
+    "yolo26": 300,
+    "pose": 300,
+    "vlm": 200,
+}
 
 
 def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]:
@@ -65,6 +78,7 @@ def measure(name: str, n: int, seed: int) -> dict[str, Any]:
     from .recipes.pose import pose_quality
     from .recipes.qnet import qnet_quality
     from .recipes.segmenter import segmenter_quality
+    from .recipes.vlm import vlm_quality
     from .recipes.vqa import vqa_quality
 
     model, processor = load(name)
@@ -79,6 +93,7 @@ def measure(name: str, n: int, seed: int) -> dict[str, Any]:
         "qnet": lambda: qnet_quality(model, n, seed),
         "yolo26": lambda: yolo_quality(model, n, seed),
         "pose": lambda: pose_quality(model, n, seed),
+        "vlm": lambda: vlm_quality(model, processor, n, seed),
     }
     return measures[name]()
 

@@ -17,6 +17,7 @@ from .pose import train_pose
 from .qnet import train_qnet
 from .segmenter import train_segmenter
 from .vit import train_vit
+from .vlm import train_vlm
 from .vqa import train_vqa
 from .yolo import train_yolo
 from .yolo26 import train_yolo26
@@ -35,4 +36,5 @@ RECIPES: dict[str, Callable[..., None]] = {
     "detr": train_detr,
     "yolo26": train_yolo26,
     "pose": train_pose,
+    "vlm": train_vlm,
 }
