@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import GradientError, InputError
 from ..loading import load_model
 from ..metrics import faithfulness as faith
 from ..metrics.baselines import BASELINES, IMAGE_BASELINES
@@ -244,12 +244,17 @@ def _evaluate(
             row.add(faithfulness_values(maps, case, steps, road_percentages, case_seed(seed, case)), case)
 
     method_maps: dict[str, list[torch.Tensor]] = {}
+    empty: dict[str, int] = {}
     for method in methods:
         row = row_of(method)
         method_maps[method] = []
         for i, case in enumerate(tqdm(cases, desc=f"{task}: {method}", unit="case", disable=disable)):
             t0 = time.perf_counter()
-            maps = case.explain(model, method)
+            try:
+                maps = case.explain(model, method)
+            except GradientError:  # a saturated target: the method has nothing to show, scored as an empty map
+                maps = torch.zeros(len(case.items), *case.pixels.shape[-2:])
+                empty[method] = empty.get(method, 0) + 1
             row.seconds += time.perf_counter() - t0
             row.calls += 1
             method_maps[method].append(maps)
@@ -267,7 +272,7 @@ def _evaluate(
         for i, case in enumerate(cases):
             score(row, make(case.pixels, len(case.items)), case, i)
 
-    notes: list[str] = []
+    notes: list[str] = [f"{method}: {n} case(s) raised GradientError (all-zero gradients), scored as empty maps" for method, n in empty.items()]
     subset = [j for j, i in enumerate(index) if i < attribution_images] if attributions else []
     occlusion: list[torch.Tensor] = []
     if subset:
