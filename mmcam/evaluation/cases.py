@@ -200,8 +200,12 @@ def _segment(model, processor, sample, layers=None) -> list[Case]:
     keep = [k for k, c in enumerate(classes) if (sample.categories == c).any()]
     if not keep:
         return []
-    classes = [classes[k] for k in keep]
     regions = _fit(torch.stack([torch.as_tensor(first.regions[k]).float() for k in keep]), size) > 0.5
+    present = regions.flatten(1).any(1).tolist()  # a region too thin to survive at the input's size has nothing to explain
+    keep, regions = [k for k, ok in zip(keep, present) if ok], regions[torch.tensor(present, dtype=torch.bool)]
+    if not keep:
+        return []
+    classes = [classes[k] for k in keep]
     masks = torch.stack([_union(sample.masks, [i for i, cat in enumerate(sample.categories) if cat == c], size) for c in classes])
     others = torch.stack([_union(sample.masks, [i for i, cat in enumerate(sample.categories) if cat != c], size) for c in classes])
 

@@ -162,3 +162,20 @@ def test_cli_flags_reach_the_command(tmp_path):
     )
     text = (tmp_path / "evaluate-action.md").read_text()
     assert "--interventions --shift" in text and "int. top object" in text
+
+
+def test_all_zero_gradients_score_as_an_empty_map(monkeypatch):
+    from mmcam.errors import GradientError
+    from mmcam.evaluation import runner
+
+    real = runner.prepare
+
+    def prepare(*args, **kwargs):
+        cases = real(*args, **kwargs)
+        for case in cases[:1]:
+            case.explain = lambda m, method: (_ for _ in ()).throw(GradientError("all zero"))
+        return cases
+
+    monkeypatch.setattr(runner, "prepare", prepare)
+    ev = evaluate("action", "zoo:qnet", methods=("gradcam",), seed=2, **{**SMALL, "interventions": False})
+    assert ev.counts["gradcam"] == 3 and any("raised GradientError" in n for n in ev.notes)
