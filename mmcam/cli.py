@@ -258,6 +258,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 command=_evaluate_command(args, model, methods, attributions),
                 trust_pickle=args.trust_pickle,
+                interventions=args.interventions,
+                shift=args.shift,
                 shard=(dist.rank, dist.world_size) if dist.world_size > 1 else None,
             )
         )
@@ -286,6 +288,7 @@ def _evaluate_command(args: argparse.Namespace, model: str, methods: list[str], 
     parts += [f"--images {args.images}", f"--seed {args.seed}", f"--faithfulness-images {args.faithfulness_images}"]
     parts += [f"--attribution {','.join(attributions)} --attribution-images {args.attribution_images}"] if attributions else []
     parts += [f"--sanity-images {args.sanity_images}", f"--steps {args.steps}"] + ([f"--tolerance {args.tolerance}"] if args.tolerance is not None else [])
+    parts += ["--interventions"] * args.interventions + ["--shift"] * args.shift
     return " ".join(parts)
 
 

@@ -105,6 +105,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
     p.add_argument("--tolerance", type=int, help="pointing ±r tolerance in pixels (default: TorchRay's 15 px at 224, scaled to the input)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--interventions", action="store_true", help="also re-render each scene without each object (interventional ground truth)")
+    p.add_argument("--shift", action="store_true", help="shifted scenes: more, smaller objects, occluders, clutter (action: more walls)")
     p.add_argument("--out", default="out/evaluate")
     p.add_argument("--stem", help="output file stem (default evaluate-TASK)")
     p.set_defaults(fn=commands["evaluate"])

@@ -24,11 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from ..data import SHAPES
 from ..errors import InputError
+from .detection import detector_scoring, iou
+
+_iou = iou  # the matching rule, under its older name
 
 __all__ = ["Case", "TASKS", "prepare"]
 
@@ -49,6 +51,11 @@ class Case:
     explain: Callable[[nn.Module, str], torch.Tensor]  # (model, method) -> (K, H, W) maps, fixed targets
     explain_other: Callable[[nn.Module, str], torch.Tensor] | None = None  # a different target, (K, H, W)
     guided: Callable[[nn.Module], torch.Tensor] | None = None  # Guided Backprop maps (K, H, W)
+    # for the interventions (mmcam.evaluation.interventions): a photo -> the model input
+    # (C, H, W); every object's mask (M, H, W) in annotation order; per item, its objects
+    encode: Callable[[np.ndarray], torch.Tensor] | None = None
+    objects: torch.Tensor | None = None
+    referred: list[list[int]] | None = None
 
 
 def _fit(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -63,6 +70,17 @@ def _union(masks: np.ndarray, indices: list[int], size: tuple[int, int]) -> torc
     for i in indices:
         out |= torch.from_numpy(masks[i])
     return out
+
+
+def _objects(sample: Any, size: tuple[int, int]) -> torch.Tensor:
+    """Every annotated object's mask at the model input's size, (M, H, W) bool."""
+    return _fit(torch.from_numpy(sample.masks).float(), size) > 0.5
+
+
+def _encoder(processor: Any) -> Callable[[np.ndarray], torch.Tensor]:
+    from ..explain import prepare_image
+
+    return lambda photo: _pixels(prepare_image(photo, processor)[0])
 
 
 def _category(name: str) -> int | None:
@@ -115,54 +133,11 @@ def _classify(model, processor, sample, layers=None) -> list[Case]:
             explain=explain,
             explain_other=lambda m, method: explain(m, method, runner_up),
             guided=lambda m: _fit(GuidedBackprop(m)(x[None] if isinstance(inputs, torch.Tensor) else {"pixel_values": x[None]}, [c]).maps[0], size),
+            encode=_encoder(processor),
+            objects=_objects(sample, size),
+            referred=[hits],
         )
     ]
-
-
-def _iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _detector_scoring(model, processor, photo, indices, classes):
-    """``(x, probabilities)``: the model input of a scene the detector takes as it is, and
-    ``(N, C, H, W) -> (N, K)`` the probabilities of the explained candidates on copies of it —
-    YOLO: the fused copy the predictor runs (class probabilities after the box); DETR family:
-    the query's class probability as its post-processing scores it."""
-    from ..adapters import detr
-    from ..adapters import ultralytics as yolo
-
-    if detr.is_detr(model):
-        family = detr.DetrFamily(model, processor)
-    else:
-        family = yolo.YoloFamily(model)
-    prepared = family.prepare(Image.fromarray(photo))
-    if not prepared.frame.is_identity:
-        raise InputError(
-            f"the detect evaluation needs scenes the model takes as they are (got {prepared.frame.pipeline}); pass scenes at the model's input size"
-        )
-    if isinstance(family, detr.DetrFamily):
-        x = prepared.inputs["pixel_values"][0]
-
-        def probabilities(xs):
-            with detr.eval_mode(model):
-                logits = model(pixel_values=xs).logits
-            probs = logits.softmax(-1) if family.scoring == "softmax" else logits.sigmoid()
-            return probs[:, indices, classes]
-
-        return x, probabilities
-    x, inner = prepared.inputs[0], family.inner  # the fused copy the predictor runs
-    dtype = next(inner.parameters()).dtype
-
-    def probabilities(xs):
-        with yolo.eval_mode(inner):
-            y = inner(xs.to(dtype))[0].float()  # (N, 4 + nc, A): class probabilities after the box
-        return y[:, 4:][:, classes, indices]
-
-    return x, probabilities
 
 
 def _detect(model, processor, sample, layers=None) -> list[Case]:
@@ -176,8 +151,8 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
     keep, matched = [], []
     for k, box in enumerate(first.meta["boxes"]):
         if gt:
-            best = max(range(len(gt)), key=lambda i: _iou(box, gt[i]))
-            if _iou(box, gt[best]) >= 0.5:
+            best = max(range(len(gt)), key=lambda i: iou(box, gt[i]))
+            if iou(box, gt[best]) >= 0.5:
                 keep.append(k)
                 matched.append(best)
     if not keep:
@@ -186,7 +161,7 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
     masks = _fit(torch.from_numpy(sample.masks).float(), size) > 0.5
     indices = [first.meta["raw_indices"][k] for k in keep]
     classes = [first.meta["class_ids"][k] for k in keep]
-    x, probabilities = _detector_scoring(model, processor, first.image, indices, classes)
+    x, probabilities, encode = detector_scoring(model, processor, first.image, indices, classes)
 
     def explain(m, method):
         return _fit(explain_detections(m, image, processor=processor, method=method, layers=layers, candidates=(indices, classes)).maps, size)
@@ -202,6 +177,9 @@ def _detect(model, processor, sample, layers=None) -> list[Case]:
             ),
             probabilities=probabilities,
             explain=explain,
+            encode=encode,
+            objects=masks,
+            referred=[[i] for i in matched],
         )
     ]
 
@@ -222,8 +200,12 @@ def _segment(model, processor, sample, layers=None) -> list[Case]:
     keep = [k for k, c in enumerate(classes) if (sample.categories == c).any()]
     if not keep:
         return []
-    classes = [classes[k] for k in keep]
     regions = _fit(torch.stack([torch.as_tensor(first.regions[k]).float() for k in keep]), size) > 0.5
+    present = regions.flatten(1).any(1).tolist()  # a region too thin to survive at the input's size has nothing to explain
+    keep, regions = [k for k, ok in zip(keep, present) if ok], regions[torch.tensor(present, dtype=torch.bool)]
+    if not keep:
+        return []
+    classes = [classes[k] for k in keep]
     masks = torch.stack([_union(sample.masks, [i for i, cat in enumerate(sample.categories) if cat == c], size) for c in classes])
     others = torch.stack([_union(sample.masks, [i for i, cat in enumerate(sample.categories) if cat != c], size) for c in classes])
 
@@ -240,7 +222,23 @@ def _segment(model, processor, sample, layers=None) -> list[Case]:
         ]
         return _fit(torch.stack(maps), size)
 
-    return [Case(str(sample.image_id), [first.items[k] for k in keep], x, masks, others, probabilities, explain)]
+    referred = [[i for i, cat in enumerate(sample.categories) if cat == c] for c in classes]
+    return [
+        Case(
+            str(sample.image_id),
+            [first.items[k] for k in keep],
+            x,
+            masks,
+            others,
+            probabilities,
+            explain,
+            None,
+            None,
+            _encoder(processor),
+            _objects(sample, size),
+            referred,
+        )
+    ]
 
 
 def _caption(model, processor, sample, layers=None) -> list[Case]:
@@ -273,7 +271,23 @@ def _caption(model, processor, sample, layers=None) -> list[Case]:
 
     masks = torch.stack([_union(sample.masks, sample.word_links[k], size) for k in keep])
     others = torch.stack([_union(sample.masks, [i for i in range(n) if i not in sample.word_links[k]], size) for k in keep])
-    return [Case(str(sample.image_id), [first.items[k] for k in keep], x, masks, others, probabilities, explain)]
+    referred = [list(sample.word_links[k]) for k in keep]
+    return [
+        Case(
+            str(sample.image_id),
+            [first.items[k] for k in keep],
+            x,
+            masks,
+            others,
+            probabilities,
+            explain,
+            None,
+            None,
+            _encoder(processor),
+            _objects(sample, size),
+            referred,
+        )
+    ]
 
 
 def _vqa(model, processor, sample, layers=None) -> list[Case]:
@@ -315,6 +329,9 @@ def _vqa(model, processor, sample, layers=None) -> list[Case]:
                 probabilities,
                 explain,
                 explain_other=(lambda m, method, explain=explain, other=other: explain(m, method, ans=other)) if other else None,
+                encode=lambda photo, q=qa.question: processor(images=photo, text=q, return_tensors="pt")["pixel_values"][0],
+                objects=_objects(sample, size),
+                referred=[list(qa.object_ids)],
             )
         )
     return cases

@@ -10,12 +10,13 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import GradientError, InputError
 from ..loading import load_model
 from ..metrics import faithfulness as faith
-from ..metrics.baselines import BASELINES
+from ..metrics.baselines import BASELINES, IMAGE_BASELINES
 from ..metrics.sanity import cascading_randomization, spearman
 from .cases import TASKS, Case, prepare
+from .interventions import SHIFT, grid_effects, map_values, scene_effects
 from .scoring import Row, case_seed, faithfulness_values, guided_gradcam, localization_values, sanity_entry
 from .table import Evaluation, counts, means
 
@@ -29,22 +30,33 @@ FRESH_SEEDS = 10**9
 ZOO_MODEL = {"classify": "classifier", "detect": "yolo", "segment": "segmenter", "caption": "captioner", "vqa": "vqa", "action": "qnet"}
 
 
-def _samples(task: str, dataset: "str | Path | None", image_dir: "str | Path | None", n: int, seed: int, workdir: Path) -> list[Any]:
+def _samples(task: str, dataset, image_dir, n: int, seed: int, workdir: Path, shift: bool = False) -> tuple[list[Any], list[Any]]:
+    """The samples, and beside each its generated source ``(Scene, SceneConfig)`` (the
+    ``GridState`` itself for ``action``; ``None`` for a user's dataset)."""
     if task == "action":
         if dataset is not None:
             raise InputError("the action task runs on generated gridworld states; leave out --dataset")
-        from ..data import generate_grids
+        from ..data import GridConfig, generate_grids
 
-        return generate_grids(n, FRESH_SEEDS + seed)
+        grids = generate_grids(n, FRESH_SEEDS + seed, GridConfig(n_walls=14) if shift else GridConfig())
+        return grids, grids
     from ..data import load_coco
 
-    if dataset is None:
-        from ..data import SceneConfig, generate_scenes, write_coco
+    if dataset is not None:
+        loaded = load_coco(dataset, image_dir)[:n]
+        return loaded, [None] * len(loaded)
+    from ..data import SceneConfig, generate_scenes, write_coco
 
+    if shift:  # one shifted distribution (seeds offset so no scene repeats an in-distribution one)
+        configs = [(SHIFT, generate_scenes(n, 2 * FRESH_SEEDS + seed, SHIFT))]
+    else:
         backgrounds = ("plain", "textured", "cluttered")
-        scenes = [s for i, b in enumerate(backgrounds) for s in generate_scenes(n // 3 + (i < n % 3), FRESH_SEEDS + seed * 3 + i, SceneConfig(background=b))]
-        dataset = write_coco(scenes, workdir, name=f"scenes-seed{seed}")
-    return load_coco(dataset, image_dir)[:n]
+        configs = [
+            (c, generate_scenes(n // 3 + (i < n % 3), FRESH_SEEDS + seed * 3 + i, c)) for i, c in enumerate(SceneConfig(background=b) for b in backgrounds)
+        ]
+    sources = [(scene, c) for c, scenes in configs for scene in scenes]
+    path = write_coco([scene for scene, _ in sources], workdir, name=f"scenes-seed{seed}")
+    return load_coco(path, image_dir)[:n], sources[:n]
 
 
 def _load(task: str, model: Any, processor: Any, trust_pickle: bool) -> tuple[Any, Any, str]:
@@ -80,6 +92,8 @@ def evaluate(
     progress: bool | None = None,
     command: str = "",
     trust_pickle: bool = False,
+    interventions: bool = False,
+    shift: bool = False,
 ) -> Evaluation:
     """Evaluate ``methods`` on ``task`` (see the module docstring); deterministic from ``seed``.
 
@@ -101,6 +115,13 @@ def evaluate(
     ``threads``: torch CPU threads for the call (restored after; on a
     busy machine 1 is several times faster than oversubscribed cores). ``shard=(rank, world)``:
     evaluate only cases ``rank::world`` — combine the shards with :meth:`Evaluation.merge`.
+
+    ``interventions``: also the interventional ground truth on generated scenes (see
+    :mod:`mmcam.evaluation.interventions`: each object removed, only the referred object kept,
+    a distractor added; for ``action``, each cell changed) — the ``int_*`` columns per map,
+    and a ``model: interventions`` row. ``shift``: evaluate on :data:`SHIFT` scenes instead
+    (2–4 objects of radius 5–8, an occluding bar, 8 clutter blobs on a cluttered background;
+    for ``action`` grids with 14 walls instead of 8).
     """
     from tqdm.auto import tqdm
 
@@ -152,6 +173,8 @@ def evaluate(
                 command,
                 tqdm,
                 trust_pickle,
+                interventions,
+                shift,
             )
     finally:
         torch.set_num_threads(previous_threads)
@@ -179,11 +202,15 @@ def _evaluate(
     command,
     tqdm,
     trust_pickle,
+    interventions=False,
+    shift=False,
 ) -> Evaluation:
     start = time.perf_counter()
     model, processor, model_name = _load(task, model, processor, trust_pickle)
     with tempfile.TemporaryDirectory(prefix="mmcam-eval-") as tmp:
-        samples = _samples(task, dataset, image_dir, images, seed, Path(tmp))
+        samples, sources = _samples(task, dataset, image_dir, images, seed, Path(tmp), shift)
+        if interventions and any(s is None for s in sources):
+            raise InputError("interventions need the generated scenes (they are re-rendered); leave out --dataset")
         positions = list(range(len(samples)))[shard[0] :: shard[1]] if shard is not None else list(range(len(samples)))
         samples = [samples[i] for i in positions]
         cases: list[Case] = []
@@ -201,20 +228,36 @@ def _evaluate(
     def row_of(name: str) -> Row:
         return rows.setdefault(name, Row(name, records))
 
+    effects = []
+    if interventions:
+        model_row = row_of("model: interventions")
+        for i, case in enumerate(tqdm(cases, desc=f"{task}: interventions", unit="case", disable=disable)):
+            source = sources[index[i]]
+            e = grid_effects(model, case, source) if task == "action" else scene_effects(case, *source, seed=case_seed(seed, case))
+            model_row.add(e.model_values(), case)
+            effects.append(e)
+
     # the costlier parts run on the cases of the first N samples of the whole dataset, and every
     # random draw is seeded by the case's position there: shards add up to the unsharded run
     def score(row: Row, maps: torch.Tensor, case: Case, i: int, faithful: bool = True) -> None:
         row.add(localization_values(maps, case, tolerance), case)
+        if effects:
+            row.add(map_values(maps, case, effects[i]), case)
         if faithful and index[i] < faithfulness_images:
             row.add(faithfulness_values(maps, case, steps, road_percentages, case_seed(seed, case)), case)
 
     method_maps: dict[str, list[torch.Tensor]] = {}
+    empty: dict[str, int] = {}
     for method in methods:
         row = row_of(method)
         method_maps[method] = []
         for i, case in enumerate(tqdm(cases, desc=f"{task}: {method}", unit="case", disable=disable)):
             t0 = time.perf_counter()
-            maps = case.explain(model, method)
+            try:
+                maps = case.explain(model, method)
+            except GradientError:  # a saturated target: the method has nothing to show, scored as an empty map
+                maps = torch.zeros(len(case.items), *case.pixels.shape[-2:])
+                empty[method] = empty.get(method, 0) + 1
             row.seconds += time.perf_counter() - t0
             row.calls += 1
             method_maps[method].append(maps)
@@ -227,8 +270,12 @@ def _evaluate(
             maps = make(k, h, w, case_seed(seed, case)) if name == "random" else make(k, h, w)
             # a constant map has no order: its deletion/ROAD curves would only follow row-major order
             score(row, maps, case, i, faithful=name != "uniform")
+    for name, make in IMAGE_BASELINES.items():
+        row = row_of(f"baseline: {name}")
+        for i, case in enumerate(cases):
+            score(row, make(case.pixels, len(case.items)), case, i)
 
-    notes: list[str] = []
+    notes: list[str] = [f"{method}: {n} case(s) raised GradientError (all-zero gradients), scored as empty maps" for method, n in empty.items()]
     subset = [j for j, i in enumerate(index) if i < attribution_images] if attributions else []
     occlusion: list[torch.Tensor] = []
     if subset:
@@ -302,6 +349,8 @@ def _evaluate(
         "shard": list(shard) if shard else None,
         "threads": torch.get_num_threads(),
         "command": command,
+        "interventions": interventions,
+        "distribution": "shift" if shift else "in-distribution",
     }
     return Evaluation(
         task=task,

@@ -31,6 +31,10 @@ def localization_values(maps: torch.Tensor, case: Case, tolerance: int | None) -
         "rank_acc": rank_accuracy(maps, case.masks).tolist(),
         "auroc": pixel_auroc(maps, case.masks).tolist(),
     }
+    # CLEVR-XAI (Arras et al. 2022): mass and rank accuracy on the referred object vs on all objects
+    every = case.masks | case.others
+    values["mass_all"] = relevance_mass(maps, every).tolist()
+    values["rank_all"] = rank_accuracy(maps, every).tolist()
     has_others = case.others.flatten(1).any(1)
     others = relevance_mass(maps, case.others)
     values["others_mass"] = [float(v) if ok else math.nan for v, ok in zip(others, has_others)]

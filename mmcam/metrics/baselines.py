@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .localization import pixel_auroc, pointing_game, rank_accuracy, relevance_mass, relevance_mass_ratio
 
-__all__ = ["centre_gaussian", "uniform", "random_maps", "BASELINES", "localization_table"]
+__all__ = ["centre_gaussian", "uniform", "random_maps", "sobel_edges", "BASELINES", "IMAGE_BASELINES", "localization_table"]
 
 
 def centre_gaussian(n: int, h: int, w: int, sigma: float = 0.25) -> torch.Tensor:
@@ -28,7 +29,22 @@ def random_maps(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, h, w, generator=torch.Generator().manual_seed(seed))
 
 
+def sobel_edges(image: torch.Tensor, n: int = 1) -> torch.Tensor:
+    """An edge detector as a map (the "edge detector" baseline of Adebayo et al. 2018,
+    https://arxiv.org/abs/1810.03292): the Sobel gradient magnitude of the image ``(C, H, W)``
+    summed over channels, ``Σ_c sqrt(G_x² + G_y²)`` with ``G_x = [[-1,0,1],[-2,0,2],[-1,0,1]] * I_c``
+    and ``G_y = G_xᵀ * I_c`` (edges replicated at the border), repeated for ``n`` items."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    kernels = torch.stack([kx, kx.T])[:, None]  # (2, 1, 3, 3)
+    x = image.detach().float()[:, None]  # (C, 1, H, W): each channel on its own
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernels)  # (C, 2, H, W)
+    edges = g.pow(2).sum(1).sqrt().sum(0)
+    return edges.expand(n, *edges.shape).clone()
+
+
 BASELINES: dict[str, Callable[[int, int, int], torch.Tensor]] = {"centre": centre_gaussian, "uniform": uniform, "random": random_maps}
+#: Baselines made from the input itself: ``make(pixels (C, H, W), n) -> (n, H, W)``.
+IMAGE_BASELINES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"sobel": sobel_edges}
 METRICS = {
     "pointing": pointing_game,
     "mass": relevance_mass,

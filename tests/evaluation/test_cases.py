@@ -31,7 +31,15 @@ def _check(case):
 
 
 def _cases(task, model, processor, samples):
-    cases = [c for s in samples for c in prepare(task, model, processor, s)]
+    cases = []
+    for sample in samples:
+        for c in prepare(task, model, processor, sample):
+            # what the interventions need: the photo encodes to the same input, every object's
+            # mask in annotation order, and the referred objects' union is the item's mask
+            assert torch.equal(c.encode(sample.load_image()), c.pixels)
+            assert c.objects.shape == (len(sample.masks), *c.pixels.shape[-2:])
+            assert all(torch.equal(c.objects[r].any(0), m) for r, m in zip(c.referred, c.masks))
+            cases.append(c)
     assert cases, f"no {task} case with ground truth in the sample"
     for c in cases:
         c.explain_model = lambda case, m=model: case.explain(m, "gradcam")
