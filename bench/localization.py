@@ -137,7 +137,7 @@ def _vqa(scenes, method, name="vqa"):
 
 
 DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults
-DEFAULTS.update({"yolo26": "layercam", "yolo26-e2e": "layercam", "pose": "layercam"})
+DEFAULTS.update({"yolo26": "layercam", "yolo26-e2e": "layercam", "pose": "layercam", "vlm-vqa": "layercam", "vlm-caption": "layercam"})
 TASKS = {
     "classifier": _classify,
     "segmenter": _segment,

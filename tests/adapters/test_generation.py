@@ -61,7 +61,7 @@ def test_k_words_at_once_equal_one_at_a_time(tiny):
     layout = LlavaLayout(model)
     reshape = layout.reshape(layout.image_tokens(inputs))
     positions = [t - 1 + i for i in range(4)]
-    cam = mmcam.CAM(model, exp.layers, reshape=reshape)
+    cam = mmcam.CAM(model, exp.layers, method=exp.method, reshape=reshape)
     together = cam(forced, [CaptionTokens(positions, answer, [[0], [1, 2], [3]])])
     for k, group in enumerate([[0], [1, 2], [3]]):
         alone = cam(forced, [CaptionTokens(positions, answer, [group])])

@@ -69,7 +69,7 @@ def test_k_words_at_once_equal_one_at_a_time(tiny):
         "attention_mask": torch.ones_like(ids),
         "mm_token_type_ids": torch.cat([prepared.inputs["mm_token_type_ids"], torch.zeros(1, 2, dtype=torch.long)], 1),
     }
-    cam = mmcam.CAM(model, "model.visual.merger", reshape=layout.reshape(tokens))
+    cam = mmcam.CAM(model, "model.visual.merger", method=exp.method, reshape=layout.reshape(tokens))
     positions = [t - 1, t, t + 1]
     together = cam(forced, [CaptionTokens(positions, answer)], input_size=tokens.input_size)
     assert together.raw.shape == (1, 3, 3, 4)

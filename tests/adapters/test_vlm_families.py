@@ -105,7 +105,7 @@ def test_k_words_at_once_equal_one_at_a_time(family, bus):
         if key in prepared.inputs:  # the answer is text; PaliGemma's text after the prompt is its causal suffix (1)
             fill = 1 if name == "paligemma" else 0
             forced[key] = torch.cat([prepared.inputs[key], torch.full((1, 2), fill, dtype=torch.long)], 1)
-    cam = mmcam.CAM(model, exp.layers, reshape=layout.reshape(tokens))
+    cam = mmcam.CAM(model, exp.layers, method=exp.method, reshape=layout.reshape(tokens))
     positions = [t - 1, t, t + 1]
     together = cam(forced, [CaptionTokens(positions, answer)], input_size=tokens.input_size)
     for k in range(3):
