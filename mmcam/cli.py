@@ -209,6 +209,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         method=args.method,
         layers=args.layer or None,
         question=args.question,
+        text=args.text,
         topk=args.topk,
         conf=args.conf,
         weights=args.weights,

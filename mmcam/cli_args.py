@@ -81,6 +81,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     _model_arguments(p)
     p.add_argument("--conf", type=_probability, help="detect: confidence threshold (default: the detector's own, 0.25 for YOLO)")
     p.add_argument("--question", help="vqa: the question asked of every image")
+    p.add_argument("--text", nargs="+", help="detect, open-vocabulary detectors: the queries asked of every image, e.g. --text 'a person' 'a bus'")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward (classify, segment, action, detect on YOLO; caption/vqa go image by image)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images, per process")

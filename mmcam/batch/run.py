@@ -64,6 +64,7 @@ def run_batch(
     method: str | None = None,
     layers: Any = None,
     question: str | None = None,
+    text: "list[str] | None" = None,
     topk: int = 1,
     conf: float | None = None,
     weights: str | None = None,
@@ -78,7 +79,8 @@ def run_batch(
     ``source``: a COCO annotation ``.json`` (images in ``image_dir``, default ``images/``
     beside ``annotations/``) or a folder of images. ``model_spec``: what ``mmcam explain
     --model`` takes (``zoo:NAME``, an HF directory, a YOLO ``.pt``, a torchvision name with
-    ``weights``) or a ``(model, processor)`` pair; ``trust_pickle`` as for
+    ``weights``) or a ``(model, processor)`` pair; ``text``: an open-vocabulary detector's
+    queries (``detect`` with OWL-ViT / OWLv2 / Grounding DINO), asked of every image; ``trust_pickle`` as for
     :func:`mmcam.loading.load_model` (default: pickled model files are refused).
 
     How it runs:
@@ -119,6 +121,7 @@ def run_batch(
         "method": method,
         "layers": layers,
         "question": question,
+        "text": text,
         "topk": topk,
         "conf": conf,
         "source": str(Path(source).resolve()),
@@ -143,7 +146,7 @@ def run_batch(
             pending = [s for s in mine if not store.is_done(out, s)]
             if pending:
                 model, processor = _load(model_spec, weights, task, device, trust_pickle)
-                engine = build_task(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, device=device)
+                engine = build_task(task, model, processor, method=method, layers=layers, topk=topk, conf=conf, question=question, text=text, device=device)
             explain_start = time.perf_counter()
             if pending:
                 _explain_shards(engine, records, pending, shard_size, batch_size, num_workers, out, dist, progress)

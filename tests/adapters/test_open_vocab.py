@@ -216,7 +216,8 @@ def test_bad_text_queries():
 
 def test_cli_explain_detect_with_text(tmp_path):
     """``mmcam explain --task detect --text ...`` on a saved OWL-ViT directory (loaded offline as a
-    zero-shot detector): the boxes of the processor, labelled by the queries."""
+    zero-shot detector): the boxes of the processor, labelled by the queries; ``mmcam batch`` with
+    the same ``--text`` on a folder (two photos in one forward) keeps the same boxes."""
     import json
 
     from PIL import Image
@@ -250,3 +251,13 @@ def test_cli_explain_detect_with_text(tmp_path):
     assert saved["labels"] == theirs["text_labels"] and len(saved["items"]) == 2
     torch.testing.assert_close(torch.tensor(saved["boxes"]), theirs["boxes"], atol=0.006, rtol=0)
     assert saved["queries"] == TEXT and len(saved["text_evidence"]) == 2
+    batch_out = tmp_path / "batch"
+    Image.fromarray(photo("bus")).save(tmp_path / "bus.png")
+    (tmp_path / "imgs").mkdir()
+    for name in ("zidane.png", "bus.png"):
+        (tmp_path / "imgs" / name).write_bytes((tmp_path / name).read_bytes())
+    batch = ["batch", str(tmp_path / "imgs"), "--task", "detect", "--model", str(tmp_path / "owl"), "--text", *TEXT]
+    assert cli.main([*batch, "--conf", str(conf), "--workers", "0", "--out", str(batch_out)]) == 0  # two photos in one forward
+    rows = [r for r in map(json.loads, (batch_out / "index.jsonl").read_text().splitlines()) if Path(r["file"]).name == "zidane.png"]
+    assert [r["status"] for r in rows] == ["ok", "ok"] and [r["label"].rsplit(" ", 1)[0] for r in rows] == theirs["text_labels"]
+    torch.testing.assert_close(torch.tensor([r["box"] for r in rows]), theirs["boxes"], atol=0.006, rtol=0)
