@@ -260,21 +260,24 @@ def _rss_kb(field: str) -> int:
 
 
 def peak_child(name: str, column: str) -> None:
-    """In a fresh process: the rise of peak RSS (MB) during one call of ``column``."""
+    """In a fresh process, one call of ``column`` after a warm-up: the process's peak RSS
+    during it (``hwm_mb``: model, libraries and the call's own memory) and its rise over the
+    RSS before it (``peak_mb``)."""
     row, _ = build(name)
     row[column]()  # warm-up, as in the timings
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     base = _rss_kb("VmRSS")
     row[column]()
-    print(json.dumps({"peak_mb": (_rss_kb("VmHWM") - base) / 1024}))
+    hwm = _rss_kb("VmHWM")
+    print(json.dumps({"peak_mb": (hwm - base) / 1024, "hwm_mb": hwm / 1024}))
 
 
-def peak(name: str, column: str) -> float | None:
+def peak(name: str, column: str) -> dict[str, float] | None:
     cmd = [sys.executable, "-m", "bench.real_sizes", "--peak", name, column]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1])["peak_mb"] if lines else None
+    return json.loads(lines[-1]) if lines else None
 
 
 def main() -> None:
@@ -293,9 +296,13 @@ def main() -> None:
     ks, rounds, memory = ([10], 3, False) if args.quick else ([1, 10, 30], args.rounds, not args.no_memory)
     ks = [int(k) for k in args.ks.split(",")] if args.ks else ks
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
-    print("| case | items | inference | mmcam | ratio | pytorch-grad-cam loop | mmcam speed-up | peak MB (inference / mmcam) |")
+    print("| case | items | inference | mmcam | ratio | pytorch-grad-cam loop | mmcam speed-up | peak RSS MB, rise (inference / mmcam) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, make in rows(set(args.only.split(",")), ks, args.pgc_max, tuple(args.photos.split(","))):
+        if rounds == 0:  # --rounds 0: peak memory only
+            inf, cam = peak(name, "inference"), peak(name, "mmcam")
+            print(f"| {name} | peak RSS MB (rise) inference {inf} / mmcam {cam} |", flush=True)
+            continue
         try:
             row, what = make()
             t = timed(row, rounds)
@@ -311,7 +318,9 @@ def main() -> None:
         mem = ""
         if memory:
             inf, cam = peak(name, "inference"), peak(name, "mmcam")
-            mem = f"{inf:.0f} / {cam:.0f}" if inf is not None and cam is not None else "n/a"
+            mem = "n/a"
+            if inf is not None and cam is not None:  # peak RSS (its rise during the call)
+                mem = f"{inf['hwm_mb']:.0f} ({inf['peak_mb']:+.0f}) / {cam['hwm_mb']:.0f} ({cam['peak_mb']:+.0f}) = {cam['hwm_mb'] / inf['hwm_mb']:.2f}x"
         print(
             f"| {name} | {what} | {t['inference'] * 1e3:.0f} ms | {t['mmcam'] * 1e3:.0f} ms | "
             f"{t['mmcam'] / t['inference']:.2f}x | {loop_ms} | {speedup} | {mem} |",
