@@ -1,6 +1,6 @@
 """Every box and every word at real model sizes, beside the model's own inference call.
 
-    python -m bench.real_sizes [--quick] [--rounds 5] [--only yolo,caption,resnet] [--no-memory]
+    python -m bench.real_sizes [--quick] [--rounds 5] [--only yolo,caption,resnet,detr,rtdetr,vilt,blip] [--ks 1,10,30] [--no-memory]
 
 Random-init models built from their configs / yamls at the sizes people run (weights do not
 change the cost; nothing is downloaded), on the ultralytics photos:
@@ -14,12 +14,15 @@ change the cost; nothing is downloaded), on the ultralytics photos:
   the default layer and ``gae`` for every word of the teacher-forced caption, beside
   ``generate()`` of the same 12 tokens;
 * **ResNet-50 classifier at 224**: K classes from one forward, beside a no-grad forward and
-  pytorch-grad-cam's per-class loop.
+  pytorch-grad-cam's per-class loop;
+* **DETR-R50 at 800, RT-DETR-R50 at 640, ViLT-B/32 at 384, BLIP-base at 384**: see
+  :mod:`bench.real_sizes_hf`.
 
 K = 1, 10, 30 items (``--quick``: K = 10 only, 3 rounds, no memory). Each round runs every
 column of a row once, rounds interleaved, and the median is printed with its ratio to the
 inference column. Peak memory: each column once in a fresh subprocess, as the rise of the
-resident set's high-water mark over the resident set after setup (``/proc/self/clear_refs``).
+resident set's high-water mark (``VmHWM``, what ``getrusage`` reports as ``ru_maxrss``) over
+the resident set after setup and one warm-up call (``/proc/self/clear_refs`` resets it).
 The load average before and after is printed: other work on the machine slows every column.
 """
 
@@ -38,6 +41,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from PIL import Image
+
+from bench import real_sizes_hf as hf
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,12 +82,14 @@ def yolo_row(spec: str, k: int, pgc: bool = True) -> tuple[Row, str]:
     conf = _yolo_conf(yolo, bgr, k)
     task = DetectionTask(yolo, conf=conf, max_boxes=k)
     exp = task(photo)
-    before = DetectionTask(yolo, conf=conf, max_boxes=k)
-    before.family.local_head = False  # the dense logits: every box's backward runs all three class branches
+    head = len(yolo.model.model) - 1  # candidate layers measured beside the default (docs/speed.md)
+    neck = DetectionTask(yolo, conf=conf, max_boxes=k, layers=[f"model.{i}" for i in yolo.model.model[-1].f])
+    branches = DetectionTask(yolo, conf=conf, max_boxes=k, layers=[f"model.{head}.cv3.{s}.0" for s in range(3)])
     row: Row = {
         "inference": lambda: yolo.predict(bgr, conf=conf, max_det=k, verbose=False),
         "mmcam": lambda: task(photo),
-        "mmcam, dense head (before)": lambda: before(photo),
+        "neck only": lambda: neck(photo),
+        "cv3.s.0": lambda: branches(photo),
     }
     if pgc:
         family = task.family
@@ -194,11 +201,11 @@ def resnet_row(k: int) -> tuple[Row, str]:
 # -- table ------------------------------------------------------------------------------
 
 
-def rows(only: set[str], ks: list[int], pgc_max: int) -> list[tuple[str, Callable[[], tuple[Row, str]]]]:
+def rows(only: set[str], ks: list[int], pgc_max: int, photos: tuple[str, ...] = ("bus.jpg", "zidane.jpg")) -> list[tuple[str, Callable[[], tuple[Row, str]]]]:
     out: list[tuple[str, Callable[[], tuple[Row, str]]]] = []
     if "yolo" in only:
         for weights in ("yolov8n.yaml", "yolo11n.yaml"):
-            for photo in ("bus.jpg", "zidane.jpg"):
+            for photo in photos:
                 for k in ks:
                     spec = f"{weights}@{photo}"
                     out.append((f"yolo:{spec}:{k}", lambda s=spec, k=k: yolo_row(s, k, pgc=k <= pgc_max)))
@@ -208,6 +215,15 @@ def rows(only: set[str], ks: list[int], pgc_max: int) -> list[tuple[str, Callabl
     if "resnet" in only:
         for k in ks:
             out.append((f"resnet:{k}", lambda k=k: resnet_row(k)))
+    for kind in ("detr", "rtdetr"):
+        if kind in only:
+            for k in ks:
+                out.append((f"{kind}:{k}", lambda kind=kind, k=k: hf.detr_row(kind, k, _photo("bus.jpg"), pgc=k <= pgc_max)))
+    if "vilt" in only:
+        for method in ("gae", "gradcam"):
+            out.append((f"vilt:{method}", lambda m=method: hf.vilt_row(m, _photo("bus.jpg"))))
+    if "blip" in only:
+        out.append(("blip:gradcam", lambda: hf.blip_row("gradcam", _photo("bus.jpg"))))
     return out
 
 
@@ -217,6 +233,12 @@ def build(name: str) -> tuple[Row, str]:
         return yolo_row(rest[0], int(rest[1]))
     if kind == "caption":
         return caption_row(rest[0], int(rest[1]))
+    if kind in ("detr", "rtdetr"):
+        return hf.detr_row(kind, int(rest[0]), _photo("bus.jpg"), pgc=False)
+    if kind == "vilt":
+        return hf.vilt_row(rest[0], _photo("bus.jpg"))
+    if kind == "blip":
+        return hf.blip_row(rest[0], _photo("bus.jpg"))
     return resnet_row(int(rest[0]))
 
 
@@ -238,28 +260,33 @@ def _rss_kb(field: str) -> int:
 
 
 def peak_child(name: str, column: str) -> None:
-    """In a fresh process: the rise of peak RSS (MB) during one call of ``column``."""
+    """In a fresh process, one call of ``column`` after a warm-up: the process's peak RSS
+    during it (``hwm_mb``: model, libraries and the call's own memory) and its rise over the
+    RSS before it (``peak_mb``)."""
     row, _ = build(name)
     row[column]()  # warm-up, as in the timings
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
     base = _rss_kb("VmRSS")
     row[column]()
-    print(json.dumps({"peak_mb": (_rss_kb("VmHWM") - base) / 1024}))
+    hwm = _rss_kb("VmHWM")
+    print(json.dumps({"peak_mb": (hwm - base) / 1024, "hwm_mb": hwm / 1024}))
 
 
-def peak(name: str, column: str) -> float | None:
+def peak(name: str, column: str) -> dict[str, float] | None:
     cmd = [sys.executable, "-m", "bench.real_sizes", "--peak", name, column]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1])["peak_mb"] if lines else None
+    return json.loads(lines[-1]) if lines else None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="K = 10 only, 3 rounds, no memory")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="yolo,caption,resnet")
+    parser.add_argument("--only", default="yolo,caption,resnet,detr,rtdetr,vilt,blip", help="rows: yolo, caption, resnet, detr, rtdetr, vilt, blip")
+    parser.add_argument("--photos", default="bus.jpg,zidane.jpg", help="the YOLO rows' ultralytics photos")
+    parser.add_argument("--ks", default=None, help="comma-separated K (default 1,10,30; --quick: 10)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--pgc-max", type=int, default=10, help="run pytorch-grad-cam's loop up to this K")
     parser.add_argument("--peak", nargs=2, metavar=("ROW", "COLUMN"), help=argparse.SUPPRESS)
@@ -267,21 +294,33 @@ def main() -> None:
     if args.peak:
         return peak_child(*args.peak)
     ks, rounds, memory = ([10], 3, False) if args.quick else ([1, 10, 30], args.rounds, not args.no_memory)
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else ks
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
-    print("| case | items | inference | mmcam | ratio | pytorch-grad-cam loop | mmcam speed-up | peak MB (inference / mmcam) |")
+    print("| case | items | inference | mmcam | ratio | pytorch-grad-cam loop | mmcam speed-up | peak RSS MB, rise (inference / mmcam) |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, make in rows(set(args.only.split(",")), ks, args.pgc_max):
-        row, what = make()
-        t = timed(row, rounds)
+    for name, make in rows(set(args.only.split(",")), ks, args.pgc_max, tuple(args.photos.split(","))):
+        if rounds == 0:  # --rounds 0: peak memory only
+            inf, cam = peak(name, "inference"), peak(name, "mmcam")
+            print(f"| {name} | peak RSS MB (rise) inference {inf} / mmcam {cam} |", flush=True)
+            continue
+        try:
+            row, what = make()
+            t = timed(row, rounds)
+        except Exception as error:  # one failing row does not end a long run
+            print(f"| {name} | failed: {type(error).__name__}: {error} |", flush=True)
+            continue
         loop = t.get("pytorch-grad-cam loop")
-        dense = t.get("mmcam, dense head (before)")
-        what += "" if dense is None else f"; dense head {dense * 1e3:.0f} ms ({dense / t['inference']:.2f}x)"
+        for column in ("neck only", "cv3.s.0"):  # YOLO's candidate default layers
+            if column in t:
+                what += f"; layers {column}: {t[column] * 1e3:.0f} ms ({t[column] / t['inference']:.2f}x)"
         loop_ms = "" if loop is None else f"{loop * 1e3:.0f} ms"
         speedup = "" if loop is None else f"{loop / t['mmcam']:.1f}x"
         mem = ""
         if memory:
             inf, cam = peak(name, "inference"), peak(name, "mmcam")
-            mem = f"{inf:.0f} / {cam:.0f}" if inf is not None and cam is not None else "n/a"
+            mem = "n/a"
+            if inf is not None and cam is not None:  # peak RSS (its rise during the call)
+                mem = f"{inf['hwm_mb']:.0f} ({inf['peak_mb']:+.0f}) / {cam['hwm_mb']:.0f} ({cam['peak_mb']:+.0f}) = {cam['hwm_mb'] / inf['hwm_mb']:.2f}x"
         print(
             f"| {name} | {what} | {t['inference'] * 1e3:.0f} ms | {t['mmcam'] * 1e3:.0f} ms | "
             f"{t['mmcam'] / t['inference']:.2f}x | {loop_ms} | {speedup} | {mem} |",

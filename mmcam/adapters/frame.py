@@ -65,7 +65,9 @@ class Frame:
             return sampled
         low = sampled.flatten(1).amin(1)[:, None, None]
         high = sampled.flatten(1).amax(1)[:, None, None]
-        return torch.where(high > low, (sampled - low) / (high - low).clamp(min=1e-12), torch.zeros_like(sampled))
+        # torch.where(high > low, (sampled - low) / (high - low), 0) without a photo-sized select
+        scaled = (sampled - low).div_((high - low).clamp(min=1e-12))
+        return scaled.masked_fill_(~(high > low), 0.0)
 
     def logits_to_photo(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, C, h', w')`` class logits over the input → ``(B, C, H, W)`` over the photo (bilinear)."""

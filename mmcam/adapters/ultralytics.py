@@ -146,6 +146,19 @@ def default_layers(inner: nn.Module) -> list[str]:
     return ([fine] if fine else []) + neck_layers(inner)
 
 
+def _inside(head: nn.Module, inner: nn.Module, layers: Any) -> bool:
+    """True if any of ``layers`` (names or modules) is a strict submodule of ``head``."""
+    inside = {id(m) for m in head.modules() if m is not head}
+    for spec in [layers] if isinstance(layers, (str, nn.Module)) else list(layers or []):
+        try:
+            module = inner.get_submodule(spec) if isinstance(spec, str) else spec
+        except AttributeError:
+            continue  # an unknown name: the engine says so
+        if id(module) in inside:
+            return True
+    return False
+
+
 def is_segment(model: Any) -> bool:
     """True for a YOLO whose head predicts instance masks (mask coefficients + prototypes)."""
     head = inner_model(model).model[-1]
@@ -234,6 +247,13 @@ class YoloFamily(Family):
     def default_layers(self, inputs: Any) -> list[str]:
         return default_layers(self.inner)
 
+    def layers_and_reshape(self, inputs: Any, layers: Any) -> tuple[Any, Any]:
+        chosen, reshape = super().layers_and_reshape(inputs, layers)
+        # a layer inside the head (e.g. a class branch's first conv, model.22.cv3.0.0) is off the
+        # path of the window logits, which rerun the branch from the head input: score densely
+        self._in_head = _inside(self.inner.model[-1], self.inner, chosen)
+        return chosen, reshape
+
     def prepare(self, photo: Image.Image) -> Prepared:
         from ultralytics.data.augment import LetterBox
 
@@ -303,7 +323,7 @@ class YoloFamily(Family):
         """``(N, pad)``: the class logits of image b's kept boxes (+ the box term), padded; without
         a box term each from its anchor's window of the head input (same values, a backward
         through that window only: :mod:`mmcam.adapters.yolo_local`)."""
-        if self.local_head and not self.box_weight and self.attribute == "score":
+        if self.local_head and not getattr(self, "_in_head", False) and not self.box_weight and self.attribute == "score":
             fill = pad - len(kept)
             local = local_class_logits(self.inner.model[-1], output, list(kept.indices) + [0] * fill, list(kept.classes) + [0] * fill)
             if local is not None:

@@ -89,3 +89,19 @@ def test_boxes_on_one_level_leave_the_other_levels_at_zero_gradient(yolo):
     local, dense = DetectionTask(yolo, size=128, candidates=p3), DetectionTask(yolo, size=128, candidates=p3)
     dense.family.local_head = False
     torch.testing.assert_close(local(photo).maps, dense(photo).maps, rtol=1e-4, atol=1e-5)
+
+
+def test_layers_inside_the_head_score_densely(yolo):
+    """A class branch's own conv as the layer: the window logit would bypass it, so the dense
+    logit is used and the maps are the dense reference's (no "not on the path" error)."""
+    photo = Image.open(BUS).convert("RGB")
+    head = len(yolo.model.model) - 1
+    layers = [f"model.{head}.cv3.{s}.0" for s in range(3)]
+    candidates = _anchors(DetectionTask(yolo, size=128), photo)
+    task = DetectionTask(yolo, size=128, candidates=candidates, layers=layers)
+    dense = DetectionTask(yolo, size=128, candidates=candidates, layers=layers)
+    dense.family.local_head = False
+    a, b = task(photo), dense(photo)
+    assert a.layers == layers and len(a.items) == 21
+    torch.testing.assert_close(a.maps, b.maps, rtol=0, atol=0)
+    assert int((a.maps.flatten(1).amax(1) > 0).sum()) >= 15  # a random head: a few maps ReLU to zero
