@@ -236,16 +236,27 @@ def explain_with_attention(
                 if max(positions) >= relevance.shape[2] or min(positions) < -relevance.shape[2]:
                     raise TargetError(f"query row {max(positions)} is out of range for {relevance.shape[2]} tokens")
                 vectors[column, image] = relevance[column, image, positions].sum(0)
-        tokens = vectors.flatten(0, 1)[..., None]  # (K * B, N, 1), k-major like the CAM gradients
+    return token_explanation(vectors, reshape, size, scores.detach(), method.name, names, targets, output)
+
+
+def token_explanation(
+    relevance: torch.Tensor, reshape: Any, size: "tuple[int, int] | None", scores: torch.Tensor, method: str, layers: list[str], targets: Any, output: Any
+) -> Explanation:
+    """The :class:`Explanation` of per-token relevance ``(K, B, N)``: each item's tokens on the
+    grid (``reshape``), ReLU, upsampled to ``size`` and min-max scaled; shared by the
+    attention-relevance methods (``gae``, ``gae-detr``, ``legrad``, ``attnlrp``)."""
+    k, b = relevance.shape[:2]
+    with torch.no_grad():
+        tokens = relevance.flatten(0, 1)[..., None]  # (K * B, N, 1), k-major like the CAM gradients
         grid = reshape.for_tensor(tokens, size)(tokens, size)  # (K * B, 1, h, w)
         raw = torch.relu(grid[:, 0].unflatten(0, (k, b)).transpose(0, 1))
-        out_maps = normalize(upsample(raw, size) if size is not None else raw)
+        maps = normalize(upsample(raw, size) if size is not None else raw)
     return Explanation(
-        maps=out_maps,
+        maps=maps,
         raw=raw,
-        scores=scores.detach(),
-        method=method.name,
-        layers=names,
+        scores=scores,
+        method=method,
+        layers=layers,
         targets=[[repr(t) for t in targets.items(i)] for i in range(b)],
         output=detached(output),
         layer_raw=[raw],

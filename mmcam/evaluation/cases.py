@@ -374,14 +374,8 @@ _PREPARE = {"classify": _classify, "detect": _detect, "segment": _segment, "capt
 def prepare(task: str, model: Any, processor: Any, sample: Any, layers: Any = None) -> list[Case]:
     """The cases of one sample (a :class:`mmcam.data.CocoImage`, or a
     :class:`mmcam.data.GridState` for ``action``); empty when nothing has ground truth.
-    ``layers``: passed to every explanation (``None``: each task's default)."""
+    ``layers``: passed to every explanation (``None``: each task's default). Generative VLMs'
+    caption / vqa cases are :mod:`mmcam.evaluation.generative`'s (the runner picks them)."""
     if task not in _PREPARE:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if task in ("caption", "vqa"):
-        from ..adapters.vlm import is_generative_vlm
-
-        if is_generative_vlm(model):  # answers as text: mmcam.evaluation.generative
-            from .generative import generative_caption, generative_vqa
-
-            return (generative_caption if task == "caption" else generative_vqa)(model, processor, sample, layers=layers)
     return _PREPARE[task](model, processor, sample, layers=layers)

@@ -16,6 +16,7 @@ from ..metrics import faithfulness as faith
 from ..metrics.baselines import BASELINES, IMAGE_BASELINES
 from ..metrics.sanity import cascading_randomization, spearman
 from .cases import TASKS, Case, prepare
+from .generative import generative_caption, generative_vqa
 from .interventions import SHIFT, grid_effects, map_values, scene_effects
 from .scoring import Row, case_seed, faithfulness_values, guided_gradcam, localization_values, sanity_entry
 from .table import Evaluation, counts, means
@@ -216,7 +217,7 @@ def _evaluate(
         cases: list[Case] = []
         index: list[int] = []  # each case's sample position in the whole (unsharded) dataset
         for position, sample in zip(positions, tqdm(samples, desc=f"{task}: predictions", unit="image", disable=disable)):
-            prepared = prepare(task, model, processor, sample, layers=layers)
+            prepared = _prepare(task, model, processor, sample, layers)
             cases.extend(prepared)
             index.extend([position] * len(prepared))
     if not cases:
@@ -375,3 +376,13 @@ def _layer_names(layers: Any) -> "list[str] | None":
         return None
     items = layers if isinstance(layers, (list, tuple)) else [layers]
     return [x if isinstance(x, str) else type(x).__name__ for x in items]
+
+
+def _prepare(task: str, model: Any, processor: Any, sample: Any, layers: Any) -> list[Case]:
+    """:func:`mmcam.evaluation.cases.prepare`, or for a generative VLM's caption / vqa (answers
+    as text) the cases of :mod:`mmcam.evaluation.generative`."""
+    from ..adapters.vlm import is_generative_vlm
+
+    if task in ("caption", "vqa") and is_generative_vlm(model):
+        return (generative_caption if task == "caption" else generative_vqa)(model, processor, sample, layers=layers)
+    return prepare(task, model, processor, sample, layers=layers)

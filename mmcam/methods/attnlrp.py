@@ -140,7 +140,7 @@ def lrp_rules(model: nn.Module) -> list[Any]:
 def explain_attnlrp(model: Any, method: AttnLRP, reshape: Any, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
     """One forward under the rules, the K targets' relevance at the encoder's input tokens from
     one batched backward, then the CAM engine's upsampling and normalisation."""
-    from ..engine.combine import normalize, upsample
+    from ..engine.attention import token_explanation
     from ..engine.explanation import Explanation, detached
 
     if not (isinstance(getattr(model, "classifier", None), nn.Module) and hasattr(model, "set_attn_implementation")):
@@ -153,22 +153,7 @@ def explain_attnlrp(model: Any, method: AttnLRP, reshape: Any, batch: Any, targe
     if k == 0:
         zeros = scores.new_zeros((b, 0, *(size or (1, 1))))
         return Explanation(zeros, zeros, scores, method.name, titles, [[] for _ in range(b)], detached(output))
-    with torch.no_grad():
-        tokens = relevance.flatten(0, 1)[..., None]
-        grid = reshape.for_tensor(tokens, size)(tokens, size)
-        raw = torch.relu(grid[:, 0].unflatten(0, (k, b)).transpose(0, 1))
-        out_maps = normalize(upsample(raw, size) if size is not None else raw)
-    return Explanation(
-        maps=out_maps,
-        raw=raw,
-        scores=scores,
-        method=method.name,
-        layers=titles,
-        targets=[[repr(t) for t in targets.items(i)] for i in range(b)],
-        output=detached(output),
-        layer_raw=[raw],
-        resolved_targets=[list(targets.items(i)) for i in range(b)],
-    )
+    return token_explanation(relevance, reshape, size, scores, method.name, titles, targets, output)
 
 
 def token_relevance(model: Any, batch: Any, targets: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:

@@ -106,8 +106,7 @@ def explain_queries(model: Any, method: Method, reshape: Any, grad_mode: str, ba
     """One forward with the attention probabilities kept, K gradients of each attention map
     (one batched vector-Jacobian product), the rules of the module docstring, each column's
     query row on the encoder grid, then the CAM engine's upsampling and normalisation."""
-    from ..engine.attention import _field, _gradients, _run, eager_attention
-    from ..engine.combine import normalize, upsample
+    from ..engine.attention import _field, _gradients, _run, eager_attention, token_explanation
     from ..engine.explanation import Explanation, detached
     from ..engine.guard import transient_capture_hooks
     from ..engine.hooks import frozen_parameters
@@ -143,18 +142,4 @@ def explain_queries(model: Any, method: Method, reshape: Any, grad_mode: str, ba
         vectors = query_relevance(
             attns[:n_enc], grads[:n_enc], attns[n_enc : n_enc + n_dec], grads[n_enc : n_enc + n_dec], attns[n_enc + n_dec :], grads[n_enc + n_dec :], rows
         )
-        tokens = vectors.flatten(0, 1)[..., None]  # (K * B, N, 1), k-major like the CAM gradients
-        grid = reshape.for_tensor(tokens, size)(tokens, size)  # (K * B, 1, h, w): the encoder's feature grid
-        raw = torch.relu(grid[:, 0].unflatten(0, (k, b)).transpose(0, 1))
-        out_maps = normalize(upsample(raw, size) if size is not None else raw)
-    return Explanation(
-        maps=out_maps,
-        raw=raw,
-        scores=scores.detach(),
-        method=method.name,
-        layers=titles,
-        targets=[[repr(t) for t in targets.items(i)] for i in range(b)],
-        output=detached(output),
-        layer_raw=[raw],
-        resolved_targets=[list(targets.items(i)) for i in range(b)],
-    )
+    return token_explanation(vectors, reshape, size, scores.detach(), method.name, titles, targets, output)

@@ -134,8 +134,7 @@ def explain_legrad(model: Any, method: LeGrad, reshape: Any, batch: Any, targets
     """One forward with attentions and hidden states, the read-out vectors, each layer's
     gradient (one batched vector-Jacobian product per layer), then the CAM engine's
     upsampling and normalisation."""
-    from ..engine.attention import eager_attention
-    from ..engine.combine import normalize, upsample
+    from ..engine.attention import eager_attention, token_explanation
     from ..engine.explanation import Explanation, detached
     from ..engine.guard import forward_message, transient_capture_hooks
     from ..engine.hooks import frozen_parameters
@@ -183,19 +182,4 @@ def explain_legrad(model: Any, method: LeGrad, reshape: Any, batch: Any, targets
             raise GradientError(f"the explained scores read none of {', '.join(fields)}; LeGrad carries those fields to every layer")
         vectors = {n: v.detach() for n, v in zip(fields, _grads(leaf_scores, [getattr(leaf, n) for n in fields]))}
         relevance = legrad_map(attentions, layer_outputs, head, vectors, method.start).detach()  # (K, B, N)
-    with torch.no_grad():
-        tokens = relevance.flatten(0, 1)[..., None]  # (K * B, N, 1)
-        grid = reshape.for_tensor(tokens, size)(tokens, size)
-        raw = torch.relu(grid[:, 0].unflatten(0, (k, b)).transpose(0, 1))
-        out_maps = normalize(upsample(raw, size) if size is not None else raw)
-    return Explanation(
-        maps=out_maps,
-        raw=raw,
-        scores=scores.detach(),
-        method=method.name,
-        layers=titles,
-        targets=[[repr(t) for t in targets.items(i)] for i in range(b)],
-        output=detached(output),
-        layer_raw=[raw],
-        resolved_targets=[list(targets.items(i)) for i in range(b)],
-    )
+    return token_explanation(relevance, reshape, size, scores.detach(), method.name, titles, targets, output)

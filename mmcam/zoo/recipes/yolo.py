@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 from ...data import SHAPES, SceneConfig, generate_scenes
 from .common import BACKGROUNDS, EVAL_SEED, write_config
 
-__all__ = ["train_yolo", "write_yolo_dataset"]
+__all__ = ["train_yolo", "train_ultralytics", "write_yolo_dataset"]
 
 
 def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int) -> Path:
@@ -38,19 +39,11 @@ def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int) -> Path:
     return yaml
 
 
-def train_yolo(seed: int, minutes: float, out: Path) -> None:
-    """YOLOv8n from its yaml (no pretrained weights) trained by ultralytics at 64 px."""
-    import os
-    import tempfile
-
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+def train_ultralytics(model_yaml: Path, data: Path, root: Path, seed: int, minutes: float, **kwargs: Any) -> Any:
+    """ultralytics' trainer at 64 px on CPU (shared by the yolo, yolo26 and pose recipes); returns the trained ``YOLO``."""
     from ultralytics import YOLO
 
-    start = time.perf_counter()
-    root = Path(tempfile.mkdtemp(prefix="mmcam-yolo-"))
-    data = write_yolo_dataset(root, 6000, 300, seed)
-    model = YOLO("yolov8n.yaml")
-    model.train(
+    settings = dict(
         data=str(data),
         imgsz=64,
         epochs=200,
@@ -74,7 +67,20 @@ def train_yolo(seed: int, minutes: float, out: Path) -> None:
         hsv_v=0.2,
         val=False,
     )
-    trained = YOLO(str(root / "runs" / "train" / "weights" / "last.pt"))  # our own checkpoint, written just now
+    YOLO(str(model_yaml)).train(**{**settings, **kwargs})
+    return YOLO(str(root / "runs" / "train" / "weights" / "last.pt"))  # our own checkpoint, written just now
+
+
+def train_yolo(seed: int, minutes: float, out: Path) -> None:
+    """YOLOv8n from its yaml (no pretrained weights) trained by ultralytics at 64 px."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    start = time.perf_counter()
+    root = Path(tempfile.mkdtemp(prefix="mmcam-yolo-"))
+    data = write_yolo_dataset(root, 6000, 300, seed)
+    trained = train_ultralytics(Path("yolov8n.yaml"), data, root, seed, minutes)
     metrics = trained.val(data=str(data), imgsz=64, batch=64, plots=False, device="cpu", verbose=False, conf=0.001)
     inner = trained.model
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).contiguous() for k, v in inner.state_dict().items()}

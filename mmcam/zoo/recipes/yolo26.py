@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 
 from ...data import SHAPES
 from .common import write_config
-from .yolo import write_yolo_dataset
+from .yolo import train_ultralytics, write_yolo_dataset
 
-__all__ = ["train_yolo26", "scaled_yaml", "train_ultralytics"]
+__all__ = ["train_yolo26", "scaled_yaml"]
 
 MAX_CHANNELS = 512
 
@@ -40,38 +40,6 @@ def scaled_yaml(base: str, root: Path, max_channels: int = MAX_CHANNELS, **extra
     path = root / f"scenes-{base.replace('yolo', 'model-').replace('.yaml', '')}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def train_ultralytics(model_yaml: Path, data: Path, root: Path, seed: int, minutes: float, **kwargs: Any) -> Any:
-    """ultralytics' trainer at 64 px on CPU (the :mod:`.yolo` recipe's settings); returns the trained ``YOLO``."""
-    from ultralytics import YOLO
-
-    settings = dict(
-        data=str(data),
-        imgsz=64,
-        epochs=200,
-        time=minutes / 60,
-        batch=64,
-        workers=0,
-        device="cpu",
-        seed=seed,
-        plots=False,
-        amp=False,
-        project=str(root / "runs"),
-        name="train",
-        exist_ok=True,
-        verbose=False,
-        mosaic=0.0,
-        fliplr=0.5,
-        scale=0.2,
-        translate=0.1,
-        hsv_h=0.0,
-        hsv_s=0.0,
-        hsv_v=0.2,
-        val=False,
-    )
-    YOLO(str(model_yaml)).train(**{**settings, **kwargs})
-    return YOLO(str(root / "runs" / "train" / "weights" / "last.pt"))  # our own checkpoint, written just now
 
 
 def half_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
