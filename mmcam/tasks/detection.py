@@ -93,20 +93,9 @@ def detector_family(
         return RtdetrFamily(
             model, conf=0.25 if conf is None else conf, max_det=max_boxes or 300, size=size, candidates=candidates, box_weight=box_weight, attribute=attribute
         )
-    if yolo.is_yolo(model) and is_obb(model):
-        return obb_family(
-            model,
-            nms=nms,
-            conf=0.25 if conf is None else conf,
-            iou=iou,
-            max_det=max_boxes or 300,
-            size=size,
-            candidates=candidates,
-            box_weight=box_weight,
-            attribute=attribute,
-        )
     if yolo.is_yolo(model):
-        return yolo_family(
+        build = obb_family if is_obb(model) else yolo_family
+        return build(
             model,
             nms=nms,
             conf=0.25 if conf is None else conf,
