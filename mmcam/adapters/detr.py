@@ -98,20 +98,10 @@ def layers_and_grid(model: nn.Module, inputs: Any) -> tuple[list[str], tuple[int
 
 
 def _probe_layers_and_grid(model: nn.Module, batch: Any) -> tuple[list[str], tuple[int, int]]:
-    from ..engine.layers import probe
-    from ..reshape import _consistent
+    from ..engine.layers import probe, spatial_maps
 
     size = batch.spatial_size
-    spatial = [
-        (name, shape)
-        for name, module, shape, calls, plain in probe(model, batch)
-        if plain
-        and calls == 1
-        and len(shape) == 4
-        and shape[2] * shape[3] > 1
-        and any(True for _ in module.parameters())
-        and (size is None or _consistent(shape[2], shape[3], size))
-    ]
+    spatial = spatial_maps(probe(model, batch), size)
     if not spatial:
         raise InputError(f"found no spatial feature map in {type(model).__name__}; pass layers= (a name from model.named_modules())")
     last, shape = spatial[-1]

@@ -90,23 +90,13 @@ def layers_and_reshape(model: nn.Module, inputs: Any, layers: Any) -> "tuple[Any
 
 
 def _probe(model: nn.Module, batch: Any) -> tuple[list[str], Reshape]:
-    from ..engine.layers import probe
-    from ..reshape import _consistent
+    from ..engine.layers import probe, spatial_maps
 
     size = batch.spatial_size
     seen = probe(model, batch)
     if _name(model) in YOLOS_LIKE:
         return _yolos(model, size)
-    spatial = [
-        (n, shape)
-        for n, module, shape, calls, plain in seen
-        if plain
-        and calls == 1
-        and len(shape) == 4
-        and shape[2] * shape[3] > 1
-        and any(True for _ in module.parameters())
-        and (size is None or _consistent(shape[2], shape[3], size))
-    ]
+    spatial = spatial_maps(seen, size)
     if not spatial:
         raise InputError(f"found no spatial feature map in {type(model).__name__}; pass layers= (a name from model.named_modules())")
     levels = _encoder_levels(seen, size)

@@ -175,3 +175,20 @@ def _pre_attention_norm(model: nn.Module, name: str, records) -> str | None:
         return None
     # first to *run*: a LayerNorm has no children, so finishing order is running order
     return min(norms, key=lambda n: order[n])
+
+
+def spatial_maps(seen: list[tuple], size: "tuple[int, int] | None") -> list[tuple[str, tuple]]:
+    """``(name, shape)`` of each probed module (:func:`mmcam.engine.layers.probe` rows) with a
+    learned, once-called, plain ``(B, C, h, w)`` output on a grid consistent with the input ``size``."""
+    from ..reshape import _consistent
+
+    return [
+        (name, shape)
+        for name, module, shape, calls, plain in seen
+        if plain
+        and calls == 1
+        and len(shape) == 4
+        and shape[2] * shape[3] > 1
+        and any(True for _ in module.parameters())
+        and (size is None or _consistent(shape[2], shape[3], size))
+    ]

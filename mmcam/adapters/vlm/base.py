@@ -81,18 +81,22 @@ class ImageLayout:
         """The processor's inputs for ``photo`` and ``prompt``, with the frame photo -> input."""
         return processor_prepare(processor, photo, text=prompt)
 
+    def _ids_pixels(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """``input_ids``, ``pixel_values`` and the image tokens' positions in the first sequence."""
+        ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
+        if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
+            raise InputError(f"{self.family} needs input_ids and pixel_values from its processor; pass the model's own processor (e.g. its AutoProcessor)")
+        return ids, pixels, (ids[0] == self.image_token_id).nonzero().flatten().tolist()
+
     def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
         """The single image's tokens in ``inputs`` (a batch of one sequence); ``frame``: the
         :meth:`prepare` frame, for layouts that read the tile split from it."""
-        ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
-        if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
-            raise InputError("a generative VLM needs input_ids and pixel_values from its processor; pass the model's own processor (e.g. LlavaProcessor)")
+        ids, pixels, positions = self._ids_pixels(inputs)
         if pixels.ndim != 4 or pixels.shape[0] != 1 or ids.shape[0] != 1:
             raise InputError(
                 f"one image and one prompt at a time: got pixel_values {tuple(pixels.shape)} and input_ids {tuple(ids.shape)}; "
                 "put exactly one image placeholder in the prompt and pass one image"
             )
-        positions = (ids[0] == self.image_token_id).nonzero().flatten().tolist()
         H, W = (int(s) for s in pixels.shape[-2:])
         grid = (H // self.patch_size, W // self.patch_size)
         prefix = len(positions) - grid[0] * grid[1]

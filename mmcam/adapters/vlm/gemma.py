@@ -57,10 +57,7 @@ class PaliGemmaLayout(ImageLayout):
         return prepared
 
     def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
-        ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
-        if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
-            raise InputError(f"{self.family} needs input_ids and pixel_values from its processor; pass the model's own processor")
-        positions = (ids[0] == self.image_token_id).nonzero().flatten().tolist()
+        ids, pixels, positions = self._ids_pixels(inputs)
         side = math.isqrt(len(positions))
         H, W = (int(s) for s in pixels.shape[-2:])
         if ids.shape[0] != 1 or pixels.shape[0] != 1 or len(positions) != self.per_image or side * side != len(positions) or H != W:

@@ -65,9 +65,7 @@ class InternVLLayout(LlavaLayout):
         return Prepared(inputs, np.asarray(photo), frame)
 
     def image_tokens(self, inputs: dict[str, Any], frame: Frame | None = None) -> ImageTokens:
-        ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
-        if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
-            raise InputError(f"{self.family} needs input_ids and pixel_values from its processor; pass the model's own processor")
+        ids, pixels, positions = self._ids_pixels(inputs)
         count = int(pixels.shape[0])
         if count == 1:
             rows = cols = 0
@@ -75,7 +73,6 @@ class InternVLLayout(LlavaLayout):
             raise InputError(f"{self.family}'s tile split is read from the frame of its layout's prepare(); pass frame=")
         else:
             rows, cols = frame.input[0] // self.tile, frame.input[1] // self.tile
-        positions = (ids[0] == self.image_token_id).nonzero().flatten().tolist()
         expected = count * self.side**2
         if ids.shape[0] != 1 or len(positions) != expected or (rows and rows * cols + 1 != count):
             raise InputError(

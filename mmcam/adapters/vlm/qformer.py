@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from ...errors import InputError
@@ -58,10 +57,7 @@ class QFormerLayout(ImageLayout):
         return prepared
 
     def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
-        ids, pixels = inputs.get("input_ids"), inputs.get("pixel_values")
-        if not isinstance(ids, torch.Tensor) or not isinstance(pixels, torch.Tensor):
-            raise InputError(f"{self.family} needs input_ids and pixel_values from its processor; pass the model's own processor")
-        positions = (ids[0] == self.image_token_id).nonzero().flatten().tolist()
+        ids, pixels, positions = self._ids_pixels(inputs)
         if ids.shape[0] != 1 or pixels.shape[0] != 1 or len(positions) != self.queries:
             raise InputError(
                 f"the sequence holds {len(positions)} query tokens (id {self.image_token_id}) but the model has {self.queries}; "
