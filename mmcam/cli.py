@@ -27,15 +27,18 @@ from .cli_args import EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED, TASKS, build_parse
 from .errors import InputError, MMCamError
 from .loading import load_model
 
-ZOO_TASKS = {
-    "classifier": "classify",
-    "vit": "classify",
-    "segmenter": "segment",
-    "yolo": "detect",
-    "detr": "detect",
-    "captioner": "caption",
-    "vqa": "vqa",
-    "qnet": "action",
+ZOO_TASKS: dict[str, tuple[str, ...]] = {
+    "classifier": ("classify",),
+    "vit": ("classify",),
+    "segmenter": ("segment",),
+    "yolo": ("detect",),
+    "yolo26": ("detect",),
+    "pose": ("pose", "detect"),
+    "detr": ("detect",),
+    "captioner": ("caption",),
+    "vqa": ("vqa",),
+    "vlm": ("vqa", "caption"),
+    "qnet": ("action",),
 }
 SCHEMA = Path(__file__).parent / "schemas" / "explain_summary.schema.json"
 
@@ -61,9 +64,9 @@ FAMILIES = {
 
 def _check_zoo_task(model: str, task: str) -> None:
     """A zoo model asked for another task than its own is one error up front."""
-    own = ZOO_TASKS.get(model[4:], task) if model.startswith("zoo:") else task
-    if own != task:
-        raise InputError(f"zoo model {model[4:]!r} does the {own!r} task, not {task!r}; pass --task {own}")
+    own = ZOO_TASKS.get(model[4:], (task,)) if model.startswith("zoo:") else (task,)
+    if task not in own:
+        raise InputError(f"zoo model {model[4:]!r} does the {' / '.join(own)} task, not {task!r}; pass --task {own[0]}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -56,6 +56,9 @@ def test_only_bad_images_exit_non_zero(images, tmp_path):
         (["explain", "IMAGES", "--model", "resnet-9000"], "unknown model spec"),
         (["explain", "IMAGES", "--task", "vqa", "--model", "zoo:classifier"], "needs --question"),
         (["explain", "IMAGES", "--task", "detect", "--model", "zoo:classifier"], "pass --task classify"),
+        (["explain", "IMAGES", "--task", "detect", "--model", "zoo:vlm"], "does the vqa / caption task"),
+        (["explain", "IMAGES", "--task", "classify", "--model", "zoo:yolo26"], "pass --task detect"),
+        (["explain", "IMAGES", "--task", "segment", "--model", "zoo:pose"], "pass --task pose"),
         (["explain", "IMAGES", "--model", "zoo:classifier", "--out", "/proc/forbidden"], "cannot write"),
         (["explain", "IMAGES", "--model", "someone/not-cached-vit"], "would need the network"),
         (["explain", "IMAGES", "--task", "segment", "--model", "someone/not-cached-vit"], "would need the network"),
@@ -180,3 +183,12 @@ def test_segment_task_on_a_yolo_segment_model(images, tmp_path):
     assert res.returncode == 0, res.stderr  # random weights: nothing above conf, still a clean run
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["explained"][0]["note"].startswith("nothing to explain: no instance above conf=0.9")
+
+
+def test_every_zoo_model_has_its_tasks():
+    from mmcam import zoo
+    from mmcam.cli import ZOO_TASKS
+    from mmcam.tasks.registry import TASKS
+
+    assert set(ZOO_TASKS) == set(zoo.available())
+    assert all(set(tasks) <= set(TASKS) for tasks in ZOO_TASKS.values())
