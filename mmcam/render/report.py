@@ -30,7 +30,7 @@ section h2{font-size:16px;margin:0 0 10px} .row{display:flex;gap:18px;flex-wrap:
 .stage.small{width:320px} .stage.small img{image-rendering:pixelated}
 .stage.full{width:auto;max-width:none;cursor:zoom-out} .stage.full img{width:auto;max-width:none}
 .stage svg{position:absolute;left:0;top:0;width:100%;height:100%}
-.stage rect,.stage polygon{fill:transparent;stroke:#fff;stroke-width:2;cursor:pointer} .stage rect.active,.stage polygon.active{stroke:#ff2d55;stroke-width:3}
+.stage rect,.stage polygon,.stage circle{fill:transparent;stroke:#fff;stroke-width:2;cursor:pointer} .stage rect.active,.stage polygon.active,.stage circle.active{stroke:#ff2d55;stroke-width:3}
 .side{flex:1;min-width:260px} .caption{font-size:20px;line-height:1.8;margin:4px 0 10px}
 .word,.chip{cursor:pointer;padding:2px 5px;border-radius:5px} .word:hover,.word.active,.chip.active{background:#ffd60a}
 .chip{display:inline-block;border:1px solid #ccc;margin:2px;font-size:13px}
@@ -119,7 +119,7 @@ def _section(index: int, exp: Any, name: str) -> str:
     attrs = "".join(f' data-src-{k}="{_uri(img)}" data-label-{k}="{html.escape(label, quote=True)}"' for k, (img, label) in enumerate(zip(overlays, exp.items)))
     first = _uri(overlays[0]) if overlays else _uri(exp.image)
     h, w = exp.image.shape[:2]
-    svg = _boxes_svg(exp.meta.get("boxes"), w, h, exp.meta.get("polygons"))
+    svg = _boxes_svg(exp.meta.get("boxes"), w, h, exp.meta.get("polygons"), _pose_refs(exp.meta))
     body = [_task_header(exp)]
     if exp.task == "caption":
         body.append(
@@ -163,16 +163,30 @@ def _task_header(exp: Any) -> str:
     return ""
 
 
-def _boxes_svg(boxes: Any, width: int, height: int, polygons: Any = None) -> str:
-    """Clickable boxes over the image: rotated boxes (OBB) as their 4-corner polygons."""
+def _pose_refs(meta: dict) -> tuple[list[int], list[tuple[int, float, float]]] | None:
+    """For pose results (items person by person: the person, then its keypoints): the item of
+    each person's box, and ``(item, x, y)`` of each explained keypoint; None for other tasks."""
+    if "person" not in meta or "keypoint" not in meta:
+        return None
+    people, joints, points = list(meta["person"]), list(meta["keypoint"]), meta.get("keypoints", [])
+    boxes = [people.index(p) for p in range(len(meta.get("boxes", [])))]
+    dots = [(k, float(points[p][j][0]), float(points[p][j][1])) for k, (p, j) in enumerate(zip(people, joints)) if j >= 0 and p < len(points)]
+    return boxes, dots
+
+
+def _boxes_svg(boxes: Any, width: int, height: int, polygons: Any = None, pose: Any = None) -> str:
+    """Clickable boxes over the image: rotated boxes (OBB) as their 4-corner polygons; for pose,
+    each box opens its person's map and each keypoint (a dot) its keypoint's map."""
     if polygons:
         shapes = "".join(f"<polygon data-item-ref='{k}' points='{' '.join(f'{x},{y}' for x, y in poly)}'/>" for k, poly in enumerate(polygons))
         return f"<svg viewBox='0 0 {width} {height}' preserveAspectRatio='none'>{shapes}</svg>"
     if not boxes:
         return ""
+    refs, dots = pose if pose else (list(range(len(boxes))), [])
     rects = "".join(
-        f"<rect data-item-ref='{k}' x='{x0}' y='{y0}' width='{max(x1 - x0, 1)}' height='{max(y1 - y0, 1)}'/>" for k, (x0, y0, x1, y1) in enumerate(boxes)
+        f"<rect data-item-ref='{k}' x='{x0}' y='{y0}' width='{max(x1 - x0, 1)}' height='{max(y1 - y0, 1)}'/>" for k, (x0, y0, x1, y1) in zip(refs, boxes)
     )
+    rects += "".join(f"<circle data-item-ref='{k}' cx='{x:.1f}' cy='{y:.1f}' r='{max(2.0, min(width, height) / 150):.1f}'/>" for k, x, y in dots)
     return f"<svg viewBox='0 0 {width} {height}' preserveAspectRatio='none'>{rects}</svg>"
 
 
