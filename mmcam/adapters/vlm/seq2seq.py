@@ -39,10 +39,10 @@ def is_encoder_decoder(model: nn.Module) -> bool:
 
 
 def decoder_prefix(model: nn.Module, forward_only: bool = False) -> list[int] | None:
-    """The decoder tokens ``generate()`` starts from, ``None`` for a causal language model:
-    ``decoder_start_token_id``, then ``forced_bos_token_id`` if generation forces it, from the
+    """The decoder tokens ``generate()`` starts from, ``None`` for a causal language model: the
+    ``decoder_start_token_id`` (else the ``bos_token_id``, as ``generate()`` falls back) of the
     generation config ``generate()`` reads (BLIP-2 / InstructBLIP hand generation over to their
-    language model: its config first), else the text config. ``forward_only``: the
+    language model's), then its ``forced_bos_token_id`` if it forces one. ``forward_only``: the
     method reads the language model's head at the image tokens (the logit lens), which an
     encoder-decoder's decoder does not hold: refused."""
     if not is_encoder_decoder(model):
@@ -52,15 +52,13 @@ def decoder_prefix(model: nn.Module, forward_only: bool = False) -> list[int] | 
             f"{type(model).__name__} is an encoder-decoder: its image tokens are the encoder's, which the language model's head "
             "does not read, so 'logit-lens' / 'tam' have no map; use a CAM method (gradcam, layercam, ...)"
         )
-    language = getattr(getattr(model, "language_model", None), "generation_config", None)
-    configs = [model.generation_config, language]
-    if hasattr(model.config, "use_decoder_only_language_model"):  # BLIP-2's generate() is its language model's
-        configs.reverse()
-    configs.append(model.config.get_text_config(decoder=True))
-    start = next((c.decoder_start_token_id for c in configs if getattr(c, "decoder_start_token_id", None) is not None), None)
+    language = getattr(model, "language_model", None)
+    delegates = hasattr(model.config, "use_decoder_only_language_model") and language is not None  # BLIP-2's generate() is its LM's
+    config = language.generation_config if delegates else model.generation_config
+    start = next((t for t in (config.decoder_start_token_id, config.bos_token_id) if t is not None), None)
     if start is None:
-        raise InputError(f"{type(model).__name__} names no decoder_start_token_id; set model.generation_config.decoder_start_token_id")
-    forced = next((c.forced_bos_token_id for c in configs[:2] if getattr(c, "forced_bos_token_id", None) is not None), None)
+        raise InputError(f"{type(model).__name__} names no decoder_start_token_id; set it in the generation config generate() reads")
+    forced = config.forced_bos_token_id
     return [int(start)] + ([int(forced)] if forced is not None else [])
 
 
