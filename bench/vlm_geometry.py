@@ -59,12 +59,9 @@ def smolvlm():
     config = hf.SmolVLMConfig(
         vision_config=vision, text_config=dict(TEXT, model_type="llama", vocab_size=len(vocab)), scale_factor=4, image_token_id=vocab.index("<image>")
     )
-    images = hf.Idefics3ImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
-    return (
-        hf.SmolVLMForConditionalGeneration(config),
-        hf.Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=64),
-        "<image> what color is the bus ?",
-    )
+    images = hf.SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
+    processor = hf.SmolVLMProcessor(image_processor=images, tokenizer=tok, video_processor=hf.SmolVLMVideoProcessor(), image_seq_len=64)  # needs num2words
+    return hf.SmolVLMForConditionalGeneration(config), processor, "<image> what color is the bus ?"
 
 
 def llava_next():
