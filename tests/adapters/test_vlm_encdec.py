@@ -171,3 +171,24 @@ def test_florence2_processor_disagreeing_with_the_model_is_refused(bus):
     exp = explain_generation(model, processor, bus, "<image> <CAPTION>")  # a task token: the processor's own prompt
     assert len(exp.items) == 3 and exp.meta["teacher_forced_argmax_matches"]
     assert "Florence2ForConditionalGeneration" in str(pytest.raises(InputError, layout_for, nn.Linear(2, 2)).value)
+
+
+def test_florence2_grid_from_the_davit_convolutions():
+    """Florence-2-base's own vision config (the defaults: kernels 7/3/3/3, strides 4/2/2/2): 768 px
+    -> 192 -> 96 -> 48 -> 24 cells a side, 1 + 576 = 577 tokens, its processor's image_seq_length;
+    the mean token spread over every cell, each other token on its own."""
+    from types import SimpleNamespace
+
+    from transformers import Florence2Config
+
+    from mmcam.adapters.vlm import Florence2Layout
+
+    layout = Florence2Layout(SimpleNamespace(config=Florence2Config()))
+    assert layout.grid((768, 768)) == (24, 24) and layout.grid((768, 512)) == (24, 16) and layout.patch_size == 32
+    inputs = {"input_ids": torch.tensor([[51289] * 577 + [0, 7, 2]]), "pixel_values": torch.zeros(1, 3, 768, 768)}
+    tokens = layout.image_tokens(inputs)
+    assert tokens.positions == list(range(577)) and tokens.grid == (24, 24)
+    values = torch.zeros(577)
+    values[0], values[1 + 24 * 5 + 7] = 1.0, 10.0
+    folded = tokens.fold(values)
+    assert folded.shape == (24, 24) and folded[5, 7] == 11.0 and folded[0, 0] == 1.0 and folded.sum() == 576 + 10
