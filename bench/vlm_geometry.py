@@ -5,6 +5,7 @@ tokens, the layout's grid and frame, one explained word's map at the photo's siz
 the teacher-forced forward reproduces ``generate()``'s tokens.
 
     python -m bench.vlm_geometry            # prints one row per family
+    python -m bench.vlm_geometry florence2  # the named builders' rows only
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 import transformers as hf
 from PIL import Image
 
-from mmcam.adapters.vlm import layout_for
+from mmcam.adapters.vlm import decoder_prefix, layout_for
 from mmcam.tasks import explain_generation
 
 BUS = Path(hf.__file__).parents[1] / "ultralytics" / "assets" / "bus.jpg"
@@ -58,12 +59,9 @@ def smolvlm():
     config = hf.SmolVLMConfig(
         vision_config=vision, text_config=dict(TEXT, model_type="llama", vocab_size=len(vocab)), scale_factor=4, image_token_id=vocab.index("<image>")
     )
-    images = hf.Idefics3ImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
-    return (
-        hf.SmolVLMForConditionalGeneration(config),
-        hf.Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=64),
-        "<image> what color is the bus ?",
-    )
+    images = hf.SmolVLMImageProcessor(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512})
+    processor = hf.SmolVLMProcessor(image_processor=images, tokenizer=tok, video_processor=hf.SmolVLMVideoProcessor(), image_seq_len=64)  # needs num2words
+    return hf.SmolVLMForConditionalGeneration(config), processor, "<image> what color is the bus ?"
 
 
 def llava_next():
@@ -110,24 +108,70 @@ def gemma3():
     return model, processor, "<start_of_image> what color is the bus ?"
 
 
-def main() -> None:
+def florence2():
+    """Florence-2-base's DaViT geometry (kernels 7/3/3/3, strides 4/2/2/2, 12-px windows) and
+    processor (768 x 768, 577 image tokens), one block a stage; a BART decoder started at ``</s>``
+    with ``<s>`` forced first, as the checkpoints generate."""
+    tok, vocab = words(["<image>"], {"image_token": "<image>"})
+    vision = dict(depths=[1, 1, 1, 1], embed_dim=[16, 32, 32, 32], num_heads=[2, 2, 2, 2], num_groups=[2, 2, 2, 2], projection_dim=32, drop_path_rate=0.0)
+    text = dict(model_type="bart", vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2)
+    text.update(encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=1024, pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3)
+    model = hf.Florence2ForConditionalGeneration(hf.Florence2Config(vision_config=vision, text_config=text, image_token_id=4))
+    model.generation_config.forced_bos_token_id, model.generation_config.forced_eos_token_id = 2, None
+    images = hf.CLIPImageProcessor(size={"height": 768, "width": 768}, do_center_crop=False, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    images.image_seq_length = 577  # Florence-2-base's preprocessor config
+    return model, hf.Florence2Processor(image_processor=images, tokenizer=tok), "<image> what color is the bus ?"
+
+
+def blip2_flan_t5():
+    """BLIP-2 Flan-T5's geometry: a 224-px tower at patch 14 (16 x 16 patches + CLS), 32 query
+    tokens; narrow Q-Former and T5."""
+    tok, vocab = words(["<image>"])
+    qformer = dict(NARROW, encoder_hidden_size=32, vocab_size=len(vocab), pad_token_id=0)
+    text = dict(
+        model_type="t5",
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=1,
+        num_heads=2,
+        pad_token_id=0,
+        eos_token_id=3,
+        decoder_start_token_id=0,
+    )
+    config = hf.Blip2Config(
+        vision_config=dict(NARROW, image_size=224, patch_size=14), qformer_config=qformer, text_config=text, num_query_tokens=32, image_token_index=4
+    )
+    model = hf.Blip2ForConditionalGeneration(config)
+    images = hf.BlipImageProcessor(size={"height": 224, "width": 224})
+    return model, hf.Blip2Processor(image_processor=images, tokenizer=tok, num_query_tokens=32), "<image> what color is the bus ?"
+
+
+def main(names: list[str]) -> None:
     torch.set_num_threads(1)
     photo = Image.open(BUS).convert("RGB")
     print("| family | processor | image tokens | grid | layer | map | tokens = generate() | s |")
     print("|---|---|---:|---|---|---|---|---:|")
-    for build in (qwen2_5_vl, smolvlm, llava_next, internvl, gemma3):
+    for build in (qwen2_5_vl, smolvlm, llava_next, internvl, gemma3, florence2, blip2_flan_t5):
+        if names and build.__name__ not in names:
+            continue
         torch.manual_seed(0)
         model, processor, prompt = build()
-        model.eval().generation_config.max_new_tokens = 2
-        model.generation_config.do_sample = False
+        model.eval()
         vocab = model.config.get_text_config().vocab_size
-        model.generation_config.suppress_tokens = list(range(vocab - len(WORDS)))  # the random model says words only
+        forced = {model.generation_config.forced_bos_token_id}
+        language = getattr(getattr(model, "language_model", None), "generation_config", None)  # BLIP-2 generates through it
+        for config in [model.generation_config] + ([language] if language is not None else []):
+            config.suppress_tokens = [t for t in range(vocab - len(WORDS)) if t not in forced]  # the random model says words only
+            config.max_new_tokens, config.do_sample = 2, False
         start = time.perf_counter()
         exp = explain_generation(model, processor, photo, prompt)
         seconds = time.perf_counter() - start
         prepared = layout_for(model).prepare(processor, photo, prompt)
         with torch.no_grad():
-            generated = model.generate(**prepared.inputs)[0, prepared.inputs["input_ids"].shape[1] :].tolist()
+            skip = len(decoder_prefix(model) or []) or prepared.inputs["input_ids"].shape[1]  # an encoder-decoder: the decoder's start
+            generated = model.generate(**prepared.inputs)[0, skip:].tolist()
         same = exp.meta["token_ids"] == generated[: len(exp.meta["token_ids"])] and exp.meta["teacher_forced_argmax_matches"]
         info = exp.meta["image_tokens"]
         print(
@@ -137,4 +181,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

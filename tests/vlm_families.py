@@ -77,25 +77,23 @@ IDEFICS_CHAT = (
 
 
 def idefics3(new_tokens: int = 3, longest_edge: int = 128, smolvlm: bool = False):
-    """Idefics3 (or SmolVLM, the same tower and connector): SigLIP-style tower 32 x 2 blocks at
-    32 px tiles, patch 8 (4 x 4 patches a tile), pixel shuffle 2 (2 x 2 tokens a tile); Llama
-    text 32 x 2 layers. The processor resizes the photo's longest edge to ``longest_edge`` and
+    """Idefics3 (or SmolVLM, the same tower and connector, with its own SmolVLMProcessor and image
+    processor): SigLIP-style tower 32 x 2 blocks at 32 px tiles, patch 8 (4 x 4 patches a tile),
+    pixel shuffle 2 (2 x 2 tokens a tile); Llama text 32 x 2 layers. The processor resizes the photo's longest edge to ``longest_edge`` and
     splits it into 32-px tiles + the thumbnail (bus.jpg, 810 x 1080: 4 x 3 tiles)."""
-    from transformers import Idefics3ImageProcessor, Idefics3Processor
+    import transformers as hf
 
-    if smolvlm:
-        from transformers import SmolVLMConfig as Config
-        from transformers import SmolVLMForConditionalGeneration as Model
-    else:
-        from transformers import Idefics3Config as Config
-        from transformers import Idefics3ForConditionalGeneration as Model
+    name = "SmolVLM" if smolvlm else "Idefics3"
+    Config, Model = getattr(hf, f"{name}Config"), getattr(hf, f"{name}ForConditionalGeneration")
     torch.manual_seed(0)
     vision = dict(SMALL, image_size=32, patch_size=PATCH)
     text = dict(TEXT, model_type="llama", vocab_size=len(IDEFICS_VOCAB))
     config = Config(vision_config=vision, text_config=text, scale_factor=2, image_token_id=IDEFICS_VOCAB.index("<image>"))
     model = _ready(Model(config), len(IDEFICS_VOCAB) - len(WORDS), new_tokens)
-    images = Idefics3ImageProcessor(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": 32})
-    processor = Idefics3Processor(image_processor=images, tokenizer=tokenizer(IDEFICS_VOCAB, IDEFICS_SPECIAL[4:]), image_seq_len=4, chat_template=IDEFICS_CHAT)
+    images = getattr(hf, f"{name}ImageProcessor")(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": 32})
+    extra = {"video_processor": hf.SmolVLMVideoProcessor()} if smolvlm else {}  # SmolVLMProcessor: needs num2words
+    words = tokenizer(IDEFICS_VOCAB, IDEFICS_SPECIAL[4:])
+    processor = getattr(hf, f"{name}Processor")(image_processor=images, tokenizer=words, image_seq_len=4, chat_template=IDEFICS_CHAT, **extra)
     return model, processor
 
 

@@ -2,7 +2,8 @@
 
 ``generate()`` runs under no-grad, so the answer is generated first (or taken from
 ``answer=``), then prompt + answer run as **one** teacher-forced forward: position ``T - 1 + i``
-of a ``T``-token prompt predicts answer token ``i``. Each word's score is the summed
+of a ``T``-token prompt predicts answer token ``i`` (an encoder-decoder VLM: of the decoder's ``T``
+start tokens, :mod:`mmcam.adapters.vlm.seq2seq`). Each word's score is the summed
 log-probability of its sub-word tokens (:class:`mmcam.targets.CaptionTokens`) and all words'
 maps come from that forward's one batched backward, read at a vision-tower layer through the
 model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo.
@@ -29,7 +30,7 @@ from torch import nn
 
 from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import merge_subwords
-from ..adapters.vlm import ImageLayout, ImageTokens, layout_for
+from ..adapters.vlm import ImageLayout, ImageTokens, decoder_inputs, decoder_prefix, generated_answer, layout_for
 from ..engine import CAM
 from ..engine.combine import normalize, upsample
 from ..errors import InputError, MethodError, TargetError
@@ -133,6 +134,7 @@ class GenerationTask(Task):
             raise MethodError(
                 f"method {self.method!r} is not available for generative VLMs yet; use a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
             )
+        self.decoder = decoder_prefix(model, self.method in FORWARD_ONLY)  # None: a causal language model
         if answer is not None and not answer.strip():
             raise InputError("the answer is empty; pass the answer text to explain, or None to let the model generate it")
         self.prompt = _prompt_text(processor, prompt)
@@ -150,17 +152,18 @@ class GenerationTask(Task):
         inputs = prepared.inputs
         tokens = self.layout.image_tokens(inputs, prepared.frame)
         prompt_ids = inputs["input_ids"]
-        answer_ids = self._generate(inputs) if self.answer is None else self._given()
+        start = (prompt_ids.shape[1] if self.decoder is None else len(self.decoder)) - 1  # position T - 1 + i predicts answer token i
+        answer_ids = self._generate(inputs, start + 1) if self.answer is None else self._given()
         if not answer_ids:
             raise TargetError("the model generated no words (it stopped at once): nothing to explain; pass answer= to explain a given answer")
         strings = list(self.tokenizer.convert_ids_to_tokens(answer_ids))
         groups = merge_subwords(strings)
         words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
-        start = prompt_ids.shape[1] - 1  # position T - 1 + i predicts answer token i
         positions = [start + i for i in range(len(answer_ids))]
         suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
         target = ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
-        forced = _teacher_forced(inputs, answer_ids[:-1], self.layout.answer_token_types)
+        more = answer_ids[:-1]
+        forced = decoder_inputs(inputs, self.decoder, more) if self.decoder else _teacher_forced(inputs, more, self.layout.answer_token_types)
         if self.method in FORWARD_ONLY:
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
             method = self.method
@@ -192,7 +195,7 @@ class GenerationTask(Task):
             tokens=strings,
         )
 
-    def _generate(self, inputs: dict[str, torch.Tensor]) -> list[int]:
+    def _generate(self, inputs: dict[str, torch.Tensor], known: int) -> list[int]:
         config = self.model.generation_config
         kwargs: dict[str, Any] = {}
         if self.max_new_tokens is not None:
@@ -201,7 +204,7 @@ class GenerationTask(Task):
             kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
         with torch.no_grad():
             out = self.model.generate(**inputs, **kwargs)
-        new = out[0, inputs["input_ids"].shape[1] :].tolist()
+        new = out[0, known:].tolist() if self.decoder is None else generated_answer(out[0].tolist(), self.decoder)
         stops = _stop_ids(self.model)
         end = next((i for i, t in enumerate(new) if t in stops), len(new))
         return [int(t) for t in new[:end]]
@@ -385,7 +388,7 @@ def explain_generation(
     at the same step, :class:`ContrastiveTokens`). ``layout``: the image-token layout of a model mmcam does
     not know (:class:`mmcam.adapters.vlm.ImageLayout`). Supported: the classes in
     :data:`mmcam.adapters.vlm.GENERATIVE_VLMS` (LLaVA, LLaVA-NeXT / OneVision, Qwen2 / 2.5 / 3-VL,
-    Idefics3 / SmolVLM, InternVL, PaliGemma, Gemma 3, BLIP-2 / InstructBLIP; tiles stitched back).
+    Idefics3 / SmolVLM, InternVL, PaliGemma, Gemma 3, BLIP-2 / InstructBLIP (OPT, Vicuna, Flan-T5), Florence-2; tiles stitched back).
 
     Example::
 

@@ -35,6 +35,7 @@ from .internvl import InternVLLayout
 from .llava import LlavaLayout
 from .qformer import QFormerLayout
 from .qwen import MergedPatches, Qwen2VLLayout, Qwen3VLLayout, Qwen25VLLayout
+from .seq2seq import Florence2Layout, decoder_inputs, decoder_prefix, generated_answer, is_encoder_decoder
 from .tiles import Idefics3Layout, Tiles
 
 __all__ = [
@@ -50,6 +51,11 @@ __all__ = [
     "PaliGemmaLayout",
     "Gemma3Layout",
     "QFormerLayout",
+    "Florence2Layout",
+    "decoder_prefix",
+    "decoder_inputs",
+    "generated_answer",
+    "is_encoder_decoder",
     "MergedPatches",
     "Tiles",
     "layout_for",
@@ -72,6 +78,7 @@ LAYOUTS: dict[str, type[ImageLayout]] = {
     "Gemma3ForConditionalGeneration": Gemma3Layout,
     "Blip2ForConditionalGeneration": QFormerLayout,
     "InstructBlipForConditionalGeneration": QFormerLayout,
+    "Florence2ForConditionalGeneration": Florence2Layout,
 }
 GENERATIVE_VLMS = tuple(LAYOUTS)
 

@@ -10,8 +10,9 @@ region to put them in and is refused.
 
 The processor puts the query tokens before the text itself; a prompt may hold the image
 placeholder (``<image> question``, as for the other families): it is taken out before the
-processor sees the text. Decoder-only language models only (OPT-based BLIP-2, Vicuna-based
-InstructBLIP); an encoder-decoder one (Flan-T5) is refused.
+processor sees the text. The language model is decoder-only (OPT-based BLIP-2, Vicuna-based
+InstructBLIP) or an encoder-decoder (Flan-T5): then the query tokens sit in the encoder's
+sequence and the answer is teacher-forced through the decoder (:mod:`.seq2seq`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ...errors import InputError
 from ...reshape import Reshape, Tokens
 from ..base import Prepared, processor_prepare
 from .base import ImageLayout, ImageTokens, blocks_of
+from .seq2seq import strip_placeholder
 
 __all__ = ["QFormerLayout"]
 
@@ -36,11 +38,6 @@ class QFormerLayout(ImageLayout):
 
     def __init__(self, model: nn.Module):
         config = model.config
-        if getattr(config.text_config, "is_encoder_decoder", False):
-            raise InputError(
-                f"{type(model).__name__} with an encoder-decoder language model ({config.text_config.model_type}) is not supported: "
-                "explain_generation teacher-forces a causal language model; use an OPT / Vicuna-based checkpoint"
-            )
         token = getattr(config, "image_token_id", None)
         token = getattr(config, "image_token_index", None) if token is None else token
         if token is None:
@@ -50,11 +47,7 @@ class QFormerLayout(ImageLayout):
         self.queries, self.depth = int(config.num_query_tokens), int(vision.num_hidden_layers)
 
     def prepare(self, processor: Any, photo: Any, prompt: str) -> Prepared:
-        token = getattr(processor, "image_token", None)
-        token = getattr(token, "content", token)
-        text = prompt.replace(token, " ", 1).strip() if isinstance(token, str) else prompt
-        prepared = processor_prepare(processor, photo, text=text)
-        return prepared
+        return processor_prepare(processor, photo, text=strip_placeholder(processor, prompt))
 
     def image_tokens(self, inputs: dict[str, Any], frame: Any = None) -> ImageTokens:
         ids, pixels, positions = self._ids_pixels(inputs)
