@@ -36,6 +36,7 @@ from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
 from ..targets import CaptionTokens, logits_of
 from .base import Task
+from .generation_gae import GAE, gae_maps
 from .words import WordsExplanation
 
 __all__ = [
@@ -129,9 +130,9 @@ class GenerationTask(Task):
         self.method = method or DEFAULT_METHOD
         from .. import methods
 
-        if self.method not in FORWARD_ONLY and getattr(methods.get(self.method), "attention", False):
+        if self.method not in (*FORWARD_ONLY, GAE) and getattr(methods.get(self.method), "attention", False):
             raise MethodError(
-                f"method {self.method!r} is not available for generative VLMs yet; use a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
+                f"method {self.method!r} is not available for generative VLMs yet; use {GAE!r}, a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
             )
         if answer is not None and not answer.strip():
             raise InputError("the answer is empty; pass the answer text to explain, or None to let the model generate it")
@@ -163,6 +164,9 @@ class GenerationTask(Task):
         forced = _teacher_forced(inputs, answer_ids[:-1], self.layout.answer_token_types)
         if self.method in FORWARD_ONLY:
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
+            method = self.method
+        elif self.method == GAE:  # Chefer et al.'s relevance through the language model (generation_gae)
+            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target)
             method = self.method
         else:
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers

@@ -1,0 +1,133 @@
+"""``method="gae"`` for generative VLMs: Chefer et al.'s relevance through the language model,
+against an explicit loop of the rule (full ``R`` matrices, one backward and one head at a time),
+K words at once equal to one at a time, the model left as found, LLaVA and Qwen2-VL."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from modelstate import assert_same_state, snapshot
+from PIL import Image
+from vlm_models import PHOTO, VOCAB, llava, qwen2_vl
+
+from mmcam.adapters.vlm import layout_for
+from mmcam.engine.attention import _configs
+from mmcam.engine.combine import normalize, upsample
+from mmcam.errors import MethodError
+from mmcam.targets import CaptionTokens
+from mmcam.tasks import explain_generation
+from mmcam.tasks.generation_gae import lm_relevance
+
+ANSWER = ["red", "circle", "##s", "blue"]
+GROUPS = [[0], [1, 2], [3]]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return llava()
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    return qwen2_vl()
+
+
+def _forced(model, processor, prompt):
+    inputs = dict(processor(images=Image.fromarray(PHOTO), text=prompt, return_tensors="pt"))
+    answer = [VOCAB.index(w) for w in ANSWER]
+    t = inputs["input_ids"].shape[1]
+    ids = torch.cat([inputs["input_ids"], torch.tensor([answer[:-1]])], 1)
+    forced = {**inputs, "input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for key, value in inputs.items():  # Qwen2-VL's mm_token_type_ids
+        if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor) and value.shape == inputs["input_ids"].shape:
+            forced[key] = torch.cat([value, value.new_zeros((1, len(answer) - 1))], 1)
+    return inputs, forced, CaptionTokens([t - 1 + i for i in range(len(answer))], answer, GROUPS)
+
+
+def _reference(model, forced, target):
+    """The rule by hand: a copy in eager mode with every parameter requiring grad, one backward
+    per word, ``Ā_l = mean_h relu(∇A ⊙ A)`` head by head, ``R ← R + Ā_l R`` as full matrices,
+    word k's rows summed."""
+    ref = copy.deepcopy(model)
+    ref.set_attn_implementation("eager")
+    out = ref(**forced, output_attentions=True)
+    scores = target(out)[0]
+    attns = list(out.attentions)
+    n = attns[0].shape[-1]
+    rows = []
+    for k, group in enumerate(target.groups):
+        grads = torch.autograd.grad(scores[k], attns, retain_graph=True, allow_unused=True)
+        r = torch.eye(n)
+        for attn, grad in zip(attns, grads):
+            grad = torch.zeros_like(attn) if grad is None else grad
+            heads = attn.shape[1]
+            bar = torch.zeros(n, n)
+            for h in range(heads):
+                bar += (grad[0, h] * attn[0, h]).clamp(min=0) / heads
+            r = r + bar @ r
+        rows.append(sum(r[target.positions[i]] for i in group))
+    return torch.stack(rows), scores.detach()
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen"])
+def test_relevance_equals_the_rule_by_hand_and_k_at_once_equals_one_at_a_time(family, tiny, qwen):
+    model, processor = tiny if family == "llava" else qwen
+    prompt = (
+        "<image> what color is the circle ?"
+        if family == "llava"
+        else processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what color is the circle ?"}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+    )
+    _, forced, target = _forced(model, processor, prompt)
+    relevance, scores, _, depth = lm_relevance(model, forced, target)
+    by_hand, ref_scores = _reference(model, forced, target)
+    assert depth == 2 and relevance.shape == (3, forced["input_ids"].shape[1])
+    torch.testing.assert_close(scores, ref_scores)
+    torch.testing.assert_close(relevance, by_hand, rtol=1e-4, atol=1e-6)
+    assert float((relevance - torch.eye(relevance.shape[1])[[target.positions[g[0]] for g in GROUPS]]).abs().max()) > 1e-4  # not the identity
+    for k, group in enumerate(GROUPS):
+        alone, alone_scores, _, _ = lm_relevance(model, forced, CaptionTokens(target.positions, target.token_ids, [group]))
+        torch.testing.assert_close(alone[0], relevance[k], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(alone_scores[0], scores[k])
+
+
+def test_maps_are_the_image_columns_on_the_grid_and_the_model_is_untouched(tiny):
+    model, processor = tiny
+    model.set_attn_implementation("sdpa")
+    before, implementations = snapshot(model), [c._attn_implementation_internal for c in _configs(model)]
+    prompt = "<image> what color is the circle ?"
+    exp = explain_generation(model, processor, PHOTO, prompt, answer="red circle ##s blue", method="gae")
+    assert_same_state(before, snapshot(model))
+    assert [c._attn_implementation_internal for c in _configs(model)] == implementations and "sdpa" in implementations
+    assert exp.items == ["red", "circles", "blue"] and exp.method == "gae" and exp.layers == ["language-model self-attention x2"]
+    assert exp.maps.shape == (3, *PHOTO.shape[:2]) and all(float(m.max()) == 1 for m in exp.maps)
+    inputs, forced, target = _forced(model, processor, prompt)
+    layout = layout_for(model)
+    tokens = layout.image_tokens(inputs)
+    relevance, scores, _, _ = lm_relevance(model, forced, target)
+    torch.testing.assert_close(exp.scores, scores)
+    grid = relevance[:, tokens.positions].reshape(3, *tokens.grid).clamp(min=0)  # LLaVA "default": CLS dropped, 4 x 4
+    expected = normalize(upsample(grid[None], tokens.input_size))[0]
+    prepared = layout.prepare(processor, Image.fromarray(PHOTO), prompt)
+    torch.testing.assert_close(exp.maps, prepared.frame.maps_to_photo(expected))
+
+
+def test_qwen2_vl_maps_on_the_photo(qwen):
+    model, processor = qwen
+    before = snapshot(model)
+    exp = explain_generation(model, processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}], method="gae")
+    assert_same_state(before, snapshot(model))
+    assert exp.maps.shape == (len(exp.items), *PHOTO.shape[:2]) and len(exp.items) == 4
+    assert exp.meta["teacher_forced_argmax_matches"]
+
+
+def test_a_model_without_attention_maps_is_refused(tiny):
+    model, processor = tiny
+    _, forced, target = _forced(model, processor, "<image> what color is the circle ?")
+    with pytest.raises(MethodError, match="output_attentions"):
+        lm_relevance(torch.nn.Linear(2, 2), forced, target)
