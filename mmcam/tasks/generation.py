@@ -36,7 +36,7 @@ from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
 from ..targets import CaptionTokens, logits_of
 from .base import Task
-from .generation_gae import GAE, gae_maps
+from .generation_gae import GAE, GAE_TOWER, gae_maps
 from .words import WordsExplanation
 
 __all__ = [
@@ -57,12 +57,12 @@ LOGIT_LENS = "logit-lens"
 #: Token Activation Maps (Li et al., ICCV 2025): the logit lens with earlier words' interference removed
 TAM = "tam"
 FORWARD_ONLY = (LOGIT_LENS, TAM)
+OWN_METHODS = (*FORWARD_ONLY, GAE_TOWER)  # method names this task runs itself, not registered methods
 #: what a word's score is: its log-probability, or that minus its strongest competitor's
 TARGETS = ("log-prob", "contrastive")
 #: new tokens generated when neither the call nor the model's generation config says
 DEFAULT_MAX_NEW_TOKENS = 32
-#: LayerCAM (element-wise weights keep each word's object apart): pointing 0.685 / 0.675 on the zoo
-#: VLM's answer / caption words vs Grad-CAM 0.270 / 0.231 (docs/vlm.md, bench.localization)
+#: the default where gae-tower does not apply (default_method): LayerCAM, pointing 0.685 / 0.675 on zoo:vlm (docs/vlm.md)
 DEFAULT_METHOD = "layercam"
 
 
@@ -130,7 +130,7 @@ class GenerationTask(Task):
         self.method = method or DEFAULT_METHOD
         from .. import methods
 
-        if self.method not in (*FORWARD_ONLY, GAE) and getattr(methods.get(self.method), "attention", False):
+        if self.method not in (*OWN_METHODS, GAE) and getattr(methods.get(self.method), "attention", False):
             raise MethodError(
                 f"method {self.method!r} is not available for generative VLMs yet; use {GAE!r}, a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
             )
@@ -165,8 +165,8 @@ class GenerationTask(Task):
         if self.method in FORWARD_ONLY:
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
             method = self.method
-        elif self.method == GAE:  # Chefer et al.'s relevance through the language model (generation_gae)
-            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target)
+        elif self.method in (GAE, GAE_TOWER):  # Chefer et al.'s relevance through the language model (generation_gae)
+            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target, self.method)
             method = self.method
         else:
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers

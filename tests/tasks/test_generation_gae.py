@@ -18,7 +18,7 @@ from mmcam.engine.combine import normalize, upsample
 from mmcam.errors import MethodError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_generation
-from mmcam.tasks.generation_gae import lm_relevance
+from mmcam.tasks.generation_gae import GAE_TOWER, _image_relevance, _shifted, _unshifted, gae_maps, lm_relevance
 
 ANSWER = ["red", "circle", "##s", "blue"]
 GROUPS = [[0], [1, 2], [3]]
@@ -84,16 +84,17 @@ def test_relevance_equals_the_rule_by_hand_and_k_at_once_equals_one_at_a_time(fa
         )
     )
     _, forced, target = _forced(model, processor, prompt)
-    relevance, scores, _, depth = lm_relevance(model, forced, target)
+    out = lm_relevance(model, forced, target)
+    relevance, scores = out.rows, out.scores
     by_hand, ref_scores = _reference(model, forced, target)
-    assert depth == 2 and relevance.shape == (3, forced["input_ids"].shape[1])
+    assert out.layers == ["language-model self-attention x2"] and relevance.shape == (3, forced["input_ids"].shape[1])
     torch.testing.assert_close(scores, ref_scores)
     torch.testing.assert_close(relevance, by_hand, rtol=1e-4, atol=1e-6)
     assert float((relevance - torch.eye(relevance.shape[1])[[target.positions[g[0]] for g in GROUPS]]).abs().max()) > 1e-4  # not the identity
     for k, group in enumerate(GROUPS):
-        alone, alone_scores, _, _ = lm_relevance(model, forced, CaptionTokens(target.positions, target.token_ids, [group]))
-        torch.testing.assert_close(alone[0], relevance[k], rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(alone_scores[0], scores[k])
+        alone = lm_relevance(model, forced, CaptionTokens(target.positions, target.token_ids, [group]))
+        torch.testing.assert_close(alone.rows[0], relevance[k], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(alone.scores[0], scores[k])
 
 
 def test_maps_are_the_image_columns_on_the_grid_and_the_model_is_untouched(tiny):
@@ -109,9 +110,9 @@ def test_maps_are_the_image_columns_on_the_grid_and_the_model_is_untouched(tiny)
     inputs, forced, target = _forced(model, processor, prompt)
     layout = layout_for(model)
     tokens = layout.image_tokens(inputs)
-    relevance, scores, _, _ = lm_relevance(model, forced, target)
-    torch.testing.assert_close(exp.scores, scores)
-    grid = relevance[:, tokens.positions].reshape(3, *tokens.grid).clamp(min=0)  # LLaVA "default": CLS dropped, 4 x 4
+    out = lm_relevance(model, forced, target)
+    torch.testing.assert_close(exp.scores, out.scores)
+    grid = out.rows[:, tokens.positions].reshape(3, *tokens.grid).clamp(min=0)  # LLaVA "default": CLS dropped, 4 x 4
     expected = normalize(upsample(grid[None], tokens.input_size))[0]
     prepared = layout.prepare(processor, Image.fromarray(PHOTO), prompt)
     torch.testing.assert_close(exp.maps, prepared.frame.maps_to_photo(expected))
@@ -131,3 +132,62 @@ def test_a_model_without_attention_maps_is_refused(tiny):
     _, forced, target = _forced(model, processor, "<image> what color is the circle ?")
     with pytest.raises(MethodError, match="output_attentions"):
         lm_relevance(torch.nn.Linear(2, 2), forced, target)
+
+
+def test_gae_tower_carries_the_image_columns_through_the_towers_rollout_by_hand(tiny):
+    """CLIP tower (CLS + 4 x 4, CLS dropped by LLaVA), ``vision_feature_layer=-2``: the second
+    block's maps get zero gradient. By hand: the tower's ``R = Π(I + Ā)`` per word, ``R̄ = (R −
+    I) / rowsum + I``, the language model's image columns (a zero for the CLS) times ``R̄``."""
+    model, processor = tiny
+    inputs, forced, target = _forced(model, processor, "<image> what color is the circle ?")
+    tokens = layout_for(model).image_tokens(inputs)
+    out = lm_relevance(model, forced, target, tower=True)
+    torch.testing.assert_close(out.rows, lm_relevance(model, forced, target).rows, rtol=1e-5, atol=1e-7)  # the leaf moved, not the rule
+    assert out.layers == ["language-model self-attention x2", "vision-tower self-attention x2"] and out.tower.shape == (3, 17, 17)
+    ref = copy.deepcopy(model)
+    ref.set_attn_implementation("eager")
+    kept = []
+    for layer in ref.model.vision_tower.encoder.layers:
+        layer.self_attn.register_forward_hook(lambda m, a, o: kept.append(o[1]))
+    scores = target(ref(**forced))[0]
+    expected = []
+    for k in range(3):
+        grads = torch.autograd.grad(scores[k], kept, retain_graph=True, allow_unused=True)
+        r = torch.eye(17)
+        for attn, grad in zip(kept, grads):
+            grad = torch.zeros_like(attn) if grad is None else grad
+            r = r + (grad[0] * attn[0]).clamp(min=0).mean(0) @ r
+        hat = r - torch.eye(17)
+        sums = hat.sum(-1, keepdim=True)
+        bar = torch.where(sums > 0, hat / sums, torch.zeros(())) + torch.eye(17)  # rows of R - I that sum to 0 stay 0
+        expected.append((torch.cat([torch.zeros(1), out.rows[k, tokens.positions]]) @ bar)[1:])
+    assert grads[1] is None or not grads[1].any()  # the block after the feature layer takes no part
+    torch.testing.assert_close(_image_relevance(out, tokens), torch.stack(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_gae_tower_averages_half_patch_shifts_and_leaves_the_model_as_found(tiny, qwen):
+    model, processor = tiny
+    pixels = torch.arange(2 * 8 * 8.0).reshape(1, 2, 8, 8)
+    moved = _shifted(pixels, 2, 3)
+    assert torch.equal(moved[..., 2:, 3:], pixels[..., :-2, :-3]) and torch.equal(moved[..., 0, 0], pixels[..., 0, 0])
+    assert torch.equal(_unshifted(moved[0], 2, 3)[:, :-2, :-3], pixels[0, :, :-2, :-3])
+    inputs, forced, target = _forced(model, processor, "<image> what color is the circle ?")
+    tokens = layout_for(model).image_tokens(inputs)
+    maps, scores, _, layers = gae_maps(model, forced, tokens, target, GAE_TOWER)
+    assert layers[-1] == "mean over input shifts [(0, 0), (0, 4), (4, 0), (4, 4)]"  # patch 8
+    by_hand = []
+    for dy, dx in [(0, 0), (0, 4), (4, 0), (4, 4)]:
+        out = lm_relevance(model, {**forced, "pixel_values": _shifted(forced["pixel_values"], dy, dx)}, target, tower=True)
+        grid = _image_relevance(out, tokens).reshape(3, 4, 4).clamp(min=0)
+        by_hand.append(_unshifted(normalize(upsample(grid[None], (32, 32)))[0], dy, dx))
+    torch.testing.assert_close(maps, normalize(torch.stack(by_hand).mean(0)))
+    torch.testing.assert_close(scores, lm_relevance(model, forced, target).scores)
+    before = snapshot(model)
+    exp = explain_generation(model, processor, PHOTO, "<image> what color is the circle ?", method=GAE_TOWER)
+    assert_same_state(before, snapshot(model))
+    assert exp.method == GAE_TOWER and exp.maps.shape == (4, *PHOTO.shape[:2]) and exp.meta["teacher_forced_argmax_matches"]
+    qwen_model, qwen_processor = qwen  # Qwen2-VL's tower merges 2 x 2 patches per image token: refused, with what to use
+    with pytest.raises(MethodError, match="'gae'"):
+        explain_generation(
+            qwen_model, qwen_processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}], method=GAE_TOWER
+        )
