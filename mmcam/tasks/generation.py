@@ -36,7 +36,7 @@ from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
 from ..targets import CaptionTokens, logits_of
 from .base import Task
-from .generation_gae import GAE, GAE_TOWER, gae_maps
+from .generation_gae import GAE, GAE_TOWER, default_method, gae_maps
 from .words import WordsExplanation
 
 __all__ = [
@@ -62,7 +62,7 @@ OWN_METHODS = (*FORWARD_ONLY, GAE_TOWER)  # method names this task runs itself, 
 TARGETS = ("log-prob", "contrastive")
 #: new tokens generated when neither the call nor the model's generation config says
 DEFAULT_MAX_NEW_TOKENS = 32
-#: the default where gae-tower does not apply (default_method): LayerCAM, pointing 0.685 / 0.675 on zoo:vlm (docs/vlm.md)
+#: the default where gae-tower does not apply (generation_gae.default_method): LayerCAM, pointing 0.685 / 0.675 on zoo:vlm
 DEFAULT_METHOD = "layercam"
 
 
@@ -127,7 +127,7 @@ class GenerationTask(Task):
         self.target = target
         if processor is None:
             raise InputError("a generative VLM needs its processor (e.g. LlavaProcessor) to expand the image placeholder")
-        self.method = method or DEFAULT_METHOD
+        self.method = method or default_method(self.layout, layers, DEFAULT_METHOD)
         from .. import methods
 
         if self.method not in (*OWN_METHODS, GAE) and getattr(methods.get(self.method), "attention", False):
@@ -382,8 +382,8 @@ def explain_generation(
     "content": [{"type": "image"}, {"type": "text", "text": ...}]}]``). The answer is generated
     greedily (the model's generation config; ``max_new_tokens``), cut at EOS; word ``w``'s score
     is ``Σ_{t ∈ w} log p(token_t | prompt, image, tokens_<t)`` and every word's map comes from
-    one teacher-forced forward and one batched backward. ``method``: a CAM method (default
-    ``"layercam"``, see ``DEFAULT_METHOD``) at ``layers`` (default: the vision-tower block the projector reads) or
+    one teacher-forced forward and one batched backward. ``method``: ``"gae-tower"`` (LLaVA's default) / ``"gae"``
+    (:mod:`.generation_gae`), a CAM method (default elsewhere or with ``layers``: ``"layercam"``) at ``layers`` (default: the vision-tower block the projector reads) or
     ``"logit-lens"`` / ``"tam"`` (forward-only; ``"tam"`` removes earlier words' interference).
     ``target``: ``"log-prob"`` or ``"contrastive"`` (the word against its strongest competitor
     at the same step, :class:`ContrastiveTokens`). ``layout``: the image-token layout of a model mmcam does

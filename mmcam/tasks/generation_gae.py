@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters.vlm import ImageTokens
+from ..adapters.vlm import ImageLayout, ImageTokens, LlavaLayout
 from ..engine.attention import _gradients, eager_attention
 from ..engine.combine import normalize, upsample
 from ..engine.guard import untouched
@@ -45,12 +45,20 @@ from ..errors import ForwardError, MethodError
 from ..methods.attention import normalized, relevance_rows, self_relevance
 from ..targets import CaptionTokens
 
-__all__ = ["GAE", "GAE_TOWER", "Relevance", "lm_relevance", "gae_maps"]
+__all__ = ["GAE", "GAE_TOWER", "Relevance", "default_method", "lm_relevance", "gae_maps"]
 
 #: the registered name this task routes to :func:`gae_maps`
 GAE = "gae"
 #: the same through the language model, then through the vision tower's self-attention too
 GAE_TOWER = "gae-tower"
+
+
+def default_method(layout: ImageLayout, layers: Any, fallback: str) -> str:
+    """The generative VLMs' default method: ``gae-tower`` for a LLaVA layout (one image on the
+    token grid, the tower's tokens one to one; on ``zoo:vlm`` it points 0.951 / 0.890 at answer /
+    caption words against LayerCAM's 0.685 / 0.675, docs/vlm.md) when no ``layers`` are given;
+    else ``fallback`` (LayerCAM), as ``gae-tower`` needs that layout and reads no layer."""
+    return GAE_TOWER if type(layout) is LlavaLayout and layers is None else fallback
 
 
 def _word_rows(target: CaptionTokens) -> list[list[int]]:

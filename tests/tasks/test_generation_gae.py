@@ -191,3 +191,14 @@ def test_gae_tower_averages_half_patch_shifts_and_leaves_the_model_as_found(tiny
         explain_generation(
             qwen_model, qwen_processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}], method=GAE_TOWER
         )
+
+
+def test_the_default_is_gae_tower_on_llava_and_layercam_elsewhere(tiny, qwen):
+    model, processor = tiny
+    exp = explain_generation(model, processor, PHOTO, "<image> what color is the circle ?", answer="red")
+    assert exp.method == GAE_TOWER
+    layered = explain_generation(model, processor, PHOTO, "<image> what color is the circle ?", answer="red", layers="model.multi_modal_projector")
+    assert layered.method == "layercam" and layered.layers == ["model.multi_modal_projector"]
+    qwen_model, qwen_processor = qwen
+    other = explain_generation(qwen_model, qwen_processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}])
+    assert other.method == "layercam"
