@@ -25,6 +25,10 @@ input embeddings are a leaf of the graph, so nothing before the language model (
 projector) is traced. Works for a layout whose language model is a standard transformers
 decoder that returns ``attentions`` with ``output_attentions=True`` (LLaVA, Qwen2-VL, ...);
 not for Q-Former layouts, whose query tokens cover no region of the image.
+
+``method="gae-tower"`` (LLaVA layouts, the default there: :func:`default_method`) carries the
+image columns on through the vision tower's own rollout with Chefer's normalisation (eqs. 8–9),
+``r ← r · R̄_tower``, and averages the maps over half-patch shifts of the input (:func:`gae_maps`).
 """
 
 from __future__ import annotations
