@@ -4,6 +4,7 @@ plain ``R``), one pass or averaged over the four half-patch input shifts — and
 default) with the same shifts, so the shifts' share is measured on a CAM too.
 
     python -m bench.vlm_gae --images 60
+    python -m bench.vlm_gae --images 60 --phases 3     # + gae-tower with SHIFT_PHASES = 3 (9 passes)
 
 The items are ``bench.localization``'s (60 textured scenes, seed 31337): the first answer word of
 each colour / shape question about one object (``vlm-vqa``) and the colour / shape words of
@@ -24,9 +25,12 @@ from mmcam.engine.combine import normalize, upsample
 from mmcam.methods.attention import normalized
 from mmcam.metrics import localization_table
 from mmcam.targets import CaptionTokens
+from mmcam.tasks import generation_gae
 from mmcam.tasks.caption import CAPTION_PROMPT
 from mmcam.tasks.generation import GenerationTask, _teacher_forced, chat_prompt
-from mmcam.tasks.generation_gae import _shifted, _unshifted, lm_relevance
+from mmcam.tasks.generation_gae import GAE_TOWER, _shifted, _unshifted, gae_maps, lm_relevance
+
+PHASES = 0  # --phases: one more row, gae-tower at that many shifts per axis
 
 
 def _grid_map(image: torch.Tensor, tokens) -> torch.Tensor:
@@ -55,7 +59,14 @@ def _variants(model, task, forced, tokens, target) -> dict[str, torch.Tensor]:
             if (dy, dx) == (0, 0):
                 rows.setdefault(f"{name}, one pass", []).append(m)
             rows.setdefault(f"{name}, 4 half-patch shifts", []).append(_unshifted(m, dy, dx))
-    return {name: normalize(torch.stack(ms).mean(0)) for name, ms in rows.items()}
+    out = {name: normalize(torch.stack(ms).mean(0)) for name, ms in rows.items()}
+    if PHASES:
+        saved, generation_gae.SHIFT_PHASES = generation_gae.SHIFT_PHASES, PHASES
+        try:
+            out[f"gae-tower, SHIFT_PHASES = {PHASES} ({PHASES * PHASES} passes)"] = gae_maps(model, forced, tokens, target, GAE_TOWER)[0]
+        finally:
+            generation_gae.SHIFT_PHASES = saved
+    return out
 
 
 def _item(model, task, image):
@@ -75,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=31337)
+    parser.add_argument("--phases", type=int, default=0, help="also gae-tower with this SHIFT_PHASES (0: no extra row)")
     args = parser.parse_args(argv)
+    global PHASES
+    PHASES = args.phases
     scenes = generate_scenes(args.images, args.seed, SceneConfig(background="textured"))
     model, processor = zoo.load("vlm")
     caption = GenerationTask(model, processor, chat_prompt(processor, CAPTION_PROMPT), task="caption")

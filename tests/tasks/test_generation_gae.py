@@ -202,3 +202,11 @@ def test_the_default_is_gae_tower_on_llava_and_layercam_elsewhere(tiny, qwen):
     qwen_model, qwen_processor = qwen
     other = explain_generation(qwen_model, qwen_processor, PHOTO, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "describe"}]}])
     assert other.method == "layercam"
+
+
+def test_shift_offsets_per_phase_count(monkeypatch):
+    import mmcam.tasks.generation_gae as module
+
+    assert module._offsets(8) == [0, 4] and module._offsets(14) == [0, 7]
+    monkeypatch.setattr(module, "SHIFT_PHASES", 3)
+    assert module._offsets(8) == [0, 3, 5] and module._offsets(14) == [0, 5, 9]
