@@ -92,9 +92,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     _check_zoo_task(args.model, args.task)
     if args.method:
         from . import methods
-        from .tasks.generation import FORWARD_ONLY
+        from .tasks.generation import OWN_METHODS
 
-        if args.method not in FORWARD_ONLY:  # generative VLMs' logit-lens / tam: checked by the task, once
+        if args.method not in OWN_METHODS:  # generative VLMs' logit-lens / tam / gae-tower: checked by the task, once
             methods.get(args.method)  # an unknown name is one error up front, not one per image
     images = _inputs(args.input, args.task)
     out = Path(args.out)

@@ -130,10 +130,10 @@ def evaluate(
 
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    from ..tasks.generation import FORWARD_ONLY
+    from ..tasks.generation import OWN_METHODS
 
     for m in methods:
-        if m not in FORWARD_ONLY:  # generative VLMs' forward-only maps (logit-lens, tam)
+        if m not in OWN_METHODS:  # generative VLMs' own maps (logit-lens, tam, gae-tower)
             methods_mod.get(m)  # unknown names fail here, before any work
     if attributions:
         from ..metrics.attribution import ATTRIBUTIONS

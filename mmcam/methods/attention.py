@@ -48,7 +48,7 @@ import torch
 from ..errors import MethodError
 from .base import Method
 
-__all__ = ["GenericAttention", "weighted_attention", "self_relevance", "normalized", "encoder_decoder_relevance"]
+__all__ = ["GenericAttention", "weighted_attention", "self_relevance", "relevance_rows", "normalized", "encoder_decoder_relevance"]
 
 
 class GenericAttention(Method):
@@ -100,6 +100,21 @@ def self_relevance(attns: Sequence[torch.Tensor], grads: Sequence[torch.Tensor])
     for attn, grad in zip(attns, grads):
         r = r + weighted_attention(attn, grad) @ r
     return r
+
+
+def relevance_rows(attns: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``Σ_{r ∈ rows[k]} R_k[r]`` ``(K, B, N)``: the summed query rows of :func:`self_relevance`
+    for each of the K scores, without the ``N x N`` products. ``R = (I + Ā_L) ⋯ (I + Ā_1)``, so
+    a row vector ``v = Σ_r e_r`` is carried from the last layer to the first, ``v ← v + v Ā_l``
+    (``O(N²)`` per layer instead of ``O(N³)``)."""
+    k, b = grads[0].shape[:2]
+    n = attns[0].shape[-1]
+    v = torch.zeros(k, b, n, dtype=torch.float32, device=attns[0].device)
+    for j, picked in enumerate(rows):
+        v[j, :, list(picked)] += 1.0
+    for attn, grad in zip(reversed(attns), reversed(grads)):
+        v = v + (v[..., None, :] @ weighted_attention(attn.float(), grad.float()))[..., 0, :]
+    return v
 
 
 def normalized(r: torch.Tensor) -> torch.Tensor:

@@ -30,13 +30,14 @@ from torch import nn
 
 from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import merge_subwords
-from ..adapters.vlm import ImageLayout, ImageTokens, decoder_inputs, decoder_prefix, generated_answer, layout_for
+from ..adapters.vlm import ImageLayout, decoder_inputs, decoder_prefix, generated_answer, layout_for
 from ..engine import CAM
-from ..engine.combine import normalize, upsample
 from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
-from ..targets import CaptionTokens, logits_of
+from ..targets import CaptionTokens
 from .base import Task
+from .generation_gae import GAE, GAE_TOWER, default_method, gae_maps
+from .generation_lens import FORWARD_ONLY, LOGIT_LENS, TAM, ContrastiveTokens, _forward_only, remove_interference, token_activation_maps
 from .words import WordsExplanation
 
 __all__ = [
@@ -53,16 +54,12 @@ __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
 ]
 
-LOGIT_LENS = "logit-lens"
-#: Token Activation Maps (Li et al., ICCV 2025): the logit lens with earlier words' interference removed
-TAM = "tam"
-FORWARD_ONLY = (LOGIT_LENS, TAM)
+OWN_METHODS = (*FORWARD_ONLY, GAE_TOWER)  # method names this task runs itself, not registered methods
 #: what a word's score is: its log-probability, or that minus its strongest competitor's
 TARGETS = ("log-prob", "contrastive")
 #: new tokens generated when neither the call nor the model's generation config says
 DEFAULT_MAX_NEW_TOKENS = 32
-#: LayerCAM (element-wise weights keep each word's object apart): pointing 0.685 / 0.675 on the zoo
-#: VLM's answer / caption words vs Grad-CAM 0.270 / 0.231 (docs/vlm.md, bench.localization)
+#: the default where gae-tower does not apply (generation_gae.default_method): LayerCAM, pointing 0.685 / 0.675 on zoo:vlm
 DEFAULT_METHOD = "layercam"
 
 
@@ -127,14 +124,18 @@ class GenerationTask(Task):
         self.target = target
         if processor is None:
             raise InputError("a generative VLM needs its processor (e.g. LlavaProcessor) to expand the image placeholder")
-        self.method = method or DEFAULT_METHOD
+        self.method = method or default_method(self.layout, layers, DEFAULT_METHOD)
         from .. import methods
 
-        if self.method not in FORWARD_ONLY and getattr(methods.get(self.method), "attention", False):
+        if self.method not in (*OWN_METHODS, GAE) and getattr(methods.get(self.method), "attention", False):
             raise MethodError(
-                f"method {self.method!r} is not available for generative VLMs yet; use a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
+                f"method {self.method!r} is not available for generative VLMs yet; use {GAE!r}, a CAM method (gradcam, layercam, ...), {LOGIT_LENS!r} or {TAM!r}"
             )
         self.decoder = decoder_prefix(model, self.method in FORWARD_ONLY)  # None: a causal language model
+        if self.decoder is not None and self.method in (GAE, GAE_TOWER):
+            raise MethodError(
+                f"{type(model).__name__} is an encoder-decoder: {self.method!r} reads the causal LM's self-attention; use a CAM method (layercam, ...)"
+            )
         if answer is not None and not answer.strip():
             raise InputError("the answer is empty; pass the answer text to explain, or None to let the model generate it")
         self.prompt = _prompt_text(processor, prompt)
@@ -166,6 +167,9 @@ class GenerationTask(Task):
         forced = decoder_inputs(inputs, self.decoder, more) if self.decoder else _teacher_forced(inputs, more, self.layout.answer_token_types)
         if self.method in FORWARD_ONLY:
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
+            method = self.method
+        elif self.method in (GAE, GAE_TOWER):  # Chefer et al.'s relevance through the language model (generation_gae)
+            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target, self.method)
             method = self.method
         else:
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers
@@ -275,92 +279,6 @@ def _score_meta(kind: str, scores: torch.Tensor, target: CaptionTokens, logits: 
     return {"word_contrastive_scores": [round(float(s), 5) for s in scores], "competitors": [[names[i] for i in g] for g in target.groups]}
 
 
-class ContrastiveTokens(CaptionTokens):
-    """``(B, W)``: per word, ``Σ_{t ∈ w} [log p(token_t) − max_{v ≠ token_t} log p(v)]`` at the
-    same teacher-forced step: how far the word beats its strongest competitor (``v`` ranges over
-    the tokens generation allows: ``suppress`` ids excluded). As the softmax normaliser cancels,
-    this is ``logit(token_t) − max_{v ≠ token_t} logit(v)``; its gradient flows to both."""
-
-    def __init__(self, positions, token_ids, groups=None, suppress=()):
-        super().__init__(positions, token_ids, groups)
-        self.suppress = [int(t) for t in suppress]
-
-    def _rivals(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, T, V)`` logits at the target positions with the tokens themselves (and the
-        suppressed ids) at -inf."""
-        picked = logits[:, self.positions].clone()
-        picked[:, torch.arange(len(self.positions)), self.token_ids] = -float("inf")
-        if self.suppress:
-            picked[..., self.suppress] = -float("inf")
-        return picked
-
-    def __call__(self, output: Any) -> torch.Tensor:
-        logits = logits_of(output)
-        own = super().__call__(logits)  # validates shapes; Σ log p per word
-        best = self._rivals(logits.log_softmax(-1)).max(-1).values  # (B, T)
-        return own - torch.stack([best[:, g].sum(1) for g in self.groups], 1)
-
-    def competitors(self, logits: torch.Tensor) -> list[int]:
-        """The strongest competitor token at each target position, ``logits`` ``(L, V)``."""
-        return [int(t) for t in self._rivals(logits[None]).argmax(-1)[0]]
-
-
-def remove_interference(target_map: torch.Tensor, context_maps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """TAM's estimated causal inference (Li et al., ICCV 2025, https://arxiv.org/abs/2506.23270 §3.2)
-    for one token: ``relu(A − s·I)`` with the interference map ``I = Σ_j ŵ_j A_j`` (the
-    context tokens' maps ``context_maps`` ``(M, N)`` weighted by ``weights`` ``(M,)``, ≥ 0,
-    normalised to sum 1) and ``s = ⟨A, I⟩ / ⟨I, I⟩``, the least-squares scale of ``I`` onto the
-    token's map ``A`` (``target_map`` ``(N,)``); ``A`` itself when there is no interference."""
-    total = weights.sum()
-    if context_maps.shape[0] == 0 or float(total) <= 0:
-        return target_map.clamp(min=0)
-    interference = (weights / total) @ context_maps
-    norm = (interference * interference).sum()
-    scale = (target_map * interference).sum() / norm if float(norm) > 0 else target_map.new_zeros(())
-    return (target_map - scale * interference).clamp(min=0)
-
-
-def token_activation_maps(logits: torch.Tensor, image_positions: list[int], input_ids: list[int], target: CaptionTokens, image_token_id: int) -> torch.Tensor:
-    """``(T, N)``: each target token's TAM over the ``N`` image positions, from one forward's
-    ``logits`` ``(L, V)``. Every token is read at the position that predicts it: token ``x`` at
-    input position ``q`` has the map ``A = relu(logits[image, x])``; the context of the target
-    token at logit position ``P`` is every text token at an input position ``1 ≤ q ≤ P`` (the
-    prompt's words and the answer's earlier words) whose id differs from the target's, weighted
-    by its activation for the target, ``relu(logits[q − 1, target])``
-    (:func:`remove_interference`)."""
-    image = logits[image_positions].clamp(min=0)  # (N, V)
-    ctx = [q for q in range(1, len(input_ids)) if input_ids[q] != image_token_id]
-    ctx_ids = [input_ids[q] for q in ctx]
-    ctx_maps = image[:, ctx_ids].T  # (M, N)
-    out = []
-    for position, token in zip(target.positions, target.token_ids):
-        keep = [j for j, q in enumerate(ctx) if q <= position and ctx_ids[j] != token]
-        weights = logits[[ctx[j] - 1 for j in keep], token].clamp(min=0)
-        out.append(remove_interference(image[:, token], ctx_maps[keep], weights))
-    return torch.stack(out)
-
-
-def _forward_only(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTokens, target: CaptionTokens, method: str):
-    """One no-grad forward. ``logit-lens``: word k's map is Σ_{t ∈ k} logit(token_t) at each
-    grid token's position (for a contrastive target, minus its competitor's logit); ``tam``: Σ_{t
-    ∈ k} of the tokens' :func:`token_activation_maps`. Min-max scaled and upsampled to the input;
-    scores are the target's."""
-    with torch.no_grad():
-        logits = model(**forced).logits[0].float()  # (L, V)
-    columns = logits[tokens.positions]  # (N, V)
-    if method == TAM:
-        ids = forced["input_ids"][0].tolist()
-        per_token = token_activation_maps(logits, tokens.positions, ids, target, ids[tokens.positions[0]]).T
-    else:
-        per_token = columns[:, target.token_ids]  # (N, T)
-        if isinstance(target, ContrastiveTokens):
-            per_token = per_token - columns[:, target.competitors(logits)]
-    words = torch.stack([per_token[:, g].sum(1) for g in target.groups])  # (K, h*w)
-    maps = normalize(upsample(normalize(tokens.fold(words)[None]), tokens.input_size))[0]
-    scores = target(logits[None])[0]
-    return maps, scores, logits, ["lm_head"]
-
-
 def explain_generation(
     model: nn.Module,
     processor: Any,
@@ -381,8 +299,8 @@ def explain_generation(
     "content": [{"type": "image"}, {"type": "text", "text": ...}]}]``). The answer is generated
     greedily (the model's generation config; ``max_new_tokens``), cut at EOS; word ``w``'s score
     is ``Σ_{t ∈ w} log p(token_t | prompt, image, tokens_<t)`` and every word's map comes from
-    one teacher-forced forward and one batched backward. ``method``: a CAM method (default
-    ``"layercam"``, see ``DEFAULT_METHOD``) at ``layers`` (default: the vision-tower block the projector reads) or
+    one teacher-forced forward and one batched backward. ``method``: ``"gae-tower"`` (LLaVA's default) / ``"gae"``
+    (:mod:`.generation_gae`), a CAM method (default elsewhere or with ``layers``: ``"layercam"``) at ``layers`` (default: the vision-tower block the projector reads) or
     ``"logit-lens"`` / ``"tam"`` (forward-only; ``"tam"`` removes earlier words' interference).
     ``target``: ``"log-prob"`` or ``"contrastive"`` (the word against its strongest competitor
     at the same step, :class:`ContrastiveTokens`). ``layout``: the image-token layout of a model mmcam does

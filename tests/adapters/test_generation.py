@@ -34,7 +34,7 @@ def tiny():
 def test_one_map_per_word_on_the_photo_and_tokens_equal_generate(tiny):
     model, processor = tiny
     before = snapshot(model)
-    exp = explain_generation(model, processor, PHOTO, PROMPT)
+    exp = explain_generation(model, processor, PHOTO, PROMPT, method="layercam")  # the CAM path (LLaVA's default is gae-tower)
     assert_same_state(before, snapshot(model))
     inputs = processor(images=Image.fromarray(PHOTO), text=PROMPT, return_tensors="pt")
     with torch.no_grad():
@@ -51,7 +51,7 @@ def test_one_map_per_word_on_the_photo_and_tokens_equal_generate(tiny):
 
 def test_k_words_at_once_equal_one_at_a_time(tiny):
     model, processor = tiny
-    exp = explain_generation(model, processor, PHOTO, PROMPT, answer="red circle ##s blue")
+    exp = explain_generation(model, processor, PHOTO, PROMPT, answer="red circle ##s blue", method="layercam")
     assert exp.items == ["red", "circles", "blue"]  # sub-words merged
     inputs = dict(processor(images=Image.fromarray(PHOTO), text=PROMPT, return_tensors="pt"))
     answer = [VOCAB.index(w) for w in ("red", "circle", "##s", "blue")]
@@ -163,7 +163,7 @@ def test_real_photo_maps_at_its_size(tiny):
 
 def test_a_layout_by_hand_gives_the_same_maps(tiny):
     model, processor = tiny
-    auto = explain_generation(model, processor, PHOTO, PROMPT, answer="red")
+    auto = explain_generation(model, processor, PHOTO, PROMPT, answer="red", method="layercam")
     layout = ImageLayout(image_token_id=IMAGE_TOKEN, patch_size=8, layers=["model.vision_tower.encoder.layers.0"])
     manual = explain_generation(model, processor, PHOTO, PROMPT, answer="red", layout=layout)
     torch.testing.assert_close(manual.maps, auto.maps)

@@ -72,8 +72,9 @@ def test_one_map_per_word_tokens_and_logits_equal_generate(family, bus):
         assert exp.layers == ["model.vision_tower.blocks.1.0"]
     else:
         assert info["count"] == 4 and info["grid"] == [4, 4]
-    with pytest.raises(MethodError, match="encoder-decoder"):
-        explain_generation(model, processor, bus, PROMPT, method="logit-lens")
+    for method in ("logit-lens", "gae", "gae-tower"):  # they read the causal LM's head / self-attention
+        with pytest.raises(MethodError, match="encoder-decoder"):
+            explain_generation(model, processor, bus, PROMPT, method=method)
 
 
 def test_k_words_at_once_equal_one_at_a_time(family, bus):

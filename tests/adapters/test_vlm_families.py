@@ -19,7 +19,7 @@ from vlm_families import blip2, gemma3, idefics3, internvl, llava_next, paligemm
 
 import mmcam
 from mmcam.adapters.vlm import layout_for
-from mmcam.errors import InputError
+from mmcam.errors import InputError, MethodError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_generation
 
@@ -75,9 +75,15 @@ def test_one_map_per_word_tokens_and_log_probs_equal_generate(family, bus):
     if name in QFORMER:
         with pytest.raises(InputError, match="no region"):
             explain_generation(model, processor, bus, prompt, answer=" ".join(exp.tokens), method="logit-lens")
+        with pytest.raises(MethodError, match="no region"):
+            explain_generation(model, processor, bus, prompt, answer=" ".join(exp.tokens), method="gae")
         return
     lens = explain_generation(model, processor, bus, prompt, answer=" ".join(exp.tokens), method="logit-lens")
     assert lens.maps.shape == exp.maps.shape and torch.allclose(lens.scores, exp.scores, atol=1e-4)
+    before = snapshot(model)  # (the generate() above may install transformers' own capture hooks)
+    gae = explain_generation(model, processor, bus, prompt, answer=" ".join(exp.tokens), method="gae")  # through the language model
+    assert gae.maps.shape == exp.maps.shape and torch.allclose(gae.scores, exp.scores, atol=1e-4) and all(float(m.max()) == 1 for m in gae.maps)
+    assert_same_state(before, snapshot(model))
 
 
 def _groups(tokens: list[str]) -> list[list[int]]:

@@ -81,6 +81,6 @@ def test_explain_vqa_and_caption_through_the_llava_path(vlm):
     exp = mmcam.explain_vqa(model, processor, scene.image, qa.question)
     assert exp.items == [qa.answer] and exp.maps.shape == (1, 64, 64) and exp.meta["teacher_forced_argmax_matches"]
     assert exp.meta["image_tokens"] == {"first": 0, "count": 64, "prefix": 0, "grid": [8, 8]}
-    assert exp.layers == ["model.vision_tower.encoder.layers.2"]
+    assert exp.method == "gae-tower" and exp.layers[:2] == ["language-model self-attention x3", "vision-tower self-attention x3"]  # LLaVA's default
     cap = mmcam.explain_caption(model, processor, scene.image, method="tam")
     assert cap.items == scene.caption_tokens and cap.maps.shape == (len(scene.caption_tokens), 64, 64)
