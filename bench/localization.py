@@ -136,7 +136,7 @@ def _vqa(scenes, method, name="vqa"):
     return maps, masks
 
 
-DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults
+DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "attnlrp", "vqa": "attnlrp"}  # the task calls' own defaults
 DEFAULTS.update({"yolo26": "layercam", "yolo26-e2e": "layercam", "pose": "layercam", "vlm-vqa": "layercam", "vlm-caption": "layercam"})
 TASKS = {
     "classifier": _classify,
@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--seed", type=int, default=31337)
     parser.add_argument(
-        "--method", default=None, help="default: each task call's own default (layercam for YOLO, gae for the captioner and VQA, gradcam otherwise)"
+        "--method",
+        default=None,
+        help="default: each task call's own default (layercam for YOLO and DETR, attnlrp for the captioner and VQA, gradcam otherwise)",
     )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     args = parser.parse_args(argv)

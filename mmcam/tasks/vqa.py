@@ -88,9 +88,10 @@ def explain_vqa(
 
     ``model``: ``ViltForQuestionAnswering`` (``answer``: one of its labels, or a label index) or
     ``BlipForQuestionAnswering`` (any ``answer`` text is teacher-forced; by default the
-    generated answer). ``method``: default ``"gae"`` for ViLT (gradient-weighted attention
-    relevance of the pooler token: on the zoo it points at the answer's object 0.73 of the
-    time, Grad-CAM 0.33), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
+    generated answer). ``method``: default ``"attnlrp"`` for ViLT (AttnLRP's relevance of the
+    image tokens for the answer's logit: on the zoo it points at the answer's object 0.77 of
+    the time, ``"gae"`` 0.73, Grad-CAM 0.33, and passes the randomization check —
+    docs/methods.md; LRP carries a patent notice, see :mod:`mmcam.methods.attnlrp`), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
     overrides the default layer of a CAM method (found by structure).
 
     A generative VLM (``LlavaForConditionalGeneration``) gets ``question`` as a one-image user
@@ -143,7 +144,7 @@ class VQATask(Task):
         if not question or not question.strip():
             raise InputError("the question is empty; pass a question about the image, e.g. --question 'what color is the circle ?'")
         self.vilt = family == "ViltForQuestionAnswering"
-        self.method = method or ("gae" if self.vilt and layers is None else "gradcam")
+        self.method = method or ("attnlrp" if self.vilt and layers is None else "gradcam")
         self.model, self.processor, self.question, self.answer, self.layers, self.max_length = model, processor, question, answer, layers, max_length
         self.family = Family(model, processor)
 

@@ -28,7 +28,7 @@ def _run(task):
     return float(pointing_game(torch.stack(maps), torch.stack(masks)).mean())
 
 
-# captioner / vqa: gae (Chefer et al.'s attention relevance) measured 0.80 / 0.76 on larger samples
+# captioner / vqa: attnlrp (their defaults) measured 0.85 / 0.84 on 60 textured scenes (bench.localization)
 @pytest.mark.parametrize("task, bar", [("yolo", 0.9), ("segmenter", 0.9), ("classifier", 0.8), ("captioner", 0.65), ("vqa", 0.6)])
 def test_pointing(task, bar):
     assert _run(task) >= bar
