@@ -38,7 +38,7 @@ def main() -> None:
     hits = {m: [0, 0] for m in methods}
     items = 0
     with tempfile.TemporaryDirectory() as work:
-        for sample in _samples("detect", None, None, args.images, args.seed, Path(work)):
+        for sample in _samples("detect", None, None, args.images, args.seed, Path(work))[0]:
             for case in _PREPARE["detect"](model, processor, sample):
                 h, w = case.masks.shape[-2:]
                 grid = layers_and_grid(model, {"pixel_values": case.pixels[None]})[1]

@@ -28,11 +28,16 @@ keeps ``Σ R_A − Σ R_S`` (Prop. 3.1); the tests check ``Σ_n R_n`` + those te
 
 The model is left as found: the rules are forward hooks that return the module's own output
 value with the rule's gradient (``y + (r(x) − sg(r(x)))``), removed after the call. Supported:
-HF ViT-style image classifiers (ViT, DeiT) and ViLT answers (``ViltForQuestionAnswering``:
+HF ViT-style image classifiers (ViT, DeiT), ViLT answers (``ViltForQuestionAnswering``:
 its text and image tokens enter one encoder; the map keeps the image tokens) — models with
 separate ``q_proj``/``k_proj``/``v_proj`` or ``query``/``key``/``value`` projections and a
-``classifier`` head. Use ``explain_classification(vit, image, method="attnlrp")``,
-``explain_vqa(vilt, processor, image, question, method="attnlrp")`` or
+``classifier`` head — and ``VisionEncoderDecoderModel`` captions (the rules run through the
+image encoder *and* the text decoder, cross-attention included; the map is at the image
+encoder's input tokens). GPT-2 decoders fuse the projections in one ``c_attn`` (query | key |
+value; key | value in cross-attention, beside ``q_attn``): each slice gets its factor
+(¼, ¼, ½). Use ``explain_classification(vit, image, method="attnlrp")``,
+``explain_vqa(vilt, processor, image, question, method="attnlrp")``,
+``explain_caption(captioner, processor, image, method="attnlrp")`` or
 ``mmcam.CAM(vit, method="attnlrp")``.
 
 **Patent notice.** Layer-wise relevance propagation is covered by patents held by
@@ -56,6 +61,8 @@ __all__ = ["AttnLRP", "lrp_rules", "token_relevance"]
 
 _ACTIVATIONS = ("GELU", "GELUActivation", "NewGELUActivation", "QuickGELUActivation", "FastGELUActivation", "ReLU", "Tanh", "SiLU", "SiLUActivation")
 _QK, _V = ("q_proj", "k_proj", "query", "key"), ("v_proj", "value")
+_FUSED = ("c_attn", "q_attn")  # GPT-2's Conv1D projections (query|key|value fused; see _fused_factors)
+_ENCODER_DECODER = ("VisionEncoderDecoderModel",)  # captioners: the image tokens are the encoder's input
 
 
 class AttnLRP(Method):
@@ -108,6 +115,19 @@ def _identity_rule(module: nn.Module, args: tuple, output: torch.Tensor) -> torc
     return _with_gradient(output, x * (output / stable).detach())
 
 
+def _fused_factors(model: nn.Module, name: str, leaf: str) -> "tuple[float, ...] | None":
+    """The uniform rule's factor of each slice of a fused GPT-2-style projection (``c_attn``
+    splits into query, key, value — or key, value beside a separate ``q_attn`` in
+    cross-attention; ``q_attn`` is the query), read from the parent attention module."""
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    split, width = getattr(parent, "split_size", None), getattr(model.get_submodule(name), "nf", None)
+    if not isinstance(split, int) or not isinstance(width, int) or split <= 0:
+        return None
+    if leaf == "q_attn":
+        return (0.25,)
+    return {3: (0.25, 0.25, 0.5), 2: (0.25, 0.5)}.get(width // split) if width % split == 0 else None
+
+
 def lrp_rules(model: nn.Module) -> list[Any]:
     """Install the rules as forward hooks on ``model``; returns the handles (remove them after).
     Raises if the model has no separate query/key/value projections."""
@@ -122,6 +142,11 @@ def lrp_rules(model: nn.Module) -> list[Any]:
             elif isinstance(module, nn.Linear) and leaf in _QK + _V:
                 factor = 0.25 if leaf in _QK else 0.5
                 handles.append(module.register_forward_hook(lambda m, a, out, f=factor: _Scale.apply(out, f)))
+                projections += 1
+            elif leaf in _FUSED and (factors := _fused_factors(model, name, leaf)) is not None:
+                handles.append(
+                    module.register_forward_hook(lambda m, a, out, f=factors: _Scale.apply(out, out.new_tensor(f).repeat_interleave(out.shape[-1] // len(f))))
+                )
                 projections += 1
     except BaseException:
         for handle in handles:
@@ -143,9 +168,10 @@ def explain_attnlrp(model: Any, method: AttnLRP, reshape: Any, batch: Any, targe
     from ..engine.attention import token_explanation
     from ..engine.explanation import Explanation, detached
 
-    if not (isinstance(getattr(model, "classifier", None), nn.Module) and hasattr(model, "set_attn_implementation")):
+    captioner = any(cls.__name__ in _ENCODER_DECODER for cls in type(model).__mro__)
+    if not ((captioner or isinstance(getattr(model, "classifier", None), nn.Module)) and hasattr(model, "set_attn_implementation")):
         raise MethodError(
-            f"method 'attnlrp' explains Hugging Face ViT-style image classifiers and ViLT answers here; got {type(model).__name__}. Use 'gae' or a CAM method"
+            f"method 'attnlrp' explains Hugging Face ViT-style image classifiers, ViLT answers and VisionEncoderDecoder captions here; got {type(model).__name__}. Use 'gae' or a CAM method"
         )
     relevance, scores, output = token_relevance(model, batch, targets)
     k, b = scores.shape[1], scores.shape[0]
@@ -176,7 +202,8 @@ def token_relevance(model: Any, batch: Any, targets: Any) -> tuple[torch.Tensor,
         finally:
             for handle in handles:
                 handle.remove()
-        tokens_in = output.hidden_states[0]  # (B, N, d): the encoder's input tokens
+        hidden = getattr(output, "encoder_hidden_states", None) or output.hidden_states  # a captioner: its image encoder's
+        tokens_in = hidden[0]  # (B, N, d): the encoder's input tokens
         if not targets.resolved:
             targets.resolve_default(output)
         scores = targets.scores(output)

@@ -136,7 +136,8 @@ def explain_caption(
     ``BlipForConditionalGeneration`` or ``GitForCausalLM`` with its processor. ``method``:
     default ``"gae"`` for VisionEncoderDecoder (gradient-weighted attention relevance through
     the cross-attention: on the zoo it points at the word's object 0.78 of the time, Grad-CAM
-    0.24), ``"gradcam"`` for BLIP and GIT or when ``layers`` are given (BLIP also takes
+    0.24; ``"attnlrp"`` points higher, 0.83, but LRP carries a patent notice, so it is opt-in —
+    :mod:`mmcam.methods.attnlrp`, docs/methods.md), ``"gradcam"`` for BLIP and GIT or when ``layers`` are given (BLIP also takes
     ``"gae"``: its text decoder's self- and cross-attentions; no trained BLIP was measured
     here, so it is not BLIP's default); ``layers`` overrides a CAM method's default layer (the
     vision encoder's last pre-attention norm).

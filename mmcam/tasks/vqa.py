@@ -90,7 +90,8 @@ def explain_vqa(
     ``BlipForQuestionAnswering`` (any ``answer`` text is teacher-forced; by default the
     generated answer). ``method``: default ``"gae"`` for ViLT (gradient-weighted attention
     relevance of the pooler token: on the zoo it points at the answer's object 0.73 of the
-    time, Grad-CAM 0.33), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
+    time, Grad-CAM 0.33; ``"attnlrp"`` 0.77, opt-in as LRP carries a patent notice —
+    :mod:`mmcam.methods.attnlrp`), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
     overrides the default layer of a CAM method (found by structure).
 
     A generative VLM (``LlavaForConditionalGeneration``) gets ``question`` as a one-image user

@@ -144,3 +144,76 @@ def test_vilt_answers_through_explain_vqa():
     exp = mmcam.explain_vqa(model, processor, IMAGE, "what color is the circle ?", method="attnlrp")
     assert_same_state(before, snapshot(model))
     assert exp.maps.shape == (1, *IMAGE.shape[:2]) and exp.maps.std() > 0 and exp.method == "attnlrp"
+
+
+def _zero_biases(model):
+    with torch.no_grad():
+        for module in model.modules():
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.nn.Parameter):
+                bias.zero_()
+
+
+def _captioner_conservation(model, pixels, ids, target):
+    """``(Σ encoder-token relevance, Σ decoder-token relevance, Σ softmax-kept, score)`` under the
+    rules, with the relevance each softmax keeps (Prop. 3.1) computed from its probabilities
+    ``A`` and their rule gradient ``g``: ``S = log A + c`` row-wise, ``R_A = ½ A ⊙ g`` (the other
+    half is the value's), ``R_S = ½ S ⊙ A ⊙ (g − Σ_j A g)``."""
+    from mmcam.engine.attention import eager_attention
+    from mmcam.methods.attnlrp import lrp_rules
+
+    with eager_attention(model), torch.enable_grad():
+        handles = lrp_rules(model)
+        try:
+            out = model(pixel_values=pixels, decoder_input_ids=ids, output_hidden_states=True, output_attentions=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        score = target(out)[0, 0]
+        attns = [*out.encoder_attentions, *out.decoder_attentions, *out.cross_attentions]
+        enc, dec = out.encoder_hidden_states[0], out.decoder_hidden_states[0]
+        grads = torch.autograd.grad(score, [enc, dec, *attns])
+    kept = 0.0
+    for a, g in zip([a.detach() for a in attns], grads[2:]):
+        log_a = torch.where(a > 0, a.clamp(min=1e-30).log(), torch.zeros_like(a))
+        r_s = log_a * a * (g - (a * g).sum(-1, keepdim=True))
+        kept += 0.5 * float((a * g).sum() - r_s.sum())
+    return float((enc.detach() * grads[0]).sum()), float((dec.detach() * grads[1]).sum()), kept, float(score.detach())
+
+
+def test_captioner_rules_conserve_the_word_logit(monkeypatch):
+    """A ViT + GPT-2 captioner (GPT-2 fuses query|key|value in ``c_attn``, key|value beside
+    ``q_attn`` in cross-attention): with biases zero, image-token + text-token relevance + what
+    the softmaxes keep = the word's logit; without the fused slices' factors it is not."""
+    from vl_models import tiny_ved
+
+    import mmcam.methods.attnlrp as attnlrp
+    from mmcam.targets.text import CaptionTokens
+
+    model, _ = tiny_ved(decoder_layers=2)
+    _zero_biases(model)
+    pixels, ids = torch.rand(1, 3, 64, 64) * 2 - 1, torch.tensor([[1, 5, 7, 9]])
+    target = CaptionTokens([2], [11], log_prob=False)
+    before = snapshot(model)
+    relevance, scores, _ = token_relevance(model, Inputs({"pixel_values": pixels, "decoder_input_ids": ids}), TargetSet([target], 1))
+    assert_same_state(before, snapshot(model))
+    enc, dec, kept, score = _captioner_conservation(model, pixels, ids, target)
+    assert abs(float(scores[0, 0]) - score) < 1e-5 and relevance.shape == (1, 1, 65)
+    assert abs(float(relevance.sum()) - enc) < 1e-4 * max(1.0, abs(enc))
+    assert abs(enc) > 1e-3 * abs(score)  # the image takes a real share
+    assert abs(enc + dec + kept - score) < 1e-3 * abs(score), (enc, dec, kept, score)
+    rule = attnlrp._fused_factors
+    monkeypatch.setattr(attnlrp, "_fused_factors", lambda *a: tuple(1.0 for _ in rule(*a)))
+    enc, dec, kept, score = _captioner_conservation(model, pixels, ids, target)
+    assert abs(enc + dec + kept - score) > 3e-2 * abs(score)  # the rule matters
+
+
+def test_captioner_maps_through_explain_caption():
+    from vl_models import tiny_ved
+
+    model, processor = tiny_ved()
+    image = (torch.rand(64, 64, 3) * 255).to(torch.uint8).numpy()
+    before = snapshot(model)
+    exp = mmcam.explain_caption(model, processor, image, "a red circle", method="attnlrp")
+    assert_same_state(before, snapshot(model))
+    assert exp.maps.shape == (3, 64, 64) and torch.isfinite(exp.maps).all() and exp.maps.flatten(1).std(1).min() > 0 and exp.method == "attnlrp"
