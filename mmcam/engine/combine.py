@@ -42,8 +42,16 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], edge: str = "replicate")
         return maps
     if edge == "replicate":
         return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    out = _reflected_axis(maps, -2, int(size[0]))
-    return _reflected_axis(out, -1, int(size[1]))
+    (h, w), (big_h, big_w) = maps.shape[-2:], (int(size[0]), int(size[1]))
+    if min(h, w) >= 2 and big_h % h == 0 and big_w % w == 0:
+        # integer ratios r (a stride's): one mirrored cell each side (F.pad "reflect" mirrors about
+        # the edge cell's centre), bilinear to N + 2r, the r outer pixels cropped — the same
+        # samples u + 1 of the padded grid, never clamped, at F.interpolate's speed
+        ry, rx = big_h // h, big_w // w
+        padded = F.pad(maps, (1, 1, 1, 1), mode="reflect")
+        return F.interpolate(padded, size=(big_h + 2 * ry, big_w + 2 * rx), mode="bilinear", align_corners=False)[..., ry:-ry, rx:-rx].contiguous()
+    out = _reflected_axis(maps, -1, big_w)
+    return _reflected_axis(out, -2, big_h)
 
 
 def _reflected_axis(maps: torch.Tensor, dim: int, size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from torch import nn
 
 import mmcam
 from mmcam.adapters.base import Family
-from mmcam.engine.combine import fuse, normalize, upsample
+from mmcam.engine.combine import _reflected_axis, fuse, normalize, upsample
 from mmcam.errors import InputError
 
 # cells [0, 1] to 8 pixels: pixel p samples u = (p + 1/2) / 4 - 1/2 = -3/8, -1/8, 1/8, ..., 11/8
@@ -45,6 +45,14 @@ def test_reflect_is_bilinear_inside_the_outer_half_cells(size):
     assert inside_y.any() and inside_x.any()
     torch.testing.assert_close(ours[..., inside_y, :][..., inside_x], theirs[..., inside_y, :][..., inside_x], rtol=1e-6, atol=1e-6)
     assert ours.shape == (2, 3, *size)
+
+
+@pytest.mark.parametrize("shape, size", [((5, 7), (40, 21)), ((2, 2), (16, 16)), ((4, 3), (16, 24))])
+def test_the_padded_fast_path_equals_the_mirrored_samples(shape, size):
+    torch.manual_seed(1)
+    maps = torch.rand(1, 3, *shape)
+    expected = _reflected_axis(_reflected_axis(maps, -1, size[1]), -2, size[0])  # the general path, u mirrored by hand
+    torch.testing.assert_close(upsample(maps, size, "reflect"), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_one_cell_is_constant_and_same_size_is_untouched():
