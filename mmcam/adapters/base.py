@@ -8,7 +8,8 @@ same few entries, chosen once per call by the task:
   letterbox, the HF processor, torchvision's weights transforms), with the :class:`Frame`
   that maps its input back to the photo;
 * ``module``: the ``nn.Module`` the engine hooks; ``context()``: the mode it runs in;
-* ``default_layers(inputs)`` and ``reshape``: where and how the maps are read;
+* ``default_layers(inputs)`` and ``reshape``: where and how the maps are read; ``edge``: how
+  they are resampled past the outermost cell centres (:func:`mmcam.engine.combine.upsample`);
 * the model's own decoding (kept boxes, masks, regions), in the photo's coordinates.
 
 This module holds the shared pieces: :class:`Prepared`, :func:`processor_prepare` (any
@@ -98,6 +99,7 @@ class Family:
 
     name = "model"
     reshape: Any = "auto"
+    edge = "replicate"  # CAM(edge=...): the outer half cell of each map flat (F.interpolate)
 
     def __init__(self, model: Any, processor: Any = None):
         self.model, self.processor = model, processor

@@ -213,6 +213,10 @@ class YoloFamily(Family):
     name = "ultralytics YOLO"
     batched = True
     local_head = True  # box logits from each anchor's window of the head input (yolo_local.py); False: the dense logits
+    # maps mirrored past the outermost cell centres: with the flat (replicated) outer half cell
+    # a box whose strongest cell is at the image edge peaked on the outermost 2 px, off an
+    # object that touches the border (zoo YOLO26 pointing 0.931-0.956 -> 0.959-0.978; docs/detectors.md)
+    edge = "reflect"
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from .. import reshape as reshape_mod
 from ..errors import GradientError, InputError, LayerError
 from ..methods.base import Context
 from .attention import explain_with_attention
-from .combine import fuse, normalize, upsample
+from .combine import EDGES, fuse, normalize, upsample
 from .explanation import Explanation, detached
 from .gradients import batched_grads, looped_grads
 from .guard import model_lock, prepare_inputs, run_model, transient_capture_hooks, warn_zero_maps
@@ -57,6 +57,10 @@ class CAM:
             the first multi-target call and keep the faster for this model).
         batch_size: rows per extra forward for perturbation methods (scorecam, ablationcam).
         progress: show progress bars on long work (``None``: only on a terminal).
+        edge: how maps are resampled past their outermost cell centres when fused and
+            upsampled (:func:`mmcam.engine.combine.upsample`): ``"replicate"`` (the outer half
+            cell flat, ``F.interpolate``'s bilinear) or ``"reflect"`` (mirrored about the
+            edge cell's centre; the YOLO tasks' choice, see ``docs/detectors.md``).
 
     Example::
 
@@ -74,6 +78,7 @@ class CAM:
         grad_mode: str = "auto",
         batch_size: int = 32,
         progress: bool | None = None,
+        edge: str = "replicate",
     ):
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass the model itself")
@@ -91,6 +96,9 @@ class CAM:
         self.grad_mode = grad_mode
         self.batch_size = batch_size
         self.progress = progress
+        if edge not in EDGES:
+            raise InputError(f"edge must be one of {EDGES}, got {edge!r}; pass one of those")
+        self.edge = edge
         self._chosen_mode: str | None = None
 
     def __call__(self, inputs: Any, targets: Any = None, *, input_size: tuple[int, int] | None = None) -> Explanation:
@@ -130,8 +138,8 @@ class CAM:
                 grads = self._gradients(scores, leaves) if self.method.needs_grads else [None] * len(leaves)
             per_layer = [self._layer_map(index, leaf, grad, scores.detach(), batch, targets_set, size) for index, (leaf, grad) in enumerate(zip(leaves, grads))]
         finest = max((m.shape[-2:] for m in per_layer), key=lambda s: s[0] * s[1])
-        raw = per_layer[0] if len(per_layer) == 1 else fuse(per_layer, tuple(finest))
-        maps = normalize(upsample(raw, size) if size is not None else raw)
+        raw = per_layer[0] if len(per_layer) == 1 else fuse(per_layer, tuple(finest), self.edge)
+        maps = normalize(upsample(raw, size, self.edge) if size is not None else raw)
         return Explanation(
             maps=maps,
             raw=raw,

@@ -191,7 +191,7 @@ class DetectionTask(Task):
                 layers, reshape = self.family.layers_and_reshape(inputs, self.layers)
                 if getattr(methods.get(self.method), "attention", False):
                     layers = self.layers  # attention methods read every attention map, not a layer
-                cam = CAM(self.family.module, layers, method=self.method, reshape=reshape)
+                cam = CAM(self.family.module, layers, method=self.method, reshape=reshape, edge=self.family.edge)
                 exp = cam(inputs, decision.targets(len(rows)), input_size=frames[0].input)
             for b, i in enumerate(rows):
                 results[i] = self._finish(batch[i], exp, b, decision.kept[b])

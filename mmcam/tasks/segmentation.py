@@ -230,9 +230,8 @@ class SegmentationTask(Task):
 
         decision = Decision(decide, family.mask_scores, "KeptInstances")
         with family.context():
-            exp = CAM(family.module, self.layers if self.layers is not None else family.default_layers(inputs), method=self.method)(
-                inputs, decision.targets(len(prepared)), input_size=frames[0].input
-            )
+            layers = self.layers if self.layers is not None else family.default_layers(inputs)
+            exp = CAM(family.module, layers, method=self.method, edge=family.edge)(inputs, decision.targets(len(prepared)), input_size=frames[0].input)
         results = []
         for b, p in enumerate(prepared):
             kept = decision.kept[b]

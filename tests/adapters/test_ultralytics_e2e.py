@@ -53,7 +53,7 @@ def test_one_to_one_maps_explain_the_one_to_one_logits_k_at_once_as_one_at_a_tim
         return lambda output: DetectionBoxScore([ids[k]], [classes[k]])((output[0], output[1]["one2one"]))[:, 0]
 
     with family.context():
-        singles = mmcam.CAM(family.module, family.default_layers(x), method="layercam")(x, [one_box(k) for k in range(3)])
+        singles = mmcam.CAM(family.module, family.default_layers(x), method="layercam", edge=family.edge)(x, [one_box(k) for k in range(3)])
     torch.testing.assert_close(singles.scores[0], exp.scores, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(prepared.frame.maps_to_photo(singles.maps[0]), exp.maps, atol=1e-5, rtol=1e-4)
 

@@ -48,7 +48,7 @@ def test_segment_box_maps_equal_single_box_runs(yolo_seg):
     x = torch.from_numpy(IMAGE.astype(np.float32) / 255).permute(2, 0, 1)[None]
     for k, (index, cls) in enumerate(zip(exp.meta["raw_indices"], exp.meta["class_ids"])):
         with eval_mode(inner):
-            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [DetectionBoxScore([index], [cls])])
+            alone = mmcam.CAM(inner, default_layers(inner), method="layercam", edge="reflect")(x, [DetectionBoxScore([index], [cls])])
         torch.testing.assert_close(exp.maps[k], alone.maps[0, 0], rtol=1e-4, atol=1e-5)
     again = explain_detections(yolo_seg, IMAGE, size=64, candidates=(exp.meta["raw_indices"], exp.meta["class_ids"]))
     torch.testing.assert_close(again.maps, exp.maps)
@@ -84,7 +84,9 @@ def test_instances_are_ultralytics_masks_and_scores_are_mask_logit_sums(yolo_seg
             assert exp.scores[j].item() == pytest.approx(float(logits[region].sum()), rel=1e-4, abs=1e-4)
         # each instance's map equals explaining that instance alone (same regions, one column)
         for j in range(2):
-            alone = mmcam.CAM(inner, default_layers(inner), method="layercam")(x, [lambda out, j=j: family.mask_scores(out, kept, 0, len(kept))[:, [j]]])
+            alone = mmcam.CAM(inner, default_layers(inner), method="layercam", edge="reflect")(
+                x, [lambda out, j=j: family.mask_scores(out, kept, 0, len(kept))[:, [j]]]
+            )
             torch.testing.assert_close(alone.maps[0, 0], exp.maps[j], rtol=1e-4, atol=1e-5)
     assert_same_state(before, snapshot(yolo_seg.model))
 
