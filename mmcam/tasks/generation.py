@@ -29,6 +29,7 @@ from torch import nn
 
 from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import merge_subwords
+from ..adapters.teacher import kept_logits
 from ..adapters.vlm import ImageLayout, ImageTokens, layout_for
 from ..engine import CAM
 from ..engine.combine import normalize, upsample
@@ -157,10 +158,12 @@ class GenerationTask(Task):
         groups = merge_subwords(strings)
         words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
         start = prompt_ids.shape[1] - 1  # position T - 1 + i predicts answer token i
+        keep = kept_logits(self.model, self.method, len(answer_ids), FORWARD_ONLY)
+        start = 0 if keep else start  # with keep, the logits are the answer's only: row i predicts token i
         positions = [start + i for i in range(len(answer_ids))]
         suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
         target = ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
-        forced = _teacher_forced(inputs, answer_ids[:-1], self.layout.answer_token_types)
+        forced = {**_teacher_forced(inputs, answer_ids[:-1], self.layout.answer_token_types), **keep}
         if self.method in FORWARD_ONLY:
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
             method = self.method
