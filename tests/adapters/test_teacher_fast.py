@@ -60,6 +60,9 @@ def test_shared_encoder_caption_equals_the_two_pass_call(captioner, method):
         handle.remove()
     assert_same_state(before, snapshot(model))
     assert len(runs) == 1  # generate() and the explained forward read one encoder pass
+    from mmcam.engine.core import _MEASURED
+
+    assert model in _MEASURED  # the gradient mode measured through the per-call view is kept for the model
     forced, reference, prepared = naive_caption(model, processor, method, None)
     assert exp.meta["token_ids"] == forced.token_ids and exp.items == forced.words and len(forced.words) >= 3
     assert exp.meta["teacher_forced_argmax_matches"]
