@@ -18,7 +18,8 @@ Random-init models (no downloads), each mode in its own process so its peak resi
 Modes: ``generate`` (``model.generate`` of ``--words`` new tokens on the processor's inputs);
 ``explain`` (:func:`mmcam.explain_generation` with the answer given: one teacher-forced forward +
 one batched backward, LayerCAM at the default vision block); ``explain+generate`` (the call a
-user makes: generate, then explain); ``logit-lens`` (forward-only).
+user makes: generate, then explain); ``logit-lens`` (forward-only); ``explain-all-logits``
+(``explain`` as before this round: the LM head on every position, no ``logits_to_keep``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-MODES = ("generate", "explain", "explain+generate", "logit-lens")
+MODES = ("generate", "explain", "explain+generate", "logit-lens", "explain-all-logits")
 SIZES = {
     "smolvlm": dict(
         vision=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16),
@@ -155,7 +156,12 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
         "explain": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer),
         "explain+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new),
         "logit-lens": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, method="logit-lens"),
+        "explain-all-logits": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer),
     }
+    if mode == "explain-all-logits":  # before: the LM head on every position (this process only)
+        import mmcam.tasks.generation as generation
+
+        generation.kept_logits = lambda *args, **kwargs: {}
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(rounds):
