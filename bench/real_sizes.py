@@ -219,8 +219,8 @@ def rows(only: set[str], ks: list[int], pgc_max: int, photos: tuple[str, ...] = 
                 for k in ks:
                     spec = f"{weights}@{photo}"
                     out.append((f"yolo:{spec}:{k}", lambda s=spec, k=k: yolo_row(s, k, pgc=k <= pgc_max)))
-    if "caption" in only:
-        for method in ("gradcam", "gae"):
+    if "caption" in only or "caption-gradcam" in only:
+        for method in ("gradcam", "gae") if "caption" in only else ("gradcam",):
             out.append((f"caption:{method}:12", lambda m=method: caption_row(m)))
     if "resnet" in only:
         for k in ks:
@@ -294,7 +294,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="K = 10 only, 3 rounds, no memory")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="yolo,caption,resnet,detr,rtdetr,vilt,blip", help="rows: yolo, caption, resnet, detr, rtdetr, vilt, blip")
+    parser.add_argument(
+        "--only",
+        default="yolo,caption,resnet,detr,rtdetr,vilt,blip",
+        help="rows: yolo, caption (caption-gradcam: Grad-CAM only), resnet, detr, rtdetr, vilt, blip",
+    )
     parser.add_argument("--photos", default="bus.jpg,zidane.jpg", help="the YOLO rows' ultralytics photos")
     parser.add_argument("--ks", default=None, help="comma-separated K (default 1,10,30; --quick: 10)")
     parser.add_argument("--no-memory", action="store_true")
