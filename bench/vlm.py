@@ -1,26 +1,33 @@
 """Generative VLM benchmark: every word of the answer vs plain ``generate()``.
 
-    python -m bench.vlm [--words 8] [--rounds 2] [--threads N] [--size smolvlm|tiny]
+    python -m bench.vlm [--size smolvlm|idefics3|zoo|tiny] [--words 8] [--rounds 2] [--threads N] [--longest-edge 1024]
 
-A random-init ``LlavaForConditionalGeneration`` (no downloads) at SmolVLM-256M's sizes: a
-SigLIP tower 768 x 12 blocks at 384 px (patch 16: 576 image tokens, all kept) and a Llama
-decoder 576 x 30 blocks, 9 heads / 3 KV heads, 49,152-word vocabulary (SmolLM2-135M's shape);
-SmolVLM's own pixel shuffle (64 tokens per tile) is not modelled, so this is the harder case:
-9x more image tokens in the language model. Each mode runs in its own process, so its peak
-resident memory (``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after
-the model is built:
+Random-init models (no downloads), each mode in its own process so its peak resident memory
+(``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after the model is built:
 
-* ``generate``: ``model.generate`` of ``--words`` new tokens (greedy, no early stop);
-* ``explain``: :func:`mmcam.explain_generation` with the answer given (one teacher-forced
-  forward + one batched backward for all words, Grad-CAM at the default vision block);
-* ``explain+generate``: the same call generating the answer first (what a user runs);
-* ``logit-lens``: the forward-only method (one no-grad teacher-forced forward).
+* ``idefics3``: a random-init ``Idefics3ForConditionalGeneration`` of **SmolVLM-256M's shape**:
+  SigLIP tower 768 x 12 blocks at 512-px tiles (patch 16), pixel shuffle 4 (64 tokens a tile),
+  Llama decoder 576 x 30 blocks, 9 heads / 3 KV heads, 49,280-word vocabulary; the
+  ``Idefics3Processor`` built offline (word-level tokenizer, ``Idefics3ImageProcessor`` from
+  kwargs; SmolVLM's own processor needs ``num2words``) splits the photo's longest edge
+  ``--longest-edge`` (SmolVLM: 2048; default 1024 here, for time) into 512-px tiles + the thumbnail;
+* ``smolvlm``: a ``LlavaForConditionalGeneration`` stand-in at the same tower / decoder sizes at
+  384 px (576 image tokens, no pixel shuffle: more image tokens in the LM);
+* ``zoo``: ``zoo:vlm`` captioning a scene (its trained answer, cut at EOS).
+
+Modes: ``generate`` (``model.generate`` of ``--words`` new tokens on the processor's inputs);
+``explain`` (:func:`mmcam.explain_generation` with the answer given: one teacher-forced forward +
+one batched backward, LayerCAM at the default vision block); ``explain+generate`` (the call a
+user makes: generate, then explain); ``logit-lens`` (forward-only); ``explain-all-logits``
+(``explain`` as before this round: the LM head on every position, no ``logits_to_keep``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -32,7 +39,7 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-MODES = ("generate", "explain", "explain+generate", "logit-lens")
+MODES = ("generate", "explain", "explain+generate", "logit-lens", "explain-all-logits")
 SIZES = {
     "smolvlm": dict(
         vision=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16),
@@ -46,7 +53,7 @@ SIZES = {
 PROMPT = "<image> w1 w2 w3 w4 w5 w6 w7 w8"
 
 
-def build(size: str):
+def _llava(size: str):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast, SiglipImageProcessor
 
@@ -79,22 +86,95 @@ def build(size: str):
     return model, processor
 
 
-def run_mode(mode: str, size: str, words: int, rounds: int) -> dict:
-    import mmcam
+IDEFICS_SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
+IDEFICS_CHAT = (
+    "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
+)
 
-    model, processor = build(size)
+
+def _idefics3(longest_edge: int):
+    """SmolVLM-256M's shape as an ``Idefics3ForConditionalGeneration`` (see the module docstring)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor, PreTrainedTokenizerFast
+
+    vocab_size = 49280
+    specials = IDEFICS_SPECIAL + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    words = specials + [f"w{i}" for i in range(vocab_size - len(specials))]
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>", extra_special_tokens=specials[4:]
+    )
+    torch.manual_seed(0)
+    vision = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=512, patch_size=16)
+    text = dict(
+        model_type="llama", hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536,
+        vocab_size=vocab_size, max_position_embeddings=8192, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )  # fmt: skip
+    config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=4, image_token_id=words.index("<image>"))
+    model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config.do_sample = False
+    model.generation_config.suppress_tokens = list(range(len(specials)))
+    images = Idefics3ImageProcessor(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": 512})
+    processor = Idefics3Processor(image_processor=images, tokenizer=tokenizer, image_seq_len=64, chat_template=IDEFICS_CHAT)
+    return model, processor
+
+
+def build(size: str, longest_edge: int = 1024):
+    """``(model, processor, photo, prompt)`` of one ``--size``."""
     photo = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
-    inputs = processor(images=photo, text=PROMPT, return_tensors="pt")
+    if size == "zoo":
+        import mmcam
+        from mmcam.data.scenes import generate_scene
+        from mmcam.tasks.caption import CAPTION_PROMPT
+        from mmcam.tasks.generation import chat_prompt
+
+        model, processor = mmcam.zoo.load("vlm")
+        return model, processor, generate_scene(5).image, chat_prompt(processor, CAPTION_PROMPT)
+    if size == "idefics3":
+        return (*_idefics3(longest_edge), photo, PROMPT)
+    return (*_llava(size), photo, PROMPT)
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 1024, warmup: int = 0) -> dict:
+    import mmcam
+    from mmcam.adapters.vlm import layout_for
+    from mmcam.io import load_image
+
+    model, processor, photo, prompt = build(size, longest_edge)
+    inputs = layout_for(model).prepare(processor, load_image(photo), prompt).inputs  # what the task feeds generate()
+    limit = {} if size == "zoo" else {"max_new_tokens": words, "min_new_tokens": words}
     with torch.no_grad():
-        answer_ids = model.generate(**inputs, max_new_tokens=words)[0, inputs["input_ids"].shape[1] :].tolist()
-    answer = " ".join(processor.tokenizer.convert_ids_to_tokens(answer_ids))
+        answer_ids = model.generate(**inputs, **limit)[0, inputs["input_ids"].shape[1] :].tolist()
+    stops = {model.generation_config.eos_token_id, model.generation_config.pad_token_id}
+    answer_ids = answer_ids[: next((i for i, t in enumerate(answer_ids) if t in stops), len(answer_ids))]
+    answer = processor.tokenizer.decode(answer_ids)
+    if size != "zoo":
+        model.generation_config.min_new_tokens = words
+    new = {} if size == "zoo" else {"max_new_tokens": words}
     calls = {
-        "generate": lambda: model.generate(**inputs, max_new_tokens=words),
-        "explain": lambda: mmcam.explain_generation(model, processor, photo, PROMPT, answer=answer),
-        "explain+generate": lambda: mmcam.explain_generation(model, processor, photo, PROMPT, max_new_tokens=words),
-        "logit-lens": lambda: mmcam.explain_generation(model, processor, photo, PROMPT, answer=answer, method="logit-lens"),
+        "generate": lambda: model.generate(**inputs, **limit),
+        "explain": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer),
+        "explain+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new),
+        "logit-lens": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, method="logit-lens"),
+        "explain-all-logits": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer),
     }
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if mode == "explain-all-logits":  # before: the LM head on every position (this process only)
+        import mmcam.tasks.generation as generation
+
+        generation.kept_logits = lambda *args, **kwargs: {}
+    for _ in range(warmup):  # untimed: grad_mode="auto" times both backwards on a model's first multi-word call
+        with torch.no_grad() if mode == "generate" else contextlib.nullcontext():
+            calls[mode]()
+    if warmup:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current RSS
+    before = _rss_kb("VmRSS") if warmup else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
@@ -103,9 +183,9 @@ def run_mode(mode: str, size: str, words: int, rounds: int) -> dict:
                 calls[mode]()
         else:
             exp = calls[mode]()
-            assert len(exp.items) == words and exp.maps.shape == (words, 480, 640)
+            assert exp.meta["token_ids"] == answer_ids and exp.maps.shape == (len(answer_ids), *np.asarray(photo).shape[:2]), exp.meta["token_ids"]
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _rss_kb("VmHWM") if warmup else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     params = sum(p.numel() for p in model.parameters())
     return {
         "mode": mode,
@@ -113,7 +193,10 @@ def run_mode(mode: str, size: str, words: int, rounds: int) -> dict:
         "peak_mb": peak / 1024,
         "over_model_mb": (peak - before) / 1024,
         "params_m": params / 1e6,
-        "image_tokens": int((inputs["input_ids"] == 4).sum()),
+        "image_tokens": int((inputs["input_ids"] == model.config.image_token_id).sum()),
+        "sequence": int(inputs["input_ids"].shape[1]),
+        "words": len(answer_ids),
+        "load": os.getloadavg()[0],
     }
 
 
@@ -122,27 +205,35 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--size", default="smolvlm", choices=sorted(SIZES))
+    parser.add_argument("--size", default="smolvlm", choices=sorted(SIZES) + ["idefics3", "zoo"])
+    parser.add_argument("--longest-edge", type=int, default=1024, help="idefics3: the processor's longest edge (SmolVLM: 2048)")
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="untimed calls first (1: the grad-mode measurement and caches excluded; memory: VmHWM over RSS after them)"
+    )
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--mode", default=None, choices=MODES, help="run one mode in this process (used by the driver)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.size, args.words, args.rounds)))
+        print(json.dumps(run_mode(args.mode, args.size, args.words, args.rounds, args.longest_edge, args.warmup)))
         return
+    print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
-    for mode in MODES:
+    for mode in args.modes.split(","):
         command = [sys.executable, "-m", "bench.vlm", "--mode", mode, "--size", args.size, "--words", str(args.words), "--rounds", str(args.rounds)]
-        if args.threads:
-            command += ["--threads", str(args.threads)]
+        command += ["--longest-edge", str(args.longest_edge), "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
         rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
     base = rows[0]["seconds"]
+    first = rows[0]
     print(
-        f"LLaVA random-init, {rows[0]['params_m']:.0f}M parameters, {rows[0]['image_tokens']} image tokens, {args.words} answer words, torch threads {torch.get_num_threads()}"
+        f"--size {args.size}: {first['params_m']:.0f}M parameters, {first['image_tokens']} image tokens of {first['sequence']}, "
+        f"{first['words']} answer words, torch threads {torch.get_num_threads()}"
     )
-    print(f"{'mode':<18}{'seconds':>9}{'x generate':>12}{'peak RSS MB':>13}{'RSS over build MB':>19}")
+    print(f"{'mode':<18}{'seconds':>9}{'x ' + rows[0]['mode']:>14}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}")
     for row in rows:
-        print(f"{row['mode']:<18}{row['seconds']:>9.2f}{row['seconds'] / base:>12.2f}{row['peak_mb']:>13.0f}{row['over_model_mb']:>19.0f}")
+        print(f"{row['mode']:<18}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['peak_mb']:>13.0f}{row['over_model_mb']:>19.0f}{row['load']:>7.1f}")
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ __all__ = ["CAM", "Explanation"]
 GRAD_MODES = ("auto", "batched", "loop")
 
 # model -> the gradient strategy "auto" measured faster on it, shared by every CAM on that model
-# (the one-call task functions build a new CAM per call and would otherwise measure each time)
+# (the one-call task functions build a new CAM per call and would otherwise measure each time);
+# a task's thin per-call view of a model (``_wrapped``: DecoderLogits, GenerateThenForce) counts as the model
 _MEASURED: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def _owner(model: nn.Module) -> nn.Module:
+    return getattr(model, "_wrapped", model)
 
 
 class CAM:
@@ -181,7 +186,7 @@ class CAM:
         k = scores.shape[1]
         mode = self.grad_mode
         if mode == "auto":
-            self._chosen_mode = self._chosen_mode or _MEASURED.get(self.model)
+            self._chosen_mode = self._chosen_mode or _MEASURED.get(_owner(self.model))
             mode = self._chosen_mode or ("loop" if k == 1 else None)
         if mode is None:
             return self._measure_modes(scores, leaves)
@@ -213,7 +218,7 @@ class CAM:
     def _choose(self, mode: str) -> None:
         """Keep ``mode`` for this instance and for later ``CAM``s on the same model."""
         self._chosen_mode = mode
-        _MEASURED[self.model] = mode
+        _MEASURED[_owner(self.model)] = mode
 
     def _check_grads(self, grads: list[torch.Tensor | None], leaves: list[torch.Tensor]) -> list[torch.Tensor]:
         for (name, _), grad in zip(self.layers, grads):

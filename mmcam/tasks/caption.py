@@ -32,6 +32,7 @@ from ..adapters.hf_text import (
     text_ids,
     vision_layers,
 )
+from ..adapters.teacher import GenerateThenForce, shares_encoder
 from ..adapters.vlm import is_generative_vlm
 from ..errors import InputError
 from .base import Task
@@ -85,14 +86,17 @@ class CaptionTask(Task):
         model, decoding, method = self.model, self.decoding, self.method
         pixel_values = prepared.inputs["pixel_values"]
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        if self.caption is None:
-            ids = decoding.generate({"pixel_values": pixel_values}, **({"max_length": self.max_length} if self.max_length else {}))
-        else:
-            ids = text_ids(decoding, tokenizer, self.caption)
-        forced = teacher_forced(decoding, tokenizer, ids)
+        generate = {"max_length": self.max_length} if self.max_length else {}
         chosen = chosen_layers(self.layers, method, lambda: vision_layers(model, pixel_values))
-        forward_inputs = decoding.forward_inputs({"pixel_values": pixel_values}, forced.decoder_ids)
-        exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
+        if self.caption is None and shares_encoder(model, method):  # one encoder pass for generate() and the maps
+            view = GenerateThenForce(model, decoding, tokenizer, **generate)
+            exp = run_cam(model, view, chosen, method, {"pixel_values": pixel_values}, [view.target])
+            forced = view.forced
+        else:
+            ids = decoding.generate({"pixel_values": pixel_values}, **generate) if self.caption is None else text_ids(decoding, tokenizer, self.caption)
+            forced = teacher_forced(decoding, tokenizer, ids)
+            forward_inputs = decoding.forward_inputs({"pixel_values": pixel_values}, forced.decoder_ids)
+            exp = run_cam(model, decoding.module, chosen, method, forward_inputs, [forced.target])
         logits = exp.output["logits"] if isinstance(exp.output, dict) else exp.output.logits
         offset = logits.shape[1] - forced.decoder_ids.shape[1]  # GIT: image tokens come first
         predicted = generated_argmax(logits[0], decoding, [p + offset for p in forced.target.positions])

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import merge_subwords
+from ..adapters.teacher import kept_logits
 from ..adapters.vlm import ImageLayout, decoder_inputs, decoder_prefix, generated_answer, layout_for
 from ..engine import CAM
 from ..errors import InputError, MethodError, TargetError
@@ -160,11 +161,13 @@ class GenerationTask(Task):
         strings = list(self.tokenizer.convert_ids_to_tokens(answer_ids))
         groups = merge_subwords(strings)
         words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
-        positions = [start + i for i in range(len(answer_ids))]
+        keep = kept_logits(self.model, self.method, len(answer_ids), (*OWN_METHODS, GAE))  # the LM head on the answer's rows only
+        positions = [(0 if keep else start) + i for i in range(len(answer_ids))]  # with keep, logit row i predicts token i
         suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
         target = ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
         more = answer_ids[:-1]
         forced = decoder_inputs(inputs, self.decoder, more) if self.decoder else _teacher_forced(inputs, more, self.layout.answer_token_types)
+        forced = {**forced, **keep}
         if self.method in FORWARD_ONLY:
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
             method = self.method
