@@ -1,21 +1,23 @@
-"""YOLO-World (``ultralytics.YOLOWorld``, a ``WorldDetect`` head) with the user's text classes.
+"""YOLO-World and YOLOE (``ultralytics.YOLOWorld`` / ``YOLOE``) with the user's text classes.
 
-YOLO-World (Cheng et al., 2024, https://arxiv.org/abs/2401.17270) scores anchor ``a`` for class
-``c`` by a region-text contrast, ``s[c, a] = exp(t) · <BN(e_a), w_c / |w_c|> + b``, where ``e_a``
-is the class branch's (``cv3``) embedding of the anchor and ``w_c`` the CLIP text embedding of
-class ``c``. ultralytics' workflow sets the classes once (``model.set_classes([...])``: CLIP
-ViT-B/32 encodes them into the inner ``WorldModel.txt_feats``, ``names`` follows) and then
-predicts with no text encoder. mmcam does the same:
+YOLO-World (Cheng et al., 2024, https://arxiv.org/abs/2401.17270) and YOLOE (Wang et al., 2025,
+https://arxiv.org/abs/2503.07465) score anchor ``a`` for class ``c`` by a region-text contrast,
+``s[c, a] = exp(t) · <BN(e_a), w_c / |w_c|> + b``, where ``e_a`` is the class branch's
+(``cv3``) embedding of the anchor and ``w_c`` the text embedding of class ``c``. ultralytics'
+workflow sets the classes once (``model.set_classes([...])``: the text encoder — CLIP ViT-B/32
+for YOLO-World, MobileCLIP for YOLOE — encodes them into the inner model's ``txt_feats`` /
+``pe``, ``names`` follows) and then predicts with no text encoder. mmcam does the same:
 
-* **classes already set** (or a random-init model's ``nc`` placeholders): the predictor's fused
-  copy runs with the model's ``txt_feats``; boxes, NMS and photo coordinates are
+* **classes already set** (or a random-init model's placeholders): the predictor's fused copy
+  runs with the model's embeddings; boxes (and YOLOE-seg masks), NMS and photo coordinates are
   :class:`~mmcam.adapters.ultralytics.YoloFamily`'s, box k's target its contrast logit
   ``raw["scores"][:, c_k, a_k]`` (the dense logits: the class logit is not a function of the
   class branch alone, so the local-window path of :mod:`mmcam.adapters.yolo_local` does not apply);
 * **text=[...]**: the model's own ``get_text_pe`` encodes the queries into mmcam's fused copy
-  only (the user's ``txt_feats`` / ``names`` / head ``nc`` are never written) when its CLIP
-  package and weights are on this machine; otherwise an :class:`~mmcam.errors.InputError` names
-  what is missing instead of letting ultralytics download it.
+  only (the user's embeddings / ``names`` / head ``nc`` are never written) when its text
+  encoder's package and weights are on this machine; otherwise an
+  :class:`~mmcam.errors.InputError` names what is missing instead of letting ultralytics
+  download it. A prompt-free YOLOE (LRPC head) has no text classes and is refused.
 """
 
 from __future__ import annotations
@@ -30,65 +32,90 @@ import torch
 from ..errors import InputError
 from .ultralytics import YoloFamily, inner_model
 
-__all__ = ["is_world", "text_encoder_missing", "YoloWorldFamily"]
+__all__ = ["is_text_yolo", "text_encoder", "text_encoder_missing", "YoloWorldFamily"]
 
-CLIP_VARIANT = "ViT-B/32"  # WorldModel.get_text_pe's build_text_model("clip:ViT-B/32")
+TEXT_HEADS = ("WorldDetect", "YOLOEDetect", "YOLOESegment", "YOLOESegment26")
+_MOBILECLIP = {"mobileclip": "mobileclip_blt.ts", "mobileclip2": "mobileclip2_b.ts"}  # build_text_model's TorchScript files
 
 
-def is_world(model: Any) -> bool:
-    """True for a YOLO-World model (its head is a ``WorldDetect``)."""
+def is_text_yolo(model: Any) -> bool:
+    """True for a YOLO-World or YOLOE model (its head contrasts regions with text embeddings)."""
     try:
-        return type(inner_model(model).model[-1]).__name__ == "WorldDetect"
+        return type(inner_model(model).model[-1]).__name__ in TEXT_HEADS
     except InputError:
         return False
 
 
-def text_encoder_missing() -> str | None:
-    """What the YOLO-World text encoder lacks on this machine (``None``: it loads offline).
-    Checked without calling ultralytics' loader, which pip-installs CLIP and downloads its weights."""
+def _world(inner: Any) -> bool:
+    return type(inner.model[-1]).__name__ == "WorldDetect"
+
+
+def text_encoder(inner: Any) -> tuple[str, Path]:
+    """``(name, weights file)`` of the text encoder the model's ``get_text_pe`` builds."""
     from ultralytics.utils import WEIGHTS_DIR
 
-    weights = Path(WEIGHTS_DIR) / "clip" / "ViT-B-32.pt"  # where ultralytics' CLIP wrapper has clip.load keep it
+    if _world(inner):
+        return "CLIP ViT-B/32", Path(WEIGHTS_DIR) / "clip" / "ViT-B-32.pt"  # where ultralytics' CLIP wrapper has clip.load keep it
+    base = str(getattr(inner, "text_model", "mobileclip:blt")).split(":")[0]
+    file = _MOBILECLIP.get(base, f"{base} weights")
+    return f"MobileCLIP ({base}, {file})", Path(file) if Path(file).is_file() else Path(WEIGHTS_DIR) / file
+
+
+def text_encoder_missing(inner: Any) -> str | None:
+    """What the model's text encoder lacks on this machine (``None``: it loads offline). Checked
+    without calling ultralytics' loader, which pip-installs CLIP and downloads the weights."""
+    name, weights = text_encoder(inner)
     missing = []
-    if importlib.util.find_spec("clip") is None:
+    if importlib.util.find_spec("clip") is None:  # both encoders tokenise with the CLIP package
         missing.append("the OpenAI CLIP package (`pip install git+https://github.com/ultralytics/CLIP.git`)")
     if not weights.is_file():
-        missing.append(f"the CLIP {CLIP_VARIANT} text-encoder weights ({weights})")
+        missing.append(f"the {name} text-encoder weights ({weights})")
     return " and ".join(missing) or None
 
 
 class YoloWorldFamily(YoloFamily):
-    """A YOLO-World model run as ``YOLOWorld.predict`` runs it, optionally with ``text`` classes
-    (see the module docstring); the other arguments are :class:`YoloFamily`'s."""
+    """A YOLO-World / YOLOE model run as its ``predict`` runs it, optionally with ``text``
+    classes (see the module docstring); the other arguments are :class:`YoloFamily`'s."""
 
-    name = "ultralytics YOLO-World"
+    name = "ultralytics YOLO-World / YOLOE"
     local_head = False  # the class logit is a text contrast of the branch output: dense logits
 
     def __init__(self, model: Any, text: "Sequence[str] | None" = None, **kwargs: Any):
-        super().__init__(model, **kwargs)
         source = inner_model(model)
+        if hasattr(source.model[-1], "lrpc"):
+            raise InputError(
+                "a prompt-free YOLOE (its LRPC head scores a built-in vocabulary, with no class logits per text) is not "
+                "explained; load the text/visual-prompt YOLOE checkpoint (yoloe-*-seg.pt, not *-pf.pt) and set_classes"
+            )
+        super().__init__(model, **kwargs)
+        self.key = "txt_feats" if _world(source) else "pe"
         if text is None:
-            feats, nc = source.txt_feats, int(source.model[-1].nc)
+            feats, nc = getattr(source, self.key, None), int(source.model[-1].nc)
         else:
             queries = [str(t) for t in ([text] if isinstance(text, str) else text)]
             if not queries or any(not q.strip() for q in queries):
-                raise InputError(f"text= needs one or more non-empty class names for YOLO-World; got {list(queries)!r}")
-            missing = text_encoder_missing()
+                raise InputError(f"text= needs one or more non-empty class names; got {list(queries)!r}")
+            if getattr(source.model[-1], "is_fused", False):
+                raise InputError("this YOLOE has its classes fused into the head weights; pass an unfused model for text=, or explain without text=")
+            missing = text_encoder_missing(source)
             if missing:
                 raise InputError(
-                    f"text= for YOLO-World encodes the classes with its CLIP {CLIP_VARIANT} text encoder, and this machine lacks "
+                    f"text= encodes the classes with the model's {text_encoder(source)[0]} text encoder, and this machine lacks "
                     f"{missing} (ultralytics would download them). Call model.set_classes({queries!r}) where the encoder is available "
                     "(the embeddings are then stored in the model), then explain without text="
                 )
             with torch.no_grad():
                 feats, nc = source.get_text_pe(queries), len(queries)
             self.names = dict(enumerate(queries))
-        self.txt_feats, self.nc = feats.detach().clone(), nc
+        self.feats, self.nc = None if feats is None else feats.detach().clone(), nc
         self._sync()
 
     def _sync(self) -> None:
         """The classes on mmcam's fused copy (shared per model, so set again for each run)."""
-        self.inner.txt_feats = self.txt_feats
+        if self.feats is not None:
+            setattr(self.inner, self.key, self.feats)
+        elif hasattr(self.inner, self.key):
+            delattr(self.inner, self.key)  # a YOLOE without classes set: get_cls_pe's zeros placeholder
         head = self.inner.model[-1]
         head.nc, head.no = self.nc, self.nc + head.reg_max * 4
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from modelstate import assert_same_state, snapshot
@@ -19,12 +20,10 @@ from mmcam.errors import InputError
 from mmcam.io import load_image
 
 
-@pytest.fixture(scope="module")
-def world():
-    """A random-init YOLO-World whose contrast logits vary across anchors and classes: BatchNorm
-    statistics from one train-mode pass on the photos, then the contrast scale set to unit spread."""
-    torch.manual_seed(0)
-    model = ultralytics.YOLOWorld("yolov8s-worldv2.yaml")
+def text_yolo(model):
+    """A random-init YOLO-World / YOLOE whose contrast logits vary across anchors and classes:
+    BatchNorm statistics from one train-mode pass on the photos, then the contrast scale set to
+    unit spread."""
     inner = model.model
     norms = [m for m in inner.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
@@ -42,13 +41,26 @@ def world():
     return model
 
 
-def state(model):
-    return snapshot(model.model), model.model.txt_feats.clone(), dict(model.model.names), model.model.model[-1].nc
+@pytest.fixture(scope="module")
+def world():
+    torch.manual_seed(0)
+    return text_yolo(ultralytics.YOLOWorld("yolov8s-worldv2.yaml"))
 
 
-def assert_untouched(model, before):
+def state(model, key="txt_feats"):
+    inner = model.model
+    return (
+        snapshot(inner),
+        getattr(inner, key).clone(),
+        dict(enumerate(inner.names)) if isinstance(inner.names, list) else dict(inner.names),
+        inner.model[-1].nc,
+    )
+
+
+def assert_untouched(model, before, key="txt_feats"):
     assert_same_state(before[0], snapshot(model.model))
-    assert torch.equal(before[1], model.model.txt_feats) and before[2] == dict(model.model.names) and before[3] == model.model.model[-1].nc
+    after = state(model, key)
+    assert torch.equal(before[1], after[1]) and before[2:] == after[2:]
 
 
 def same_boxes(exp, boxes):
@@ -95,7 +107,7 @@ def test_zidane_maps_explain_the_contrast_logits_k_at_once_as_one_at_a_time(worl
 
 def test_text_without_the_clip_encoder_names_what_is_missing(world, monkeypatch):
     monkeypatch.setenv("YOLO_OFFLINE", "1")
-    if ultralytics_world.text_encoder_missing() is None:
+    if ultralytics_world.text_encoder_missing(world.model) is None:
         pytest.skip("the CLIP encoder is on this machine")
     before = state(world)
     with pytest.raises(InputError, match=r"CLIP ViT-B/32.*model\.set_classes\(\['person', 'bus'\]\).*without text="):
@@ -112,17 +124,43 @@ def test_text_classes_live_in_mmcams_copy_only(world, monkeypatch):
     feats = torch.randn(1, 3, 512, generator=torch.Generator().manual_seed(1))
     before = state(world)
     with monkeypatch.context() as patch:
-        patch.setattr(ultralytics_world, "text_encoder_missing", lambda: None)
+        patch.setattr(ultralytics_world, "text_encoder_missing", lambda inner: None)
         patch.setattr(world.model, "get_text_pe", lambda text: feats, raising=False)
         exp = mmcam.explain_detections(world, BUS, text=queries, conf=0.3, max_boxes=3, size=320)
     assert_untouched(world, before)
-    inner, head = world.model, world.model.model[-1]
+    inner, head, names = world.model, world.model.model[-1], world.model.names
     try:  # the ultralytics workflow: classes set on the model (what set_classes stores), then predict
         inner.txt_feats, head.nc, inner.names, world.predictor = feats, 3, queries, None
         boxes = predicted(world, BUS, conf=0.3, max_det=3, imgsz=320).boxes
     finally:
-        inner.txt_feats, head.nc, inner.names, world.predictor = before[1], before[3], before[2], None
+        inner.txt_feats, head.nc, inner.names, world.predictor = before[1], before[3], names, None
     same_boxes(exp, boxes)
     assert exp.meta["labels"] == [queries[c] for c in boxes.cls.int().tolist()]
     again = mmcam.explain_detections(world, BUS, max_boxes=3, conf=0.5, size=320)  # mmcam's shared copy back on the model's classes
     same_boxes(again, predicted(world, BUS, max_det=3, conf=0.5, imgsz=320).boxes)
+
+
+def test_yoloe_seg_with_set_classes_boxes_are_the_predictors_and_text_needs_mobileclip(monkeypatch):
+    """YOLOE-11s-seg (a YOLOESegment head) with classes set as ultralytics does (set_classes with
+    their embeddings): the predictor's boxes, its pe / names untouched; text= without MobileCLIP
+    on disk is a clear error."""
+    from ultralytics.utils.ops import scale_masks
+
+    torch.manual_seed(0)
+    model = ultralytics.YOLOE("yoloe-11s-seg.yaml")
+    model.set_classes([f"class{i}" for i in range(20)], torch.randn(1, 20, 512))
+    model = text_yolo(model)
+    before = state(model, "pe")
+    exp = mmcam.explain_detections(model, BUS, max_boxes=3, conf=0.2, size=320)
+    same_boxes(exp, predicted(model, BUS, max_det=3, conf=0.2, imgsz=320).boxes)
+    assert exp.maps.shape == (3, *BUS.shape[:2]) and exp.maps.amax((1, 2)).min() > 0
+    theirs = predicted(model, BUS, max_det=3, conf=0.2, imgsz=320)
+    masks = mmcam.explain_segmentation(model, BUS, max_instances=3, conf=0.2, size=320)  # one map per instance mask
+    assert masks.meta["classes"] == theirs.boxes.cls.int().tolist() and len(masks.items) == len(theirs.masks.data) == 3
+    on_photo = scale_masks(theirs.masks.data[None], BUS.shape[:2])[0] > 0.5  # the predictor's masks on the photo
+    assert np.array_equal(np.stack(masks.regions), on_photo.numpy())
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    if ultralytics_world.text_encoder_missing(model.model) is not None:
+        with pytest.raises(InputError, match=r"MobileCLIP \(mobileclip, mobileclip_blt\.ts\).*model\.set_classes\(\['person'\]\)"):
+            mmcam.explain_detections(model, BUS, text=["person"])
+    assert_untouched(model, before, "pe")
