@@ -53,7 +53,7 @@ def _offline_env() -> None:
 #: What ``mmcam explain`` / the ``explain_*`` calls adapt, shown by ``mmcam list``.
 FAMILIES = {
     "classify": "torchvision classifiers (resnet, vgg, densenet, mobilenet, efficientnet, convnext, regnet, vit, swin); HF ViT, DeiT, BEiT, Swin, ConvNeXt; ultralytics YOLO11 / YOLO26 -cls",
-    "detect": "ultralytics YOLOv8/10/11/12/26 detect/segment/pose and OBB (rotated boxes), ultralytics RT-DETR (rtdetr-*.yaml/.pt); HF DETR, Conditional / Deformable / DAB-DETR, RT-DETR(v2), D-FINE, LW-DETR, RF-DETR, YOLOS, and OWL-ViT / OWLv2 / Grounding DINO with --text (local directory); torchvision Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD, SSDlite (name + --weights)",
+    "detect": "ultralytics YOLOv8/10/11/12/26 detect/segment/pose and OBB (rotated boxes), ultralytics RT-DETR (rtdetr-*.yaml/.pt), YOLO-World / YOLOE (their set classes, or --text with their CLIP / MobileCLIP on disk); HF DETR, Conditional / Deformable / DAB-DETR, RT-DETR(v2), D-FINE, LW-DETR, RF-DETR, YOLOS, and OWL-ViT / OWLv2 / Grounding DINO with --text (local directory); torchvision Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD, SSDlite (name + --weights)",
     "segment": "HF Segformer; torchvision deeplabv3, lraspp, fcn; ultralytics YOLOv8/11/26 segment and torchvision Mask R-CNN (one map per instance mask)",
     "pose": "ultralytics YOLOv8/11/26 pose and torchvision Keypoint R-CNN: one map per person and per keypoint",
     "caption": "HF VisionEncoderDecoderModel (local directory); BLIP / GIT captioners through the Python API",

@@ -69,7 +69,11 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
         "--box-weight", type=float, default=0.0, help="detect: add box-weight x IoU with the kept box to each box's score (for scorecam/ablationcam)"
     )
     p.add_argument("--question", help="vqa: the question to answer")
-    p.add_argument("--text", nargs="+", help="detect, open-vocabulary detectors (OWL-ViT, OWLv2, Grounding DINO): the queries, e.g. --text 'a person' 'a bus'")
+    p.add_argument(
+        "--text",
+        nargs="+",
+        help="detect, open-vocabulary detectors (OWL-ViT, OWLv2, Grounding DINO; YOLO-World / YOLOE with their text encoder on disk): the queries, e.g. --text 'a person' 'a bus'",
+    )
     p.add_argument("--out", default="out/explain")
     p.set_defaults(fn=commands["explain"])
     p = sub.add_parser("demo", help="every task on the zoo models, offline")

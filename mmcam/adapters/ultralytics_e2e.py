@@ -41,6 +41,12 @@ def has_one2one(model: Any) -> bool:
 def yolo_family(model: Any, *, nms: "bool | None" = None, **kwargs: Any) -> YoloFamily:
     """The YOLO family object for ``predict(nms=...)``: ``nms=False`` on a YOLO26 / YOLOv10 head
     runs its one-to-one branch (:class:`YoloEndToEnd`); otherwise NMS, as the predictor does."""
+    from .ultralytics_world import YoloWorldFamily, is_text_yolo
+
+    if is_text_yolo(model):  # its class embeddings live outside the parameters: synced on mmcam's copy
+        if nms is False:
+            raise InputError("nms=False (the one-to-one branch) is not explained for YOLO-World / YOLOE; pass nms=None")
+        return YoloWorldFamily(model, **kwargs)
     if nms is False and has_one2one(model):
         return YoloEndToEnd(model, **kwargs)
     return YoloFamily(model, **kwargs)

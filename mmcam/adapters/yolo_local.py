@@ -46,6 +46,8 @@ def branch_radius(branch: nn.Module) -> int | None:
 
 
 def _class_branches(head: nn.Module) -> list[nn.Module] | None:
+    if getattr(head, "cv4", None) is not None and type(head).__name__.startswith(("World", "YOLOE")):
+        return None  # cv3 gives region embeddings, the logits are their contrast with the text (cv4)
     one2many = getattr(head, "one2many", None)
     branches = one2many.get("cls_head") if isinstance(one2many, dict) else getattr(head, "cv3", None)
     return list(branches) if branches is not None else None

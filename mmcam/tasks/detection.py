@@ -53,7 +53,7 @@ class DetectionExplanation(TaskExplanation):
 
 SUPPORTED = (
     "ultralytics YOLOv8/10/11/12/26 detect, segment and OBB (rotated boxes; YOLO26/YOLOv10 also NMS-free with nms=False), "
-    "ultralytics RTDETR, HF DetrForObjectDetection / ConditionalDetrForObjectDetection / RTDetrForObjectDetection (and Deformable DETR, "
+    "ultralytics YOLO-World / YOLOE (text= or set_classes), ultralytics RTDETR, HF DetrForObjectDetection / ConditionalDetrForObjectDetection / RTDetrForObjectDetection (and Deformable DETR, "
     "DAB-DETR, D-FINE, RT-DETRv2, LW-DETR, RF-DETR, YOLOS; OWL-ViT / OWLv2 / Grounding DINO with text=), "
     "torchvision Faster R-CNN / Mask R-CNN / Keypoint R-CNN (boxes) / RetinaNet / FCOS / SSD / SSDlite"
 )
@@ -80,14 +80,18 @@ def detector_family(
     from ..adapters.rtdetr_ultralytics import RtdetrFamily, is_ultralytics_rtdetr
     from ..adapters.ultralytics_e2e import yolo_family
     from ..adapters.ultralytics_obb import is_obb, obb_family
+    from ..adapters.ultralytics_world import is_text_yolo
 
     if open_vocab.is_open_vocab(model):
         if candidates is not None:
             raise InputError("candidates= is not supported for open-vocabulary detectors; pass text= and conf= to choose the boxes")
         return open_vocab.OpenVocabFamily(model, processor, text, conf=conf, max_boxes=max_boxes, box_weight=box_weight, attribute=attribute)
+    if yolo.is_yolo(model) and is_text_yolo(model):
+        kwargs = {"conf": 0.25 if conf is None else conf, "iou": iou, "max_det": max_boxes or 300, "size": size, "candidates": candidates}
+        return yolo_family(model, nms=nms, text=text, box_weight=box_weight, attribute=attribute, **kwargs)
     if text is not None:
         raise InputError(
-            f"text= names what an open-vocabulary detector looks for (OWL-ViT, OWLv2, Grounding DINO); {type(model).__name__} has fixed classes: drop text="
+            f"text= names what an open-vocabulary detector looks for (OWL-ViT, OWLv2, Grounding DINO, YOLO-World, YOLOE); {type(model).__name__} has fixed classes: drop text="
         )
     if is_ultralytics_rtdetr(model):
         return RtdetrFamily(
@@ -288,6 +292,9 @@ def explain_detections(
       ``post_process_grounded_object_detection``, each box's map for the query it answers
       (``labels``), ``meta["text_evidence"]``: which query words its logit depends on
       (gradient x input on the text embeddings; see :mod:`mmcam.adapters.open_vocab`).
+    * YOLO-World / YOLOE (``ultralytics.YOLOWorld`` / ``YOLOE``): the classes the model holds
+      (``set_classes``), or ``text`` encoded by its own CLIP / MobileCLIP when that loads offline (a clear error naming what is
+      missing otherwise); target = the region-text contrast logit (:mod:`mmcam.adapters.ultralytics_world`).
     * YOLO OBB: rotated NMS as the OBB predictor (``meta["rotated_boxes"]`` / ``["polygons"]``,
       :mod:`mmcam.adapters.ultralytics_obb`); ultralytics RT-DETR: the predictor's top-k rows
       above ``conf``, each mapped to its query, target = the query's class logit

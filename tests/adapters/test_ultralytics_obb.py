@@ -70,10 +70,13 @@ def test_obb_k_at_once_equals_one_at_a_time_and_overlays_are_rotated():
     assert page.count("<polygon data-item-ref=") == 3 and "<rect data-item-ref=" not in page
 
 
-@pytest.mark.parametrize("cfg", ["yolov8s-worldv2.yaml", "yoloe-11s-seg.yaml"])
-def test_open_vocabulary_heads_are_refused_with_the_supported_heads_and_a_manual_target(cfg):
+def test_a_prompt_free_yoloe_is_refused_with_what_to_load_instead():
     from yolo_models import ultralytics
 
-    model = ultralytics.YOLOWorld(cfg) if "world" in cfg else ultralytics.YOLOE(cfg)
-    with pytest.raises(InputError, match=r"OBB26.*open-vocabulary.*text encoder.*mmcam\.CAM\(model\.model, layers=.*lambda out"):
+    model = ultralytics.YOLOE("yoloe-11s-seg.yaml")
+    inner, head = model.model, model.model.model[-1]
+    inner.args = {"imgsz": 64}
+    vocab = torch.nn.ModuleList(torch.nn.Conv2d(branch[-1].in_channels, 5, 1) for branch in head.cv3)  # a 5-word vocabulary
+    inner.eval().set_vocab(vocab, [f"w{i}" for i in range(5)])  # what ultralytics builds a *-pf model with
+    with pytest.raises(InputError, match=r"prompt-free YOLOE.*LRPC.*not \*-pf\.pt"):
         mmcam.explain_detections(model, BUS)

@@ -73,5 +73,5 @@ def test_list_names_the_new_heads(capsys):
 
     assert main(["list"]) == 0
     shown = capsys.readouterr().out
-    for name in ("OBB", "ultralytics RT-DETR", "SSDlite", "Mask R-CNN (one map per instance mask)", "Keypoint R-CNN: one map per person"):
+    for name in ("OBB", "ultralytics RT-DETR", "SSDlite", "Mask R-CNN (one map per instance mask)", "Keypoint R-CNN: one map per person", "YOLO-World / YOLOE"):
         assert name in shown, name
