@@ -23,12 +23,14 @@ for YOLO-World, MobileCLIP for YOLOE — encodes them into the inner model's ``t
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..engine.guard import model_lock
 from ..errors import InputError
 from .ultralytics import YoloFamily, inner_model
 
@@ -119,6 +121,11 @@ class YoloWorldFamily(YoloFamily):
         head = self.inner.model[-1]
         head.nc, head.no = self.nc, self.nc + head.reg_max * 4
 
-    def context(self) -> Any:
-        self._sync()
-        return super().context()
+    @contextmanager
+    def context(self) -> Iterator[None]:
+        """The classes set on the shared fused copy and the run under that copy's lock (the engine's
+        re-entrant lock): two threads explaining with different ``text=`` never mix classes."""
+        with model_lock(self.inner):
+            self._sync()
+            with super().context():
+                yield

@@ -164,3 +164,36 @@ def test_yoloe_seg_with_set_classes_boxes_are_the_predictors_and_text_needs_mobi
         with pytest.raises(InputError, match=r"MobileCLIP \(mobileclip, mobileclip_blt\.ts\).*model\.set_classes\(\['person'\]\)"):
             mmcam.explain_detections(model, BUS, text=["person"])
     assert_untouched(model, before, "pe")
+
+
+def test_two_threads_with_different_classes_do_not_mix(world, monkeypatch):
+    """mmcam's fused copy is shared per model: the classes are set under its lock for each run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    feats = torch.randn(1, 3, 512, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(ultralytics_world, "text_encoder_missing", lambda inner: None)
+    monkeypatch.setattr(world.model, "get_text_pe", lambda text: feats, raising=False)
+    calls = {"text": dict(text=["person", "bus", "tie"]), "own": {}}
+    import time
+    from contextlib import contextmanager
+
+    from mmcam.adapters import ultralytics as yolo_adapter
+
+    plain = yolo_adapter.YoloFamily.context
+
+    @contextmanager
+    def slow(self):  # widen the window between setting the classes and running: a mix would show
+        with plain(self):
+            time.sleep(0.3)
+            yield
+
+    def run(name):
+        return mmcam.explain_detections(world, BUS, conf=0.3, max_boxes=3, size=320, **calls[name])
+
+    alone = {name: run(name) for name in calls}
+    monkeypatch.setattr(yolo_adapter.YoloFamily, "context", slow)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(run, ["text", "own", "text", "own"]))
+    for name, got in zip(["text", "own", "text", "own"], together):
+        assert got.meta["labels"] == alone[name].meta["labels"] and got.meta["boxes"] == alone[name].meta["boxes"]
+        torch.testing.assert_close(got.maps, alone[name].maps)
