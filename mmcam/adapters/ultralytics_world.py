@@ -109,8 +109,7 @@ class YoloWorldFamily(YoloFamily):
             with torch.no_grad():
                 feats, nc = source.get_text_pe(queries), len(queries)
             self.names = dict(enumerate(queries))
-        self.feats, self.nc = None if feats is None else feats.detach().clone(), nc
-        self._sync()
+        self.feats, self.nc = None if feats is None else feats.detach().clone(), nc  # set on the copy in context(), under its lock
 
     def _sync(self) -> None:
         """The classes on mmcam's fused copy (shared per model, so set again for each run)."""
