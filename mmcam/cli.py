@@ -104,9 +104,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .io import unique_stems
+    from .render.report import Report
 
     stems = unique_stems(images)  # cat.png and cat.jpg in one folder do not overwrite each other
-    summaries, explanations, names, failed, interrupted = [], [], [], [], False
+    report = Report(f"mmcam explain · {args.task} · {args.model}")  # sections rendered as photos arrive: no photo's maps are kept
+    summaries, failed, interrupted = [], [], False
     try:
         for path in tqdm(images, desc="explaining", unit="image", disable=len(images) < 2):
             try:
@@ -115,9 +117,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 failed.append({"image": str(path), "reason": str(error)})
                 continue
             files = _save_whole(exp, out, stems[Path(path)])
-            explanations.append(exp)
-            names.append(path.name)
+            report.add(exp, path.name)
             summaries.append({"image": str(path), "files": [f.name for f in files], **exp.to_dict()})
+            del exp
     except KeyboardInterrupt:  # Ctrl-C: the summary and report of what was done, no half-written file
         interrupted = True
     summary = {
@@ -131,10 +133,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if interrupted:
         summary["interrupted"] = f"stopped by the user after {len(summaries) + len(failed)} of {len(images)} file(s)"
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    if explanations:
-        from .render.report import write_report
-
-        write_report(out / "report.html", explanations, title=f"mmcam explain · {args.task} · {args.model}", names=names)
+    if report.sections:
+        report.write(out / "report.html")
     for item in failed:
         print(f"mmcam: skipped {item['image']}: {item['reason']}", file=sys.stderr)
     print(f"explained {len(summaries)} of {len(images)} image(s) -> {out}" + (" (interrupted)" if interrupted else ""))

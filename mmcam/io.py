@@ -16,12 +16,16 @@ tensor, by these rules:
 * **limits**: an image with more than :data:`MAX_PIXELS` pixels is refused before it is
   decoded (a PNG header declaring 20000×20000 costs nothing to read and 1.2 GB to decode), as
   are PIL's decompression bombs; NaN/Inf values, corrupt and truncated files raise one
-  :class:`~mmcam.errors.InputError` saying what to pass.
+  :class:`~mmcam.errors.InputError` saying what to pass;
+* **no side effects**: files are opened with PIL's own ``Image.open``, also after ultralytics
+  has replaced it (on import, ultralytics patches ``Image.open`` to ``pip install pi-heif``
+  the first time a file is not identified: a corrupt photo must not install packages).
 """
 
 from __future__ import annotations
 
 import struct
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,6 +78,14 @@ def load_image(image: Any, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     raise InputError(f"cannot use {type(image).__name__} as an image; pass a file path, a PIL image, an array (H, W, 3) or a tensor (3, H, W)")
 
 
+def _pil_open(path: Path) -> Image.Image:
+    """PIL's own opener: the one ultralytics kept when it replaced ``Image.open`` (whose
+    replacement runs ``check_requirements("pi-heif")``, an auto-install, on unidentified files)."""
+    patches = sys.modules.get("ultralytics.utils.patches")
+    opener = getattr(patches, "_image_open", None) if patches is not None and Image.open is getattr(patches, "image_open", None) else None
+    return (opener or Image.open)(path)
+
+
 def _read_file(path: Path, max_pixels: int) -> Image.Image:
     if not path.exists():
         raise InputError(f"image file {str(path)!r} does not exist; pass an existing image path")
@@ -82,7 +94,7 @@ def _read_file(path: Path, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with _pil_open(path) as img:
                 _check_size(img.size, max_pixels, f"image {str(path)!r}")
                 img.load()
                 return to_rgb(ImageOps.exif_transpose(img))

@@ -34,14 +34,28 @@ _ANCHORS = np.array(
 )
 
 
-def colorize(heat: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] ``(H, W)`` to RGB uint8 ``(H, W, 3)``."""
-    h = np.clip(np.nan_to_num(np.asarray(heat, dtype=np.float32)), 0.0, 1.0)
-    pos = h * (len(_ANCHORS) - 1)
+def _ramp(levels: int) -> np.ndarray:
+    """The colour ramp sampled at ``levels`` evenly spaced values of [0, 1]: uint8 ``(levels, 3)``."""
+    pos = np.linspace(0.0, len(_ANCHORS) - 1, levels, dtype=np.float64)
     low = np.floor(pos).astype(int).clip(0, len(_ANCHORS) - 2)
-    frac = (pos - low)[..., None]
-    rgb = _ANCHORS[low] * (1 - frac) + _ANCHORS[low + 1] * frac
-    return rgb.round().astype(np.uint8)
+    frac = (pos - low)[:, None]
+    return (_ANCHORS[low] * (1 - frac) + _ANCHORS[low + 1] * frac).round().astype(np.uint8)
+
+
+# 4096 levels: adjacent entries differ by at most one unit of each channel, so the lookup
+# is the interpolated ramp to within one unit, at a table read per pixel instead of float
+# arithmetic on (H, W, 3) arrays (a 12-megapixel map: ~0.3 s instead of ~3 s).
+_LEVELS = 4096
+_TABLE = _ramp(_LEVELS)
+
+
+def colorize(heat: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] ``(H, W)`` to RGB uint8 ``(H, W, 3)`` (NaN as 0, clipped to [0, 1])."""
+    h = np.nan_to_num(np.asarray(heat, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    index = np.clip(h, 0.0, 1.0)
+    index *= _LEVELS - 1
+    index += 0.5
+    return _TABLE[index.astype(np.intp)]
 
 
 def to_uint8_image(image) -> np.ndarray:
@@ -76,6 +90,12 @@ def overlay(image, heat, alpha: float = 0.5) -> np.ndarray:
     base = to_uint8_image(image)
     heat = np.asarray(heat.detach().cpu() if isinstance(heat, torch.Tensor) else heat, dtype=np.float32)
     heat = resize_map(heat, base.shape[:2])
+    weight = round(float(alpha) * 256)
+    if abs(weight / 256 - alpha) < 1e-9 and 0 <= weight <= 256:  # 0.5, 0.25, ...: integer arithmetic, rounded half up
+        mixed = base.astype(np.uint16) * (256 - weight)
+        mixed += colorize(heat).astype(np.uint16) * weight
+        mixed += 128
+        return (mixed >> 8).astype(np.uint8)
     mixed = (1 - alpha) * base.astype(np.float32) + alpha * colorize(heat).astype(np.float32)
     return mixed.round().clip(0, 255).astype(np.uint8)
 
@@ -87,8 +107,14 @@ def save_png(array: np.ndarray, path: "str | Path", scale: int = 1) -> Path:
     img = Image.fromarray(array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(path)
+    img.save(path, compress_level=_compression(img))
     return path
+
+
+def _compression(img: Image.Image) -> int:
+    """zlib level 1 above a megapixel (a 12-megapixel overlay: ~2.5 s instead of ~13 s at PIL's
+    default 6, for a file ~10 % larger); PIL's default below."""
+    return 1 if img.width * img.height > 1_000_000 else 6
 
 
 def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
@@ -96,7 +122,7 @@ def png_bytes(array: np.ndarray, scale: int = 1) -> bytes:
     img = Image.fromarray(array)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=_compression(img))
     return buf.getvalue()
 
 

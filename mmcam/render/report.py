@@ -63,25 +63,48 @@ document.querySelectorAll('section[data-section]').forEach(function(sec){
 
 def render_report(explanations: Sequence[Any], title: str = "mmcam report", names: Sequence[str] | None = None, footer: dict | None = None) -> str:
     """The report as one HTML string (see the module docstring)."""
-    sections = [_section(i, exp, names[i] if names else f"image {i}") for i, exp in enumerate(explanations)]
-    meta = footer or {}
-    foot = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><div class='sub'>{len(explanations)} image(s) · generated {stamp}</div>"
-        + "".join(sections)
-        + f"<footer>{foot}</footer><script>{_JS}</script></body></html>"
-    )
+    report = Report(title, footer)
+    for i, exp in enumerate(explanations):
+        report.add(exp, names[i] if names else f"image {i}")
+    return report.html()
 
 
 def write_report(path: "str | Path", explanations: Sequence[Any], **kwargs: Any) -> Path:
     """Write :func:`render_report` to ``path``."""
+    return _write(path, render_report(explanations, **kwargs))
+
+
+class Report:
+    """A report built one photo at a time: :meth:`add` renders the photo's section at once, so a
+    run over a folder keeps only the sections' HTML, not every photo's full-size maps."""
+
+    def __init__(self, title: str = "mmcam report", footer: dict | None = None):
+        self.title, self.footer, self.sections = title, footer, []
+
+    def add(self, exp: Any, name: str) -> None:
+        if self.footer is None:
+            self.footer = _default_footer([exp])
+        self.sections.append(_section(len(self.sections), exp, name))
+
+    def html(self) -> str:
+        foot = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in (self.footer or {}).items())
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1><div class='sub'>{len(self.sections)} image(s) · generated {stamp}</div>"
+            + "".join(self.sections)
+            + f"<footer>{foot}</footer><script>{_JS}</script></body></html>"
+        )
+
+    def write(self, path: "str | Path") -> Path:
+        return _write(path, self.html())
+
+
+def _write(path: "str | Path", text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    footer = kwargs.pop("footer", None) or _default_footer(explanations)
-    path.write_text(render_report(explanations, footer=footer, **kwargs), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -99,9 +122,13 @@ def _default_footer(explanations: Sequence[Any]) -> dict:
     return out
 
 
+PREVIEW = 2048  # the longest side of a photo embedded in the report; the PNG files keep the full size
+
+
 def _uri(img: Any) -> str:
     """PNG for small images (exact pixels), JPEG for photos (a report of a dozen 1080p overlays
-    stays a few MB)."""
+    stays a few MB), at most :data:`PREVIEW` pixels on the longest side (a dozen full-size
+    overlays of a 12-megapixel photo would make a report of ~30 MB)."""
     if max(img.shape[:2]) <= 256:
         return data_uri(img)
     import base64
@@ -110,16 +137,21 @@ def _uri(img: Any) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(img).save(buffer, format="JPEG", quality=88)
+    picture = Image.fromarray(img)
+    if max(picture.size) > PREVIEW:
+        picture.thumbnail((PREVIEW, PREVIEW), Image.BILINEAR)
+    picture.save(buffer, format="JPEG", quality=88)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _section(index: int, exp: Any, name: str) -> str:
-    overlays = exp.overlays()
-    attrs = "".join(f' data-src-{k}="{_uri(img)}" data-label-{k}="{html.escape(label, quote=True)}"' for k, (img, label) in enumerate(zip(overlays, exp.items)))
-    first = _uri(overlays[0]) if overlays else _uri(exp.image)
+    overlays = exp.rendered() if hasattr(exp, "rendered") else exp.overlays()
+    uris = [_uri(img) for img in overlays]  # each encoded once: the first is also the one shown
+    attrs = "".join(f' data-src-{k}="{uri}" data-label-{k}="{html.escape(label, quote=True)}"' for k, (uri, label) in enumerate(zip(uris, exp.items)))
+    first = uris[0] if uris else _uri(exp.image)
     h, w = exp.image.shape[:2]
     svg = _boxes_svg(exp.meta.get("boxes"), w, h, exp.meta.get("polygons"), _pose_refs(exp.meta))
+    hint = "full size" if max(h, w) <= PREVIEW else f"{PREVIEW} px (full size: the PNG files)"
     body = [_task_header(exp)]
     if exp.task == "caption":
         body.append(
@@ -143,7 +175,7 @@ def _section(index: int, exp: Any, name: str) -> str:
     return (
         f"<section data-section='{index}' data-task='{exp.task}' data-name='{html.escape(name, quote=True)}'{attrs}>"
         f"<h2>{html.escape(name)} — {html.escape(exp.task)}</h2><div class='row'>"
-        f"<div class='stage{' small' if max(h, w) <= 256 else ''}' title='click: full size / fit'>"
+        f"<div class='stage{' small' if max(h, w) <= 256 else ''}' title='click: {hint} / fit'>"
         f"<img class='view' data-item='0' src='{first}' alt='heatmap' width='{w}' height='{h}'/>{svg}</div>"
         f"<div class='side'>{''.join(body)}</div></div></section>"
     )
