@@ -136,7 +136,7 @@ def _vqa(scenes, method, name="vqa"):
     return maps, masks
 
 
-DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae", "vqa": "gae"}  # the task calls' own defaults
+DEFAULTS = {"yolo": "layercam", "detr": "layercam", "captioner": "gae-shift", "vqa": "gae-shift"}  # the task calls' own defaults
 DEFAULTS.update({"yolo26": "layercam", "yolo26-e2e": "layercam", "pose": "layercam", "vlm-vqa": "gae-tower", "vlm-caption": "gae-tower"})
 TASKS = {
     "classifier": _classify,
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--method",
         default=None,
-        help="default: each task call's own default (layercam for YOLO, gae for the captioner and ViLT, gae-tower for the zoo VLM, gradcam otherwise)",
+        help="default: each task call's own default (layercam for YOLO, gae-shift for the captioner and ViLT, gae-tower for the zoo VLM, gradcam otherwise)",
     )
     parser.add_argument("--tasks", nargs="*", default=list(TASKS))
     args = parser.parse_args(argv)

@@ -22,13 +22,15 @@ import mmcam
 from mmcam import zoo
 from mmcam.data import COLORS, SHAPES, SceneConfig, generate_scenes
 from mmcam.engine.combine import normalize, upsample
+from mmcam.engine.shifts import shifted as _shifted
+from mmcam.engine.shifts import unshifted as _unshifted
 from mmcam.methods.attention import normalized
 from mmcam.metrics import localization_table
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import generation_gae
 from mmcam.tasks.caption import CAPTION_PROMPT
 from mmcam.tasks.generation import GenerationTask, _teacher_forced, chat_prompt
-from mmcam.tasks.generation_gae import GAE_TOWER, _shifted, _unshifted, gae_maps, lm_relevance
+from mmcam.tasks.generation_gae import GAE_TOWER, gae_maps, lm_relevance
 
 PHASES = 0  # --phases: one more row, gae-tower at that many shifts per axis
 

@@ -29,6 +29,7 @@ def test_public_names():
             "eigengradcam",
             "gae",
             "gae-detr",
+            "gae-shift",
             "gradcam",
             "gradcam++",
             "gradcam-elementwise",

@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gradcam', 'gradcam++', ...]
+['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-shift', 'gradcam', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import MethodError, close_matches
-from .attention import GenericAttention
+from .attention import GenericAttention, ShiftedAttention
 from .attnlrp import AttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
@@ -46,6 +46,7 @@ __all__ = [
     "AblationCAM",
     "ClassActivationMap",
     "GenericAttention",
+    "ShiftedAttention",
     "CellOcclusion",
     "SARFA",
     "CellShapley",
@@ -103,6 +104,7 @@ for _cls in (
     AblationCAM,
     ClassActivationMap,
     GenericAttention,
+    ShiftedAttention,
     CellOcclusion,
     SARFA,
     CellShapley,

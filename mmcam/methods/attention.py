@@ -36,6 +36,11 @@ Use it as ``method="gae"`` in :func:`mmcam.explain_caption` (VisionEncoderDecode
 classifiers) or ``mmcam.CAM(model, method="gae")`` on a Hugging Face transformers model; it
 needs no layer. The attention implementation is switched to ``"eager"`` for the call (the
 fused kernels return no probabilities) and switched back after.
+
+``method="gae-shift"`` (:class:`ShiftedAttention`) is the same relevance averaged over the image
+moved by sub-patch shifts (:mod:`mmcam.engine.shifts`): one patch is the finest cell the rule
+can tell apart, ``phases`` shifts per axis put the grid at ``phases²`` positions; each pass's
+map is shifted back and the maps are averaged. Cost: ``phases²`` forwards + batched backwards.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import torch
 from ..errors import MethodError
 from .base import Method
 
-__all__ = ["GenericAttention", "weighted_attention", "self_relevance", "relevance_rows", "normalized", "encoder_decoder_relevance"]
+__all__ = ["GenericAttention", "ShiftedAttention", "weighted_attention", "self_relevance", "relevance_rows", "normalized", "encoder_decoder_relevance"]
 
 
 class GenericAttention(Method):
@@ -63,6 +68,7 @@ class GenericAttention(Method):
 
     name: ClassVar[str] = "gae"
     attention: ClassVar[bool] = True  # maps come from every attention layer, not a hooked layer
+    phases: int = 1  # input shifts per axis (ShiftedAttention)
 
     def __init__(self, query_rows: Sequence[int] | None = None):
         self.query_rows = None if query_rows is None else [int(r) for r in query_rows]
@@ -84,6 +90,29 @@ class GenericAttention(Method):
 
     def __repr__(self) -> str:
         return f"GenericAttention(query_rows={self.query_rows})"
+
+
+class ShiftedAttention(GenericAttention):
+    """``gae`` averaged over sub-patch input shifts (``method="gae-shift"``).
+
+    With ``p`` pixels per token, the image is moved by ``(dy, dx)`` for ``dy, dx`` in
+    ``round(k p / phases)``, ``k < phases`` (edges replicated; the default 3 phases: ``0, p/3,
+    2p/3``, 9 passes; 2: ``0`` and half a patch, 4 passes), each moved image explained with the unshifted pass's targets, each map
+    moved back (:func:`mmcam.engine.shifts.unshifted`) and the ``phases²`` maps averaged, then
+    min-max scaled. Scores and outputs are the unshifted image's. ``query_rows``: as
+    :class:`GenericAttention`.
+    """
+
+    name: ClassVar[str] = "gae-shift"
+
+    def __init__(self, query_rows: Sequence[int] | None = None, phases: int = 3):
+        super().__init__(query_rows)
+        if int(phases) < 1:
+            raise MethodError(f"ShiftedAttention needs phases >= 1 (shifts per axis; 1 is plain gae), got {phases}")
+        self.phases = int(phases)
+
+    def __repr__(self) -> str:
+        return f"ShiftedAttention(query_rows={self.query_rows}, phases={self.phases})"
 
 
 def weighted_attention(attn: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
 from ..targets import CaptionTokens
 from .base import Task
-from .generation_gae import GAE, GAE_TOWER, default_method, gae_maps
+from .generation_gae import GAE, GAE_TOWER, default_method, gae_maps, shift_phases
 from .generation_lens import FORWARD_ONLY, LOGIT_LENS, TAM, ContrastiveTokens, _forward_only, remove_interference, token_activation_maps
 from .words import WordsExplanation
 
@@ -172,7 +172,7 @@ class GenerationTask(Task):
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
             method = self.method
         elif self.method in (GAE, GAE_TOWER):  # Chefer et al.'s relevance through the language model (generation_gae)
-            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target, self.method)
+            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target, self.method, shift_phases(self.task))
             method = self.method
         else:
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers

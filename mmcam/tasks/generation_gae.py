@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..adapters.vlm import ImageLayout, ImageTokens, LlavaLayout
@@ -45,20 +44,29 @@ from ..engine.attention import _gradients, eager_attention
 from ..engine.combine import normalize, upsample
 from ..engine.guard import untouched
 from ..engine.hooks import frozen_parameters
+from ..engine.shifts import shift_grid, shifted, unshifted
 from ..errors import ForwardError, MethodError
 from ..methods.attention import normalized, relevance_rows, self_relevance
 from ..targets import CaptionTokens
 
-__all__ = ["GAE", "GAE_TOWER", "Relevance", "default_method", "lm_relevance", "gae_maps"]
+__all__ = ["GAE", "GAE_TOWER", "Relevance", "default_method", "lm_relevance", "gae_maps", "shift_phases"]
 
 #: the registered name this task routes to :func:`gae_maps`
 GAE = "gae"
 #: the same through the language model, then through the vision tower's self-attention too
 GAE_TOWER = "gae-tower"
 #: ``gae-tower``'s input shifts per axis, offsets ``round(k p / n)`` for ``k < n`` (``p``: pixels per
-#: token): 2 is ``0`` and half a patch, 4 passes; 3 is 9 passes (zoo:vlm pointing 0.942 / 0.913 at
-#: answer / caption words against 2's 0.951 / 0.890, docs/vlm.md)
+#: token): 2 is ``0`` and half a patch, 4 passes; 3 is ``0, p/3, 2p/3``, 9 passes
 SHIFT_PHASES = 2
+#: per task (``GenerationTask.task``) where it differs from :data:`SHIFT_PHASES`: captions take 3
+#: (9 passes; zoo:vlm caption words 0.913 against 2's 0.890, answer words 0.951 at 2; docs/vlm.md)
+TASK_PHASES = {"caption": 3}
+
+
+def shift_phases(task: str) -> int:
+    """``gae-tower``'s shifts per axis for a ``GenerationTask`` of ``task`` (:data:`TASK_PHASES`,
+    else :data:`SHIFT_PHASES`)."""
+    return TASK_PHASES.get(task, SHIFT_PHASES)
 
 
 def default_method(layout: ImageLayout, layers: Any, fallback: str) -> str:
@@ -157,21 +165,6 @@ def lm_relevance(model: nn.Module, forced: dict[str, torch.Tensor], target: Capt
     return Relevance(rows, scores.detach()[0], output.logits.detach()[0].float(), layers, r_tower)
 
 
-def _offsets(pixels: int) -> list[int]:
-    return sorted({round(k * pixels / SHIFT_PHASES) for k in range(SHIFT_PHASES)})
-
-
-def _shifted(pixels: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``(..., H, W)`` moved ``dy`` rows down and ``dx`` columns right, edges replicated."""
-    H, W = pixels.shape[-2:]
-    return F.pad(pixels, (dx, 0, dy, 0), mode="replicate")[..., :H, :W]
-
-
-def _unshifted(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``(K, H, W)`` maps of a :func:`_shifted` input moved back, edges replicated."""
-    return F.pad(maps[None], (0, dx, 0, dy), mode="replicate")[0, :, dy:, dx:]
-
-
 def _image_relevance(out: Relevance, tokens: ImageTokens) -> torch.Tensor:
     """``(K, N)``: each word's relevance at the image tokens, carried through the tower's
     normalised relevance ``R̄`` (eqs. 8–9) when ``out.tower`` is set."""
@@ -188,7 +181,7 @@ def _image_relevance(out: Relevance, tokens: ImageTokens) -> torch.Tensor:
     return (padded[:, None] @ normalized(out.tower))[:, 0, extra:]
 
 
-def gae_maps(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTokens, target: CaptionTokens, method: str = GAE):
+def gae_maps(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTokens, target: CaptionTokens, method: str = GAE, phases: int | None = None):
     """What ``GenerationTask`` needs for ``method="gae"`` / ``"gae-tower"``: ``(maps (K, H, W) at
     the input size, scores (K,), logits (L, V), layer names)``. ``gae``: each word's relevance at
     the image tokens' columns, folded on the grid, ReLU, upsampled and min-max scaled.
@@ -196,8 +189,9 @@ def gae_maps(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTok
     input patches (``r ← r · R̄_tower``), and — as one patch is the finest cell the rollout can
     tell apart — averaged over the input shifted by half a patch along each axis
     (``(0, 0), (0, p/2), (p/2, 0), (p/2, p/2)`` pixels, edges replicated, each map shifted back):
-    the grid at four phases, a map at twice its resolution (:data:`SHIFT_PHASES` per axis). Scores
-    and logits are the unshifted input's."""
+    the grid at four phases, a map at twice its resolution. ``phases``: shifts per axis (default
+    :data:`SHIFT_PHASES`; ``GenerationTask`` passes :func:`shift_phases` of its task: 3 for
+    captions, ``0, p/3, 2p/3``, 9 passes). Scores and logits are the unshifted input's."""
     if tokens.cells is not None and not any(tokens.cells):
         raise MethodError("these image tokens (a Q-Former's queries) cover no region of the image: method 'gae' cannot place them on it; use a CAM method")
     tower = method == GAE_TOWER
@@ -205,13 +199,13 @@ def gae_maps(model: nn.Module, forced: dict[str, torch.Tensor], tokens: ImageTok
     if tower and (not isinstance(pixels, torch.Tensor) or pixels.ndim != 4 or tuple(pixels.shape[-2:]) != tuple(tokens.input_size)):
         raise MethodError(f"{GAE_TOWER!r} shifts one (1, C, H, W) image on the token grid; this layout's pixel_values are not that. Use method {GAE!r}")
     (h, w), (H, W) = tokens.grid, tokens.input_size
-    shifts = [(dy, dx) for dy in _offsets(H // h) for dx in _offsets(W // w)] if tower else [(0, 0)]
+    shifts = shift_grid((H // h, W // w), SHIFT_PHASES if phases is None else phases) if tower else [(0, 0)]
     maps, first = [], None
     for dy, dx in dict.fromkeys(shifts):
-        moved = forced if (dy, dx) == (0, 0) else {**forced, "pixel_values": _shifted(pixels, dy, dx)}
+        moved = forced if (dy, dx) == (0, 0) else {**forced, "pixel_values": shifted(pixels, dy, dx)}
         out = lm_relevance(model, moved, target, tower=tower)
         first = first or out
         grid = tokens.fold(_image_relevance(out, tokens)).clamp(min=0)  # (K, h, w)
-        maps.append(_unshifted(normalize(upsample(grid[None], tokens.input_size))[0], dy, dx))
+        maps.append(unshifted(normalize(upsample(grid[None], tokens.input_size))[0], dy, dx))
     layers = first.layers + ([f"mean over input shifts {list(dict.fromkeys(shifts))}"] if len(shifts) > 1 else [])
     return normalize(torch.stack(maps).mean(0)), first.scores, first.logits, layers

@@ -40,7 +40,7 @@ def test_one_map_per_generated_word_and_teacher_forcing_reproduces_generate(capt
     assert logits.argmax(-1).tolist() == exp.meta["token_ids"]
     assert exp.maps.shape == (len(words), 64, 64) and torch.isfinite(exp.maps).all()
     assert (exp.maps.flatten(1).std(1) > 0).sum() >= len(words) - 1
-    assert exp.method == "gae" and exp.layers == ["encoder self-attention x2", "decoder self-attention x1", "cross-attention x1"]
+    assert exp.method == "gae-shift" and exp.layers[:3] == ["encoder self-attention x2", "decoder self-attention x1", "cross-attention x1"]
     assert explain_caption(model, processor, IMAGE, method="gradcam").layers == ["encoder.layers.1.layernorm_before"]
     assert explain_caption(model, processor, IMAGE, layers="encoder.layers.0.layernorm_before").method == "gradcam"
     assert_same_state(before, snapshot(model))

@@ -34,7 +34,7 @@ def test_map_is_independent_of_vilts_patch_shuffling(vilt):
     torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
     assert a.maps.shape == (1, 64, 64) and a.maps.std() > 0
     assert a.items == [a.meta["answer"]] and a.meta["answer"] in LABELS
-    assert a.method == "gae" and a.layers == ["self-attention x2"]
+    assert a.method == "gae-shift" and a.layers[0] == "self-attention x2" and a.layers[1].startswith("mean over input shifts")
     assert explain_vqa(model, processor, IMAGE, "what color is the circle ?", method="gradcam").layers == ["vilt.encoder.layer.1.layernorm_before"]
     assert_same_state(before, snapshot(model))
 

@@ -15,10 +15,13 @@ from vlm_models import PHOTO, VOCAB, llava, qwen2_vl
 from mmcam.adapters.vlm import layout_for
 from mmcam.engine.attention import _configs
 from mmcam.engine.combine import normalize, upsample
+from mmcam.engine.shifts import offsets, shift_grid
+from mmcam.engine.shifts import shifted as _shifted
+from mmcam.engine.shifts import unshifted as _unshifted
 from mmcam.errors import MethodError
 from mmcam.targets import CaptionTokens
 from mmcam.tasks import explain_generation
-from mmcam.tasks.generation_gae import GAE_TOWER, _image_relevance, _shifted, _unshifted, gae_maps, lm_relevance
+from mmcam.tasks.generation_gae import GAE_TOWER, _image_relevance, gae_maps, lm_relevance
 
 ANSWER = ["red", "circle", "##s", "blue"]
 GROUPS = [[0], [1, 2], [3]]
@@ -204,9 +207,19 @@ def test_the_default_is_gae_tower_on_llava_and_layercam_elsewhere(tiny, qwen):
     assert other.method == "layercam"
 
 
-def test_shift_offsets_per_phase_count(monkeypatch):
-    import mmcam.tasks.generation_gae as module
+def test_shift_offsets_per_phase_count():
+    assert offsets(8, 2) == [0, 4] and offsets(14, 2) == [0, 7] and offsets(8, 1) == [0]
+    assert offsets(8, 3) == [0, 3, 5] and offsets(14, 3) == [0, 5, 9]
+    assert shift_grid((8, 14), 2) == [(0, 0), (0, 7), (4, 0), (4, 7)]
 
-    assert module._offsets(8) == [0, 4] and module._offsets(14) == [0, 7]
-    monkeypatch.setattr(module, "SHIFT_PHASES", 3)
-    assert module._offsets(8) == [0, 3, 5] and module._offsets(14) == [0, 5, 9]
+
+def test_gae_tower_takes_three_phases_for_captions(tiny):
+    from mmcam.tasks.generation import GenerationTask
+    from mmcam.tasks.generation_gae import shift_phases
+
+    model, processor = tiny
+    before = snapshot(model)
+    exp = GenerationTask(model, processor, "<image> what color is the circle ?", "red circle", method=GAE_TOWER, task="caption")(PHOTO)
+    assert_same_state(before, snapshot(model))
+    assert exp.layers[-1] == f"mean over input shifts {shift_grid((8, 8), 3)}" and exp.maps.shape == (2, *PHOTO.shape[:2])
+    assert shift_phases("caption") == 3 and shift_phases("vqa") == shift_phases("generation") == 2

@@ -28,7 +28,8 @@ def _run(task):
     return float(pointing_game(torch.stack(maps), torch.stack(masks)).mean())
 
 
-# captioner / vqa: gae (Chefer et al.'s attention relevance) measured 0.80 / 0.76 on larger samples
-@pytest.mark.parametrize("task, bar", [("yolo", 0.9), ("segmenter", 0.9), ("classifier", 0.8), ("captioner", 0.65), ("vqa", 0.6)])
+# captioner / vqa: gae-shift (Chefer et al.'s attention relevance over 3 x 3 sub-patch shifts) measured
+# 0.92 / 0.94 on this sample, 0.93-0.96 on 60 scenes (one pass of gae: 0.80 / 0.76)
+@pytest.mark.parametrize("task, bar", [("yolo", 0.9), ("segmenter", 0.9), ("classifier", 0.8), ("captioner", 0.85), ("vqa", 0.85)])
 def test_pointing(task, bar):
     assert _run(task) >= bar

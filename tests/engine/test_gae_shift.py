@@ -1,0 +1,87 @@
+"""method="gae-shift": gae averaged over sub-patch input shifts, against an explicit loop of
+plain gae on photos shifted by hand (captioner and ViLT), maps at the photo's size on a
+non-square photo, the model left as found."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from modelstate import assert_same_state, snapshot
+from vl_models import tiny_ved, tiny_vilt
+
+from mmcam.engine.combine import normalize
+from mmcam.errors import MethodError
+from mmcam.methods import ShiftedAttention, get
+from mmcam.tasks import explain_caption, explain_vqa
+
+SQUARE = (np.random.default_rng(1).random((64, 64, 3)) * 255).astype(np.uint8)  # the processors' own size: shifting it shifts pixel_values
+WIDE = (np.random.default_rng(2).random((48, 80, 3)) * 255).astype(np.uint8)
+SHIFTS = [(dy, dx) for dy in (0, 3, 5) for dx in (0, 3, 5)]  # patch 8, the default three phases per axis
+QUESTION = "what color is the circle ?"
+
+
+@pytest.fixture(scope="module")
+def captioner():
+    return tiny_ved(decoder_layers=2)
+
+
+@pytest.fixture(scope="module")
+def vilt():
+    return tiny_vilt(["red", "green", "blue", "yes", "no"])
+
+
+def _moved(photo: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The photo moved dy rows down and dx columns right, its first row / column repeated."""
+    h, w = photo.shape[:2]
+    rows, cols = np.clip(np.arange(h) - dy, 0, None), np.clip(np.arange(w) - dx, 0, None)
+    return np.ascontiguousarray(photo[rows][:, cols])
+
+
+def _back(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Maps of a moved photo moved back, their last row / column repeated."""
+    h, w = maps.shape[-2:]
+    rows, cols = torch.clamp(torch.arange(h) + dy, max=h - 1), torch.clamp(torch.arange(w) + dx, max=w - 1)
+    return maps[..., rows, :][..., cols]
+
+
+def test_gae_shift_equals_a_loop_of_gae_on_shifted_photos(captioner, vilt):
+    model, processor = captioner
+    before = snapshot(model)
+    exp = explain_caption(model, processor, SQUARE, method="gae-shift")
+    assert_same_state(before, snapshot(model))
+    assert exp.method == "gae-shift" and exp.layers[-1] == f"mean over input shifts {SHIFTS}"
+    loop = [_back(explain_caption(model, processor, _moved(SQUARE, dy, dx), caption=exp.caption, method="gae").maps, dy, dx) for dy, dx in SHIFTS]
+    torch.testing.assert_close(exp.maps, normalize(torch.stack(loop).mean(0)))
+    plain = explain_caption(model, processor, SQUARE, caption=exp.caption, method="gae")
+    torch.testing.assert_close(exp.scores, plain.scores)  # the scores are the unshifted input's
+    assert not torch.allclose(exp.maps, plain.maps)
+
+    model, processor = vilt
+    before = snapshot(model)
+    exp = explain_vqa(model, processor, SQUARE, QUESTION, method="gae-shift")  # the top answer: pinned on the shifted passes
+    assert_same_state(before, snapshot(model))
+    loop = [_back(explain_vqa(model, processor, _moved(SQUARE, dy, dx), QUESTION, answer=exp.items[0], method="gae").maps, dy, dx) for dy, dx in SHIFTS]
+    torch.testing.assert_close(exp.maps, normalize(torch.stack(loop).mean(0)))
+    torch.testing.assert_close(exp.scores, explain_vqa(model, processor, SQUARE, QUESTION, method="gae").scores)
+
+
+def test_gae_shift_maps_at_the_photo_size_and_one_phase_is_gae(captioner, vilt):
+    model, processor = captioner
+    before = snapshot(model)
+    exp = explain_caption(model, processor, WIDE, method="gae-shift")
+    two = explain_caption(model, processor, WIDE, caption=exp.caption, method=ShiftedAttention(phases=2))
+    assert_same_state(before, snapshot(model))
+    assert exp.maps.shape == two.maps.shape == (len(exp.items), *WIDE.shape[:2]) and torch.isfinite(exp.maps).all()
+    assert float(exp.maps.amin()) >= 0 and float(exp.maps.amax()) <= 1
+    assert two.layers[-1] == "mean over input shifts [(0, 0), (0, 4), (4, 0), (4, 4)]"
+    one = explain_caption(model, processor, WIDE, caption=exp.caption, method=ShiftedAttention(phases=1))
+    torch.testing.assert_close(one.maps, explain_caption(model, processor, WIDE, caption=exp.caption, method="gae").maps)
+    model, processor = vilt
+    before = snapshot(model)
+    answer = explain_vqa(model, processor, WIDE, QUESTION, method="gae-shift")
+    assert_same_state(before, snapshot(model))
+    assert answer.maps.shape == (1, *WIDE.shape[:2])
+    assert get("gae-shift").phases == 3 and get("gae").phases == 1
+    with pytest.raises(MethodError, match="phases >= 1"):
+        ShiftedAttention(phases=0)
