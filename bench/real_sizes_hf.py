@@ -101,8 +101,12 @@ def detr_row(kind: str, k: int, photo, pgc: bool = True) -> tuple[Row, str]:
 
         def pgc_loop():
             cam = LayerCAM(model=flat, target_layers=modules, reshape_transform=None)
+            # DetrConvEncoder freezes the ResNet's parameters: without an input that requires grad
+            # the hooked layer's output is off the graph and pytorch-grad-cam finds no gradient
+            # (LayerCAM then fails on np.maximum(None, 0): the K = 1 row's TypeError)
+            x = pixels.clone().requires_grad_()
             for q, c in zip(queries, classes):
-                cam(input_tensor=pixels, targets=[Logit(q * n_classes + c)])
+                cam(input_tensor=x, targets=[Logit(q * n_classes + c)])
 
         row["pytorch-grad-cam loop"] = pgc_loop
     size = tuple(inputs["pixel_values"].shape[-2:])
