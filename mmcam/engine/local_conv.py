@@ -47,13 +47,26 @@ def _full(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conf: tuple
     return torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups, [True, False, False])[0]
 
 
-def _pointwise(grad: torch.Tensor, weight: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
-    """``W^T dY`` of a 1x1 stride-1 convolution without groups: ``(N, C, h, w)`` in ``fmt``."""
+def _pointwise(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``W^T dY`` of a 1x1 stride-1 convolution without groups, as one matrix product over the
+    cotangent's own layout (at one thread PyTorch runs a batch-1 1x1 convolution's backward on
+    its reference kernel, ``_slow_conv2d_backward``, 1-2.5x slower; the same sums)."""
     w = weight.flatten(1)  # (O, C)
-    if fmt == torch.channels_last:
+    if grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous():
         return torch.matmul(grad.permute(0, 2, 3, 1), w).permute(0, 3, 1, 2)
     n, o, h, wd = grad.shape
     return torch.matmul(w.t(), grad.reshape(n, o, h * wd)).reshape(n, w.shape[1], h, wd)
+
+
+def _plain(grad: torch.Tensor, x: torch.Tensor) -> bool:
+    """Both in the contiguous (N, C, H, W) layout: the product's result then has the layout the
+    ordinary kernel gives (a channels-last model's backward slows down on mixed layouts)."""
+    return grad.is_contiguous() and x.is_contiguous()
+
+
+def _is_pointwise(weight: torch.Tensor, conf: tuple) -> bool:
+    stride, padding, _, groups = conf
+    return tuple(weight.shape[-2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
 
 
 def input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conf: tuple, crop: bool = True) -> torch.Tensor:
@@ -62,7 +75,9 @@ def input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conf: 
     ``crop=False``, or a rectangle over :data:`MAX_FRACTION` of the map: the ordinary
     ``convolution_backward``."""
     out = _restricted(grad, x, weight, conf) if crop else None
-    return _full(grad, x, weight, conf) if out is None else out
+    if out is None:
+        out = _pointwise(grad, weight) if crop and _plain(grad, x) and _is_pointwise(weight, conf) else _full(grad, x, weight, conf)
+    return out
 
 
 def _restricted(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conf: tuple) -> torch.Tensor | None:
@@ -83,8 +98,8 @@ def _restricted(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conf:
     top, left = r0 * sh - ph, c0 * sw - pw  # the input rows / columns the rectangle reaches
     bottom, right = r1 * sh - ph + (kh - 1) * dh, c1 * sw - pw + (kw - 1) * dw
     part_grad = grad[:, :, r0 : r1 + 1, c0 : c1 + 1]
-    if (kh, kw) == (1, 1) and (sh, sw) == (1, 1) and (ph, pw) == (0, 0) and groups == 1:
-        part = _pointwise(part_grad, weight, fmt)
+    if _is_pointwise(weight, conf):
+        part = _pointwise(part_grad, weight)
     else:
         virtual = torch.empty((x.shape[0], x.shape[1], bottom - top + 1, right - left + 1), dtype=x.dtype, device=x.device, memory_format=fmt)
         part = _full(part_grad, virtual, weight, (stride, [0, 0], dilation, groups))
@@ -118,7 +133,10 @@ class _Conv(torch.autograd.Function):
         if ctx.switch.on and not getattr(ctx, "dense", False):
             out = _restricted(grad, x, weight, ctx.conf)
             ctx.dense = out is None
-        return (_full(grad, x, weight, ctx.conf) if out is None else out), None, None, None, None, None, None, None
+        if out is None:  # the matrix product where cotangent and input are plain (N, C, H, W) arrays; else the ordinary kernel
+            dense = ctx.switch.on and _plain(grad, x) and _is_pointwise(weight, ctx.conf)
+            out = _pointwise(grad, weight) if dense else _full(grad, x, weight, ctx.conf)
+        return out, None, None, None, None, None, None, None
 
 
 def _pair(value: Any) -> list[int] | None:
