@@ -27,7 +27,6 @@ from .gradients import batched_grads, looped_grads
 from .guard import model_lock, prepare_inputs, run_model, transient_capture_hooks, warn_zero_maps
 from .hooks import Capture, frozen_parameters, resolve_layers
 from .inputs import Inputs
-from .local_conv import LocalConv
 from .targets import TargetSet
 
 __all__ = ["CAM", "Explanation"]
@@ -132,9 +131,7 @@ class CAM:
                 from .layers import default_layers
 
                 self.layers = resolve_layers(self.model, default_layers(self.model, batch))
-            # conv2d's input gradient on the cotangent's non-zero rectangle in the looped backward (exact; local_conv.py)
-            local = LocalConv(self.model, enabled=self.method.needs_grads)
-            with Capture(self.layers) as capture, torch.enable_grad(), local:
+            with Capture(self.layers) as capture, torch.enable_grad():
                 output = run_model(self.model, batch)
             leaves = capture.check(self.model)
             with torch.enable_grad():
@@ -143,7 +140,7 @@ class CAM:
                 scores = targets_set.scores(output)
                 if scores.shape[1] == 0:  # e.g. a detector that kept no box: nothing to explain
                     return self._empty(batch, targets_set, scores, output, leaves, size)
-                grads = self._gradients(scores, leaves, local) if self.method.needs_grads else [None] * len(leaves)
+                grads = self._gradients(scores, leaves) if self.method.needs_grads else [None] * len(leaves)
             per_layer = [self._layer_map(index, leaf, grad, scores.detach(), batch, targets_set, size) for index, (leaf, grad) in enumerate(zip(leaves, grads))]
         finest = max((m.shape[-2:] for m in per_layer), key=lambda s: s[0] * s[1])
         raw = per_layer[0] if len(per_layer) == 1 else fuse(per_layer, tuple(finest), self.edge)
@@ -176,9 +173,8 @@ class CAM:
 
     # -- gradients ---------------------------------------------------------------------
 
-    def _gradients(self, scores: torch.Tensor, leaves: list[torch.Tensor], local: LocalConv) -> list[torch.Tensor]:
-        """``d scores[:, k] / d leaf`` for every k, as ``(K, *leaf.shape)`` per leaf; the looped
-        backward restricts convolutions to the cotangent's support (``local``)."""
+    def _gradients(self, scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``d scores[:, k] / d leaf`` for every k, as ``(K, *leaf.shape)`` per leaf."""
         if not scores.requires_grad:
             raise GradientError(
                 "the explained scores do not depend on the hooked layer(s) "
@@ -193,7 +189,7 @@ class CAM:
             self._chosen_mode = self._chosen_mode or _MEASURED.get(_owner(self.model))
             mode = self._chosen_mode or ("loop" if k == 1 else None)
         if mode is None:
-            return self._measure_modes(scores, leaves, local)
+            return self._measure_modes(scores, leaves)
         if mode == "batched" and k > 1:
             try:
                 # keep the graph when a failure falls back to the loop: a batched backward that
@@ -203,21 +199,18 @@ class CAM:
                 if self.grad_mode == "batched":
                     raise GradientError(f"batched gradients failed for this model ({error}); use grad_mode='loop'") from error
                 self._choose("loop")
-        with local.active():
-            return self._check_grads(looped_grads(scores, leaves), leaves)
+        return self._check_grads(looped_grads(scores, leaves), leaves)
 
-    def _measure_modes(self, scores: torch.Tensor, leaves: list[torch.Tensor], local: LocalConv) -> list[torch.Tensor]:
+    def _measure_modes(self, scores: torch.Tensor, leaves: list[torch.Tensor]) -> list[torch.Tensor]:
         """Time both gradient strategies once and keep the faster for this model."""
         start = time.perf_counter()
         try:
             batched = batched_grads(scores, leaves, retain=True)
         except RuntimeError:
             self._choose("loop")
-            with local.active():
-                return self._check_grads(looped_grads(scores, leaves), leaves)
+            return self._check_grads(looped_grads(scores, leaves), leaves)
         middle = time.perf_counter()
-        with local.active():
-            looped = looped_grads(scores, leaves)
+        looped = looped_grads(scores, leaves)
         end = time.perf_counter()
         self._choose("batched" if middle - start <= end - middle else "loop")
         return self._check_grads(batched if self._chosen_mode == "batched" else looped, leaves)
