@@ -79,7 +79,12 @@ def yolo_row(spec: str, k: int, pgc: bool = True) -> tuple[Row, str]:
     yolo = YOLO(weights)
     photo = _photo(photo_name)
     bgr = np.ascontiguousarray(np.asarray(photo)[:, :, ::-1])
+    threads = torch.get_num_threads()
     conf = _yolo_conf(yolo, bgr, k)
+    # the first predict runs ultralytics' select_device, which sets torch's threads to
+    # min(8, cpus - 1) for the rest of the process (1 on a 2-core machine: every later row too);
+    # later predicts keep what is set, so every column runs at the threads the run started with
+    torch.set_num_threads(threads)
     task = DetectionTask(yolo, conf=conf, max_boxes=k)
     exp = task(photo)
     head = len(yolo.model.model) - 1  # candidate layers measured beside the default (docs/speed.md)
@@ -320,6 +325,7 @@ def main() -> None:
         try:
             row, what = make()
             t = timed(row, rounds)
+            what += f"; {torch.get_num_threads()} threads"
         except Exception as error:  # one failing row does not end a long run
             print(f"| {name} | failed: {type(error).__name__}: {error} |", flush=True)
             continue

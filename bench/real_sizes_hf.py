@@ -53,13 +53,14 @@ def _detr(kind: str):
     return model.eval(), processor
 
 
-def detr_row(kind: str, k: int, photo, pgc: bool = True) -> tuple[Row, str]:
+def detr_row(kind: str, k: int, photo, pgc: bool = True, build: Callable | None = None) -> tuple[Row, str]:
+    """``build``: ``() -> (model, processor)`` instead of the real-size ``_detr(kind)`` (tests)."""
     from pytorch_grad_cam import LayerCAM
 
     from mmcam.adapters.detr import family
     from mmcam.tasks.detection import DetectionTask
 
-    model, processor = _detr(kind)
+    model, processor = build() if build is not None else _detr(kind)
     inputs = processor(images=photo, return_tensors="pt")
     with torch.no_grad():
         logits = model(**inputs).logits[0]
@@ -101,8 +102,11 @@ def detr_row(kind: str, k: int, photo, pgc: bool = True) -> tuple[Row, str]:
 
         def pgc_loop():
             cam = LayerCAM(model=flat, target_layers=modules, reshape_transform=None)
-            for q, c in zip(queries, classes):
-                cam(input_tensor=pixels, targets=[Logit(q * n_classes + c)])
+            # DetrConvEncoder freezes the ResNet's parameters: without an input that requires grad
+            # the hooked layer's output is off the graph and pytorch-grad-cam finds no gradient
+            # (LayerCAM then fails on np.maximum(None, 0): the K = 1 row's TypeError)
+            x = pixels.clone().requires_grad_()
+            return [cam(input_tensor=x, targets=[Logit(q * n_classes + c)]) for q, c in zip(queries, classes)]
 
         row["pytorch-grad-cam loop"] = pgc_loop
     size = tuple(inputs["pixel_values"].shape[-2:])
