@@ -17,6 +17,7 @@ from vlm_models import PHOTO, llava, qwen2_vl
 
 import mmcam.tasks.generation as generation
 from mmcam.adapters.vlm.shared_tower import shares_tower, supports_features
+from mmcam.engine.guard import model_lock
 from mmcam.engine.hooks import resolve_layers
 from mmcam.errors import MMCamWarning, TargetError
 from mmcam.tasks import explain_generation
@@ -106,3 +107,16 @@ def test_empty_generated_answer_is_refused_on_the_shared_path(family):
             explain_generation(model, processor, PHOTO, prompt, method="layercam")
     finally:
         config.suppress_tokens = saved
+
+
+def test_the_call_holds_the_models_lock_where_the_tower_runs(family):
+    """The view is a new object per call; the task holds the model's own lock around it
+    (Task.explain's untouched), so two threads' hooks on the shared tower take turns."""
+    name, model, processor, prompt, tower = family
+    owned = []
+    handle = tower.register_forward_hook(lambda *_: owned.append(model_lock(model)._is_owned()))
+    try:
+        explain_generation(model, processor, PHOTO, prompt, method="layercam")
+    finally:
+        handle.remove()
+    assert owned == [True]
