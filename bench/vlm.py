@@ -3,7 +3,9 @@
     python -m bench.vlm [--size smolvlm|idefics3|zoo|tiny] [--words 8] [--rounds 2] [--threads N] [--longest-edge 1024] [--repeat N] [--method M]
 
 Random-init models (no downloads), each mode in its own process so its peak resident memory
-(``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after the model is built:
+(``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after the model is built,
+wall-clock and the process's CPU time (``time.process_time``: with ``--threads 1`` the work done,
+much less moved by other processes on a loaded machine than the wall-clock):
 
 * ``idefics3``: a random-init ``Idefics3ForConditionalGeneration`` of **SmolVLM-256M's shape**:
   SigLIP tower 768 x 12 blocks at 512-px tiles (patch 16), pixel shuffle 4 (64 tokens a tile),
@@ -186,9 +188,9 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark to the current RSS
     before = _rss_kb("VmRSS") if warmup else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         if mode == "generate":
             with torch.no_grad():
                 calls[mode]()
@@ -196,11 +198,13 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
             exp = calls[mode]()
             assert exp.meta["token_ids"] == answer_ids and exp.maps.shape == (len(answer_ids), *np.asarray(photo).shape[:2]), exp.meta["token_ids"]
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     peak = _rss_kb("VmHWM") if warmup else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     params = sum(p.numel() for p in model.parameters())
     return {
         "mode": mode,
         "seconds": min(times),
+        "cpu_seconds": min(cpu),
         "peak_mb": peak / 1024,
         "over_model_mb": (peak - before) / 1024,
         "params_m": params / 1e6,
@@ -241,22 +245,24 @@ def main() -> None:
             command += ["--method", args.method] if args.method else []
             row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             rows.append({**row, "repeat": repeat})
-            print(f"  repeat {repeat} {mode}: {row['seconds']:.2f} s, load {row['load']:.1f}", flush=True)
+            print(f"  repeat {repeat} {mode}: {row['seconds']:.2f} s, CPU {row['cpu_seconds']:.2f} s, load {row['load']:.1f}", flush=True)
     first = rows[0]
     print(
         f"--size {args.size}: {first['params_m']:.0f}M parameters, {first['image_tokens']} image tokens of {first['sequence']}, "
         f"{first['words']} answer words, torch threads {torch.get_num_threads()}"
     )
-    print(f"{'mode':<26}{'repeat':>7}{'seconds':>9}{'x ' + modes[0]:>14}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}")
+    print(f"{'mode':<26}{'repeat':>7}{'seconds':>9}{'x ' + modes[0]:>14}{'CPU s':>9}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}")
     for row in rows:
-        base = next(r["seconds"] for r in rows if r["repeat"] == row["repeat"] and r["mode"] == modes[0])
+        base = next(r for r in rows if r["repeat"] == row["repeat"] and r["mode"] == modes[0])
         print(
-            f"{row['mode']:<26}{row['repeat']:>7}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['peak_mb']:>13.0f}"
+            f"{row['mode']:<26}{row['repeat']:>7}{row['seconds']:>9.2f}{row['seconds'] / base['seconds']:>14.2f}"
+            f"{row['cpu_seconds']:>9.2f}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
             f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}"
         )
     if args.repeat > 1:
-        median = {m: float(np.median([r["seconds"] for r in rows if r["mode"] == m])) for m in modes}
-        print("median over repeats: " + ", ".join(f"{m} {median[m]:.2f} s ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
+        for key in ("seconds", "cpu_seconds"):
+            median = {m: float(np.median([r[key] for r in rows if r["mode"] == m])) for m in modes}
+            print(f"median {key} over repeats: " + ", ".join(f"{m} {median[m]:.2f} ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
     print(f"load average after: {os.getloadavg()}")
 
 
