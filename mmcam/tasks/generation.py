@@ -7,6 +7,9 @@ start tokens, :mod:`mmcam.adapters.vlm.seq2seq`). Each word's score is the summe
 log-probability of its sub-word tokens (:class:`mmcam.targets.CaptionTokens`) and all words'
 maps come from that forward's one batched backward, read at a vision-tower layer through the
 model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo.
+With a generated answer, the vision tower runs once per call where the family allows it
+(:mod:`mmcam.adapters.vlm.shared_tower`): ``generate()`` and the teacher-forced forward read the
+same image features (``mm_encoder_outputs``), the maps bit for bit those of the two-pass call.
 
 ``method="logit-lens"`` is forward-only: the language model's head already scores every
 position, so a word's map is its tokens' logits at the image tokens' positions (the "logit
