@@ -1,9 +1,11 @@
 """Generative VLM benchmark: every word of the answer vs plain ``generate()``.
 
-    python -m bench.vlm [--size smolvlm|idefics3|zoo|tiny] [--words 8] [--rounds 2] [--threads N] [--longest-edge 1024]
+    python -m bench.vlm [--size smolvlm|idefics3|zoo|tiny] [--words 8] [--rounds 2] [--threads N] [--longest-edge 1024] [--repeat N] [--method M]
 
 Random-init models (no downloads), each mode in its own process so its peak resident memory
-(``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after the model is built:
+(``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after the model is built,
+wall-clock and the process's CPU time (``time.process_time``: with ``--threads 1`` the work done,
+much less moved by other processes on a loaded machine than the wall-clock):
 
 * ``idefics3``: a random-init ``Idefics3ForConditionalGeneration`` of **SmolVLM-256M's shape**:
   SigLIP tower 768 x 12 blocks at 512-px tiles (patch 16), pixel shuffle 4 (64 tokens a tile),
@@ -19,7 +21,11 @@ Modes: ``generate`` (``model.generate`` of ``--words`` new tokens on the process
 ``explain`` (:func:`mmcam.explain_generation` with the answer given: one teacher-forced forward +
 one batched backward, LayerCAM at the default vision block); ``explain+generate`` (the call a
 user makes: generate, then explain); ``logit-lens`` (forward-only); ``explain-all-logits``
-(``explain`` as before this round: the LM head on every position, no ``logits_to_keep``).
+(``explain`` as before this round: the LM head on every position, no ``logits_to_keep``);
+``explain+generate-two-pass`` (the task call as before the shared tower: ``generate()`` and the
+explained forward each run the vision tower, ``mmcam.adapters.vlm.shared_tower`` off in that
+process); ``logit-lens+generate`` (forward-only, the answer generated). ``--repeat N`` runs the
+list of modes N times, interleaved, and prints every run and each mode's median.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-MODES = ("generate", "explain", "explain+generate", "logit-lens", "explain-all-logits")
+MODES = ("generate", "explain", "explain+generate", "logit-lens", "explain-all-logits", "explain+generate-two-pass", "logit-lens+generate")
 SIZES = {
     "smolvlm": dict(
         vision=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16),
@@ -141,7 +147,7 @@ def _rss_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 1024, warmup: int = 0) -> dict:
+def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 1024, warmup: int = 0, method: str | None = None) -> dict:
     import mmcam
     from mmcam.adapters.vlm import layout_for
     from mmcam.io import load_image
@@ -157,17 +163,24 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
     if size != "zoo":
         model.generation_config.min_new_tokens = words
     new = {} if size == "zoo" else {"max_new_tokens": words}
+    how = {"method": method} if method else {}  # None: the task's default (gae-tower on zoo:vlm, LayerCAM on Idefics3)
     calls = {
         "generate": lambda: model.generate(**inputs, **limit),
-        "explain": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer),
-        "explain+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new),
+        "explain": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, **how),
+        "explain+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new, **how),
         "logit-lens": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, method="logit-lens"),
-        "explain-all-logits": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer),
+        "explain-all-logits": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, **how),
+        "explain+generate-two-pass": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new, **how),
+        "logit-lens+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, method="logit-lens", **new),
     }
     if mode == "explain-all-logits":  # before: the LM head on every position (this process only)
         import mmcam.tasks.generation as generation
 
         generation.kept_logits = lambda *args, **kwargs: {}
+    if mode == "explain+generate-two-pass":  # before: generate() and the explained forward each run the tower
+        import mmcam.tasks.generation as generation
+
+        generation.supports_features = lambda model: False
     for _ in range(warmup):  # untimed: grad_mode="auto" times both backwards on a model's first multi-word call
         with torch.no_grad() if mode == "generate" else contextlib.nullcontext():
             calls[mode]()
@@ -175,9 +188,9 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark to the current RSS
     before = _rss_kb("VmRSS") if warmup else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    times = []
+    times, cpu = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         if mode == "generate":
             with torch.no_grad():
                 calls[mode]()
@@ -185,11 +198,13 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
             exp = calls[mode]()
             assert exp.meta["token_ids"] == answer_ids and exp.maps.shape == (len(answer_ids), *np.asarray(photo).shape[:2]), exp.meta["token_ids"]
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     peak = _rss_kb("VmHWM") if warmup else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     params = sum(p.numel() for p in model.parameters())
     return {
         "mode": mode,
         "seconds": min(times),
+        "cpu_seconds": min(cpu),
         "peak_mb": peak / 1024,
         "over_model_mb": (peak - before) / 1024,
         "params_m": params / 1e6,
@@ -211,28 +226,43 @@ def main() -> None:
         "--warmup", type=int, default=0, help="untimed calls first (1: the grad-mode measurement and caches excluded; memory: VmHWM over RSS after them)"
     )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument("--method", default=None, help="the explain modes' method (default: the task's)")
+    parser.add_argument("--repeat", type=int, default=1, help="run the list of modes this many times, interleaved")
     parser.add_argument("--mode", default=None, choices=MODES, help="run one mode in this process (used by the driver)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.size, args.words, args.rounds, args.longest_edge, args.warmup)))
+        print(json.dumps(run_mode(args.mode, args.size, args.words, args.rounds, args.longest_edge, args.warmup, args.method)))
         return
     print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
-    for mode in args.modes.split(","):
-        command = [sys.executable, "-m", "bench.vlm", "--mode", mode, "--size", args.size, "--words", str(args.words), "--rounds", str(args.rounds)]
-        command += ["--longest-edge", str(args.longest_edge), "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
-        rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
-    base = rows[0]["seconds"]
+    modes = args.modes.split(",")
+    for repeat in range(args.repeat):
+        for mode in modes:
+            command = [sys.executable, "-m", "bench.vlm", "--mode", mode, "--size", args.size, "--words", str(args.words), "--rounds", str(args.rounds)]
+            command += ["--longest-edge", str(args.longest_edge), "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+            command += ["--method", args.method] if args.method else []
+            row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            rows.append({**row, "repeat": repeat})
+            print(f"  repeat {repeat} {mode}: {row['seconds']:.2f} s, CPU {row['cpu_seconds']:.2f} s, load {row['load']:.1f}", flush=True)
     first = rows[0]
     print(
         f"--size {args.size}: {first['params_m']:.0f}M parameters, {first['image_tokens']} image tokens of {first['sequence']}, "
         f"{first['words']} answer words, torch threads {torch.get_num_threads()}"
     )
-    print(f"{'mode':<18}{'seconds':>9}{'x ' + rows[0]['mode']:>14}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}")
+    print(f"{'mode':<26}{'repeat':>7}{'seconds':>9}{'x ' + modes[0]:>14}{'CPU s':>9}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}")
     for row in rows:
-        print(f"{row['mode']:<18}{row['seconds']:>9.2f}{row['seconds'] / base:>14.2f}{row['peak_mb']:>13.0f}{row['over_model_mb']:>19.0f}{row['load']:>7.1f}")
+        base = next(r for r in rows if r["repeat"] == row["repeat"] and r["mode"] == modes[0])
+        print(
+            f"{row['mode']:<26}{row['repeat']:>7}{row['seconds']:>9.2f}{row['seconds'] / base['seconds']:>14.2f}"
+            f"{row['cpu_seconds']:>9.2f}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
+            f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}"
+        )
+    if args.repeat > 1:
+        for key in ("seconds", "cpu_seconds"):
+            median = {m: float(np.median([r[key] for r in rows if r["mode"] == m])) for m in modes}
+            print(f"median {key} over repeats: " + ", ".join(f"{m} {median[m]:.2f} ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -7,6 +7,9 @@ start tokens, :mod:`mmcam.adapters.vlm.seq2seq`). Each word's score is the summe
 log-probability of its sub-word tokens (:class:`mmcam.targets.CaptionTokens`) and all words'
 maps come from that forward's one batched backward, read at a vision-tower layer through the
 model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo.
+With a generated answer, the vision tower runs once per call where the family allows it
+(:mod:`mmcam.adapters.vlm.shared_tower`): ``generate()`` and the teacher-forced forward read the
+same image features (``mm_encoder_outputs``), the maps bit for bit those of the two-pass call.
 
 ``method="logit-lens"`` is forward-only: the language model's head already scores every
 position, so a word's map is its tokens' logits at the image tokens' positions (the "logit
@@ -32,7 +35,9 @@ from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import merge_subwords
 from ..adapters.teacher import kept_logits
 from ..adapters.vlm import ImageLayout, decoder_inputs, decoder_prefix, generated_answer, layout_for
+from ..adapters.vlm.shared_tower import SharedTower, image_features, shares_tower, supports_features, with_features
 from ..engine import CAM
+from ..engine.hooks import resolve_layers
 from ..errors import InputError, MethodError, TargetError
 from ..io import load_image
 from ..targets import CaptionTokens
@@ -155,29 +160,33 @@ class GenerationTask(Task):
         tokens = self.layout.image_tokens(inputs, prepared.frame)
         prompt_ids = inputs["input_ids"]
         start = (prompt_ids.shape[1] if self.decoder is None else len(self.decoder)) - 1  # position T - 1 + i predicts answer token i
-        answer_ids = self._generate(inputs, start + 1) if self.answer is None else self._given()
-        if not answer_ids:
-            raise TargetError("the model generated no words (it stopped at once): nothing to explain; pass answer= to explain a given answer")
-        strings = list(self.tokenizer.convert_ids_to_tokens(answer_ids))
-        groups = merge_subwords(strings)
-        words = [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
-        keep = kept_logits(self.model, self.method, len(answer_ids), (*OWN_METHODS, GAE))  # the LM head on the answer's rows only
-        positions = [(0 if keep else start) + i for i in range(len(answer_ids))]  # with keep, logit row i predicts token i
-        suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
-        target = ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
-        more = answer_ids[:-1]
-        forced = decoder_inputs(inputs, self.decoder, more) if self.decoder else _teacher_forced(inputs, more, self.layout.answer_token_types)
-        forced = {**forced, **keep}
+        # generate() and the explained forward read one vision-tower pass (shared_tower) where the family takes mm_encoder_outputs
+        shared = self.answer is None and self.decoder is None and self.method not in (GAE, GAE_TOWER) and supports_features(self.model)
         if self.method in FORWARD_ONLY:
+            features = _no_grad_features(self.model, inputs) if shared else None
+            answer_ids = self._answer(inputs if features is None else with_features(inputs, features), start)
+            target, forced = self._target(answer_ids, start), self._forced(inputs, answer_ids)
+            forced = forced if features is None else with_features(forced, features)
             maps, scores, logits, layers = _forward_only(self.model, forced, tokens, target, self.method)
             method = self.method
         elif self.method in (GAE, GAE_TOWER):  # Chefer et al.'s relevance through the language model (generation_gae)
-            maps, scores, logits, layers = gae_maps(self.model, forced, tokens, target, self.method, shift_phases(self.task))
+            answer_ids = self._answer(inputs, start)
+            target = self._target(answer_ids, start)
+            maps, scores, logits, layers = gae_maps(self.model, self._forced(inputs, answer_ids), tokens, target, self.method, shift_phases(self.task))
             method = self.method
         else:
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers
-            exp = CAM(self.model, layers_, method=self.method, reshape=self.layout.reshape(tokens))(forced, [target], input_size=tokens.input_size)
+            reshape = self.layout.reshape(tokens)
+            if shared and shares_tower(self.model, self.method, resolve_layers(self.model, layers_)):
+                view = SharedTower(self.model, lambda i: self._answer(i, start), self._forced, lambda a: self._target(a, start))
+                exp = CAM(view, layers_, method=self.method, reshape=reshape)(inputs, [view.lazy_target], input_size=tokens.input_size)
+                answer_ids, target = view.answer_ids, view.target
+            else:
+                answer_ids = self._answer(inputs, start)
+                target = self._target(answer_ids, start)
+                exp = CAM(self.model, layers_, method=self.method, reshape=reshape)(self._forced(inputs, answer_ids), [target], input_size=tokens.input_size)
             maps, scores, logits, layers, method = exp.maps[0], exp.scores[0], exp.output["logits"][0], exp.layers, exp.method
+        strings, _, words = self._words(answer_ids)
         argmax = _argmax(self.model, logits, target.positions)
         return GenerationExplanation(
             image=prepared.photo,
@@ -202,7 +211,36 @@ class GenerationTask(Task):
             tokens=strings,
         )
 
-    def _generate(self, inputs: dict[str, torch.Tensor], known: int) -> list[int]:
+    def _answer(self, inputs: dict[str, Any], start: int) -> list[int]:
+        """The generated answer's token ids (or the given answer's), refused when empty."""
+        answer_ids = self._generate(inputs, start + 1) if self.answer is None else self._given()
+        if not answer_ids:
+            raise TargetError("the model generated no words (it stopped at once): nothing to explain; pass answer= to explain a given answer")
+        return answer_ids
+
+    def _words(self, answer_ids: list[int]) -> tuple[list[str], list[list[int]], list[str]]:
+        """The answer's sub-word strings, their groups into words, and the words."""
+        strings = list(self.tokenizer.convert_ids_to_tokens(answer_ids))
+        groups = merge_subwords(strings)
+        return strings, groups, [self.tokenizer.convert_tokens_to_string([strings[i] for i in g]).strip() for g in groups]
+
+    def _keep(self, answer_ids: list[int]) -> dict[str, int]:
+        return kept_logits(self.model, self.method, len(answer_ids), (*OWN_METHODS, GAE))  # the LM head on the answer's rows only
+
+    def _target(self, answer_ids: list[int], start: int) -> CaptionTokens:
+        """Each word's score on the teacher-forced logits (with ``logits_to_keep``, row i predicts token i)."""
+        groups = self._words(answer_ids)[1]
+        positions = [(0 if self._keep(answer_ids) else start) + i for i in range(len(answer_ids))]
+        suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
+        return ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
+
+    def _forced(self, inputs: dict[str, torch.Tensor], answer_ids: list[int]) -> dict[str, Any]:
+        """Prompt + answer as one teacher-forced input (the last answer token predicts nothing)."""
+        more = answer_ids[:-1]
+        forced = decoder_inputs(inputs, self.decoder, more) if self.decoder else _teacher_forced(inputs, more, self.layout.answer_token_types)
+        return {**forced, **self._keep(answer_ids)}
+
+    def _generate(self, inputs: dict[str, Any], known: int) -> list[int]:
         config = self.model.generation_config
         kwargs: dict[str, Any] = {}
         if self.max_new_tokens is not None:
@@ -253,6 +291,12 @@ def _teacher_forced(inputs: dict[str, torch.Tensor], more: list[int], types: dic
         if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor) and value.shape == prompt.shape:
             out[key] = torch.cat([value, value.new_full((1, len(more)), (types or {}).get(key, 0))], 1)
     return out
+
+
+def _no_grad_features(model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+    """The image features once, for generate() and a forward-only method's forward."""
+    with torch.no_grad():
+        return image_features(model, inputs)
 
 
 def _stop_ids(model: nn.Module) -> set[int]:
