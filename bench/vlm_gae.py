@@ -27,7 +27,6 @@ from mmcam.engine.shifts import unshifted as _unshifted
 from mmcam.methods.attention import normalized
 from mmcam.metrics import localization_table
 from mmcam.targets import CaptionTokens
-from mmcam.tasks import generation_gae
 from mmcam.tasks.caption import CAPTION_PROMPT
 from mmcam.tasks.generation import GenerationTask, _teacher_forced, chat_prompt
 from mmcam.tasks.generation_gae import GAE_TOWER, gae_maps, lm_relevance
@@ -63,11 +62,7 @@ def _variants(model, task, forced, tokens, target) -> dict[str, torch.Tensor]:
             rows.setdefault(f"{name}, 4 half-patch shifts", []).append(_unshifted(m, dy, dx))
     out = {name: normalize(torch.stack(ms).mean(0)) for name, ms in rows.items()}
     if PHASES:
-        saved, generation_gae.SHIFT_PHASES = generation_gae.SHIFT_PHASES, PHASES
-        try:
-            out[f"gae-tower, SHIFT_PHASES = {PHASES} ({PHASES * PHASES} passes)"] = gae_maps(model, forced, tokens, target, GAE_TOWER)[0]
-        finally:
-            generation_gae.SHIFT_PHASES = saved
+        out[f"gae-tower, {PHASES} phases ({PHASES * PHASES} passes)"] = gae_maps(model, forced, tokens, target, GAE_TOWER, PHASES)[0]
     return out
 
 
@@ -76,9 +71,9 @@ def _item(model, task, image):
     prepared = task.prepare(image)
     inputs = prepared.inputs
     tokens = task.layout.image_tokens(inputs, prepared.frame)
-    ids = task._generate(inputs)
-    words = [w.strip() for w in task.tokenizer.convert_ids_to_tokens(ids)]  # the zoo's vocabulary is word-level
     start = inputs["input_ids"].shape[1] - 1
+    ids = task._answer(inputs, start)
+    words = [w.strip() for w in task.tokenizer.convert_ids_to_tokens(ids)]  # the zoo's vocabulary is word-level
     target = CaptionTokens([start + i for i in range(len(ids))], ids)
     rows = _variants(model, task, _teacher_forced(inputs, ids[:-1]), tokens, target)
     return words, {name: prepared.frame.maps_to_photo(m) for name, m in rows.items()}

@@ -55,7 +55,7 @@ SIZES = {
 def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]:
     """COCO mAP of an ultralytics ``YOLO`` on ``n`` fresh scenes (plain/textured/cluttered thirds)."""
     from ..data import SceneConfig, generate_scenes
-    from .recipes.common import BACKGROUNDS, coco_map
+    from .recipes.common import BACKGROUNDS, coco_map, predict
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     scenes = [s for i in range(3) for s in generate_scenes(n // 3 + 1, seed + i, SceneConfig(background=BACKGROUNDS[i]))][:n]
@@ -63,7 +63,7 @@ def yolo_quality(model: Any, n: int = 300, seed: int = SEED) -> dict[str, float]
     for start in range(0, n, 64):
         chunk = scenes[start : start + 64]
         # ultralytics reads numpy images as BGR (OpenCV's order)
-        results = model.predict([s.image[..., ::-1] for s in chunk], imgsz=chunk[0].image.shape[0], conf=0.001, verbose=False, device="cpu")
+        results = predict(model, [s.image[..., ::-1] for s in chunk], imgsz=chunk[0].image.shape[0], conf=0.001, verbose=False, device="cpu")
         for r in results:
             detections.append({"boxes": r.boxes.xyxy.cpu(), "scores": r.boxes.conf.cpu(), "labels": r.boxes.cls.cpu().long()})
     return {**coco_map(scenes, detections), "eval_images": n}

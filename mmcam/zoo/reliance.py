@@ -94,7 +94,9 @@ def _class_logits(model: Any, processor: Any, images: list[np.ndarray]) -> torch
 def _detections(name: str, model: Any, processor: Any, images: list[np.ndarray], threshold: float = 0.5) -> list[list[tuple[list[float], int]]]:
     """Per image, kept ``(xyxy box, 0-based class)`` at score >= ``threshold``."""
     if name in ("yolo", "yolo26"):
-        results = [model.predict(source=im[..., ::-1].copy(), imgsz=64, conf=threshold, verbose=False, device="cpu")[0].boxes for im in images]
+        from .recipes.common import predict
+
+        results = [predict(model, im[..., ::-1].copy(), imgsz=64, conf=threshold, verbose=False, device="cpu")[0].boxes for im in images]
         return [[(b, int(c)) for b, c in zip(r.xyxy.tolist(), r.cls.tolist())] for r in results]
     with torch.no_grad():
         outputs = model(**processor(images=images, return_tensors="pt"))

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ...data import SHAPES, SceneConfig, generate_scenes
 from .. import WEIGHTS_DIR
 
-__all__ = ["EVAL_SEED", "MEAN", "STD", "BACKGROUNDS", "images", "scene_batch", "fit", "save", "write_config", "coco_map"]
+__all__ = ["EVAL_SEED", "MEAN", "STD", "BACKGROUNDS", "images", "scene_batch", "fit", "save", "write_config", "coco_map", "predict"]
 
 EVAL_SEED = 987_654  # evaluation scenes never overlap training seeds (< 10^6 steps)
 
@@ -27,6 +27,17 @@ MEAN = STD = (0.5, 0.5, 0.5)
 
 
 BACKGROUNDS = ("plain", "textured", "cluttered")
+
+
+def predict(model: Any, source: Any, **kwargs: Any) -> list[Any]:
+    """``model.predict(source, **kwargs)`` with the process's torch thread count kept: ultralytics'
+    ``select_device`` sets it to ``min(8, cpus - 1)`` (one thread on a 2-core machine) for the
+    rest of the process, so every measurement after a zoo quality check ran on one thread."""
+    threads = torch.get_num_threads()
+    try:
+        return model.predict(source, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def images(scenes: list, size: int = 64) -> torch.Tensor:

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from ...data import SHAPES, SceneConfig, generate_scenes
 from ...data.keypoints import NUM_KEYPOINTS, scene_keypoints
-from .common import BACKGROUNDS, EVAL_SEED, write_config
+from .common import BACKGROUNDS, EVAL_SEED, predict, write_config
 from .yolo26 import MAX_CHANNELS, half_state, scaled_yaml, train_ultralytics
 
 __all__ = ["train_pose", "write_pose_dataset", "pose_scenes", "pose_quality"]
@@ -110,7 +110,7 @@ def pose_quality(model, n: int = 300, seed: int = EVAL_SEED, radius: float = 3.0
     for start in range(0, n, 64):
         chunk = scenes[start : start + 64]
         # ultralytics reads numpy images as BGR (OpenCV's order)
-        results = model.predict([s.image[..., ::-1] for s in chunk], imgsz=chunk[0].image.shape[0], conf=0.001, verbose=False, device="cpu")
+        results = predict(model, [s.image[..., ::-1] for s in chunk], imgsz=chunk[0].image.shape[0], conf=0.001, verbose=False, device="cpu")
         for s, r in zip(chunk, results):
             boxes, scores, labels = r.boxes.xyxy.cpu(), r.boxes.conf.cpu(), r.boxes.cls.cpu().long()
             detections.append({"boxes": boxes, "scores": scores, "labels": labels})
