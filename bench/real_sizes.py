@@ -172,10 +172,18 @@ def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
         inputs = {"pixel_values": pixels, "decoder_input_ids": forced.decoder_ids}
         return run_cam(model, model, None if method == "gae" else exp.layers, method, inputs, [forced.target])
 
+    def ordinary_cross_attention():  # before: GPT-2's cross-attention backward through dK W_kᵀ + dV W_vᵀ
+        from contextlib import nullcontext
+        from unittest import mock
+
+        with mock.patch("mmcam.adapters.teacher.low_rank_cross_attention", lambda _: nullcontext(0)):
+            return explain()
+
     exp = explain()
     assert len(exp.items) == k, exp.items
     row: Row = {"inference": generate, "mmcam": explain}
     if method != "gae":  # gae keeps the two passes (its forward is eager, generate()'s is not)
+        row["ordinary cross-attention (before)"] = ordinary_cross_attention
         row["two passes (before)"] = two_passes
     return row, f"{len(exp.items)} words, layers {exp.layers[:1]}"
 
