@@ -129,28 +129,31 @@ class _CrossKV(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        # bmm / mm only: under is_grads_batched (torch's legacy vmap) matmul and einsum have no
+        # batching rule and would loop over the K words
         query, key, value, weight = ctx.saved_tensors
         s = ctx.scaling
-        heads, t, d = query.shape[1], query.shape[2], query.shape[3]
-        dim = heads * d
-        g = grad.transpose(1, 2)  # (B, H, T, d)
-        attn = torch.softmax(torch.matmul(query, key.transpose(-1, -2)) * s, dim=-1)  # (B, H, T, N)
-        d_attn = torch.matmul(g, value.transpose(-1, -2))
+        b, heads, t, d = query.shape
+        n, dim = key.shape[2], heads * d
+        q, k, v = query.reshape(b * heads, t, d), key.reshape(b * heads, n, d), value.reshape(b * heads, n, d)
+        g = grad.transpose(1, 2).reshape(b * heads, t, d)  # (B H, T, d)
+        attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * s, dim=-1)  # (B H, T, N)
+        d_attn = torch.bmm(g, v.transpose(1, 2))
         d_logits = attn * (d_attn - (d_attn * attn).sum(-1, keepdim=True)) * s  # d score / d (Q Kᵀ)
-        d_query = torch.matmul(d_logits, key) if ctx.needs_input_grad[0] else None
+        d_query = torch.bmm(d_logits, k).reshape(b, heads, t, d) if ctx.needs_input_grad[0] else None
         d_encoder = None
         if ctx.needs_input_grad[1]:
-            w_k, w_v = weight[:, :dim], weight[:, dim : 2 * dim]  # Conv1D: y = x W + b, W (D_in, 2D)
             if heads * t < dim:  # rank-T form
-                w_k = w_k.view(-1, heads, d).permute(1, 2, 0)  # (H, d, D_in)
-                w_v = w_v.view(-1, heads, d).permute(1, 2, 0)
-                b, n = attn.shape[0], attn.shape[-1]
-                left = torch.cat([d_logits, attn], dim=1).reshape(b, 2 * heads * t, n)
-                right = torch.cat([torch.matmul(query, w_k), torch.matmul(g, w_v)], dim=1).reshape(b, 2 * heads * t, -1)
-                d_encoder = torch.matmul(left.transpose(-1, -2), right)
+                w_k = weight[:, :dim].reshape(-1, heads, d).permute(1, 2, 0)  # Conv1D: y = x W + b, W (D_in, 2D) -> (H, d, D_in)
+                w_v = weight[:, dim : 2 * dim].reshape(-1, heads, d).permute(1, 2, 0)
+                per_head = lambda x: x.reshape(b, heads, t, d).transpose(0, 1).reshape(heads, b * t, d)  # noqa: E731
+                q_k = torch.bmm(per_head(q), w_k).reshape(heads, b, t, -1).transpose(0, 1)  # (B, H, T, D_in): Q_h W_k,hᵀ
+                g_v = torch.bmm(per_head(g), w_v).reshape(heads, b, t, -1).transpose(0, 1)  # dO_h W_v,hᵀ
+                left = torch.cat([d_logits.reshape(b, heads * t, n), attn.reshape(b, heads * t, n)], dim=1)  # (B, 2HT, N)
+                right = torch.cat([q_k.reshape(b, heads * t, -1), g_v.reshape(b, heads * t, -1)], dim=1)  # (B, 2HT, D_in)
+                d_encoder = torch.bmm(left.transpose(1, 2), right)
             else:  # the ordinary form: dK, dV (B, N, D) then the projection's transpose
-                b, n = attn.shape[0], attn.shape[-1]
-                d_key = torch.matmul(d_logits.transpose(-1, -2), query).transpose(1, 2).reshape(b, n, dim)
-                d_value = torch.matmul(attn.transpose(-1, -2), g).transpose(1, 2).reshape(b, n, dim)
-                d_encoder = torch.matmul(torch.cat([d_key, d_value], dim=-1), weight[:, : 2 * dim].transpose(0, 1))
+                d_key = torch.bmm(d_logits.transpose(1, 2), q).reshape(b, heads, n, d).transpose(1, 2).reshape(b * n, dim)
+                d_value = torch.bmm(attn.transpose(1, 2), g).reshape(b, heads, n, d).transpose(1, 2).reshape(b * n, dim)
+                d_encoder = torch.mm(torch.cat([d_key, d_value], dim=1), weight[:, : 2 * dim].transpose(0, 1)).reshape(b, n, -1)
         return d_query, d_encoder, None
