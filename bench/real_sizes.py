@@ -175,12 +175,12 @@ def caption_row(method: str, k: int = 12, two_pass: bool = False, modes: bool = 
         inputs = {"pixel_values": pixels, "decoder_input_ids": forced.decoder_ids}
         return run_cam(model, model, None if method == "gae" else exp.layers, method, inputs, [forced.target])
 
-    def ordinary_backward():  # before: cross-attention through dK W_kᵀ + dV W_vᵀ, the LM head once per word
+    def ordinary_backward():  # before: cross-attention through dK W_kᵀ + dV W_vᵀ (keys re-projected), the LM head once per word
         from contextlib import nullcontext
         from unittest import mock
 
         with (
-            mock.patch("mmcam.adapters.teacher.low_rank_cross_attention", lambda _: nullcontext(0)),
+            mock.patch("mmcam.adapters.teacher.low_rank_cross_attention", lambda *_: nullcontext(0)),
             mock.patch("mmcam.adapters.teacher.head_rows", lambda target, hidden, weight, logits: target({"logits": logits})),
         ):
             return explain()

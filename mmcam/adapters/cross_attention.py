@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["low_rank_cross_attention", "cross_attention_modules"]
+__all__ = ["low_rank_cross_attention", "cross_attention_modules", "cached_keys_values"]
 
 
 def cross_attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -48,17 +48,29 @@ def cross_attention_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, GPT2Attention) and m.is_cross_attention and hasattr(m, "q_attn")]
 
 
+def cached_keys_values(cache: Any) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """``{layer: (keys, values)}`` of the cross-attention part of a ``generate()`` cache
+    (``EncoderDecoderCache``), ``{}`` for anything else."""
+    layers = getattr(getattr(cache, "cross_attention_cache", None), "layers", None) or []
+    pairs = [(i, getattr(layer, "keys", None), getattr(layer, "values", None)) for i, layer in enumerate(layers)]
+    return {i: (k, v) for i, k, v in pairs if isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)}
+
+
 @contextmanager
-def low_rank_cross_attention(model: nn.Module) -> Iterator[int]:
+def low_rank_cross_attention(model: nn.Module, cached: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[int]:
     """For the block: GPT-2 cross-attention in ``model`` with the rank-``T`` encoder backward
     (module docstring); yields how many modules were routed. Each module gets an instance
     ``forward`` that falls back to its class's own when the fast form does not apply, and loses
-    it after the block (an instance ``forward`` it had before is put back)."""
+    it after the block (an instance ``forward`` it had before is put back). ``cached``: layer ->
+    ``(keys, values)`` that ``generate()`` computed from the same encoder output under no-grad
+    (:func:`cached_keys_values`); the fast form reads them instead of projecting the encoder
+    output again (the same numbers: its backward needs only their values)."""
     modules = cross_attention_modules(model)
     saved = [(m, m.__dict__.get("forward")) for m in modules]
+    cached = cached or {}
     try:
         for module in modules:
-            module.forward = _routed(module)
+            module.forward = _routed(module, cached.get(module.layer_idx))
         yield len(modules)
     finally:
         for module, before in saved:
@@ -67,7 +79,7 @@ def low_rank_cross_attention(model: nn.Module) -> Iterator[int]:
                 module.forward = before
 
 
-def _routed(module: nn.Module):
+def _routed(module: nn.Module, cached: tuple[torch.Tensor, torch.Tensor] | None):
     own = type(module).forward.__get__(module)
 
     def forward(hidden_states, cache=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None, **kwargs):
@@ -82,7 +94,7 @@ def _routed(module: nn.Module):
             )
         query = module.q_attn(hidden_states)
         query = query.view(*query.shape[:-1], -1, module.head_dim).transpose(1, 2)
-        out = _CrossKV.apply(query, encoder_hidden_states, module)
+        out = _CrossKV.apply(query, encoder_hidden_states, module, cached)
         out = module.c_proj(out.reshape(*out.shape[:-2], -1).contiguous())
         return module.resid_dropout(out), None
 
@@ -119,16 +131,20 @@ class _CrossKV(torch.autograd.Function):
     projection of ``encoder`` and its attention, with the rank-``T`` backward to ``encoder``."""
 
     @staticmethod
-    def forward(ctx, query: torch.Tensor, encoder: torch.Tensor, module: nn.Module) -> torch.Tensor:
-        key, value = module.c_attn(encoder).split(module.split_size, dim=2)
-        shape = (*key.shape[:-1], -1, module.head_dim)
-        key, value = key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2)
+    def forward(ctx, query: torch.Tensor, encoder: torch.Tensor, module: nn.Module, cached: Any) -> torch.Tensor:
+        want = (query.shape[0], query.shape[1], encoder.shape[1], query.shape[3])
+        if cached is not None and all(c.shape == want and c.dtype == encoder.dtype and c.device == encoder.device for c in cached):
+            key, value = cached  # generate()'s projection of this very encoder output
+        else:
+            key, value = module.c_attn(encoder).split(module.split_size, dim=2)
+            shape = (*key.shape[:-1], -1, module.head_dim)
+            key, value = key.view(shape).transpose(1, 2), value.view(shape).transpose(1, 2)
         ctx.save_for_backward(query, key, value, module.c_attn.weight)
         ctx.scaling = module.scaling
         return _attention(module, query, key, value)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         # bmm / mm only: under is_grads_batched (torch's legacy vmap) matmul and einsum have no
         # batching rule and would loop over the K words
         query, key, value, weight = ctx.saved_tensors
@@ -156,4 +172,4 @@ class _CrossKV(torch.autograd.Function):
                 d_key = torch.bmm(d_logits.transpose(1, 2), q).reshape(b, heads, n, d).transpose(1, 2).reshape(b * n, dim)
                 d_value = torch.bmm(attn.transpose(1, 2), g).reshape(b, heads, n, d).transpose(1, 2).reshape(b * n, dim)
                 d_encoder = torch.mm(torch.cat([d_key, d_value], dim=1), weight[:, : 2 * dim].transpose(0, 1)).reshape(b, n, -1)
-        return d_query, d_encoder, None
+        return d_query, d_encoder, None, None

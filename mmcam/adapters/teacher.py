@@ -12,7 +12,8 @@
   call; the caption is ``generate()``'s on the same encoder output. Its teacher-forced decoder
   runs with :func:`~mmcam.adapters.cross_attention.low_rank_cross_attention` (GPT-2 decoders:
   the encoder-side backward of the cross-attention through its T query rows, ~5x fewer
-  multiply-adds) and without a key/value cache (nothing reads it); where the decoder's logits are
+  multiply-adds; the keys and values ``generate()`` projected from the same encoder output are
+  read, not projected again) and without a key/value cache (nothing reads it); where the decoder's logits are
   its linear head's output, the caption's word scores take the head's backward on the T scored
   rows once (:func:`head_rows`) instead of once per word. Scores bit for bit, maps to float32
   round-off (``tests/adapters/test_cross_attention.py``).
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..targets.base import logits_of
 from ..targets.text import CaptionTokens
-from .cross_attention import low_rank_cross_attention
+from .cross_attention import cached_keys_values, low_rank_cross_attention
 from .hf_text import TeacherForced, TextDecoding, teacher_forced
 
 __all__ = ["kept_logits", "GenerateThenForce", "shares_encoder", "head_rows"]
@@ -78,13 +79,14 @@ class GenerateThenForce(nn.Module):
         model = self._wrapped
         encoded = model.encoder(pixel_values=pixel_values, return_dict=True)
         with torch.no_grad():
-            ids = model.generate(encoder_outputs=encoded, **self._generate)[0]
+            generated = model.generate(encoder_outputs=encoded, return_dict_in_generate=True, **self._generate)
+        ids = generated.sequences[0]
         self.forced = teacher_forced(self._decoding, self._tokenizer, ids)
         head = model.decoder.get_output_embeddings() if hasattr(model.decoder, "get_output_embeddings") else None
         seen: dict[str, torch.Tensor] = {}
         handle = head.register_forward_hook(lambda _m, args, out: seen.update(hidden=args[0], logits=out)) if isinstance(head, nn.Linear) else None
         try:
-            with low_rank_cross_attention(model.decoder):  # only while the graph is built; its backward needs no patch
+            with low_rank_cross_attention(model.decoder, cached_keys_values(getattr(generated, "cache", None))):  # only while the graph is built
                 out = model(encoder_outputs=encoded, decoder_input_ids=self.forced.decoder_ids.to(ids.device), use_cache=False)
         finally:
             if handle is not None:
