@@ -145,31 +145,43 @@ class _CrossKV(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        # bmm / mm only: under is_grads_batched (torch's legacy vmap) matmul and einsum have no
-        # batching rule and would loop over the K words
+        # under is_grads_batched (torch's legacy vmap) ``grad`` carries the K words as a hidden batch
+        # dimension: only 2-D ``mm`` with the batched operand on either side is used (bmm / matmul
+        # against an unbatched 3-D operand copy it K times or loop over the words); the saved
+        # tensors are unbatched, so what depends on them alone (attention, Q_h W_k,hᵀ) is formed once
         query, key, value, weight = ctx.saved_tensors
         s = ctx.scaling
         b, heads, t, d = query.shape
-        n, dim = key.shape[2], heads * d
-        q, k, v = query.reshape(b * heads, t, d), key.reshape(b * heads, n, d), value.reshape(b * heads, n, d)
-        g = grad.transpose(1, 2).reshape(b * heads, t, d)  # (B H, T, d)
-        attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * s, dim=-1)  # (B H, T, N)
-        d_attn = torch.bmm(g, v.transpose(1, 2))
-        d_logits = attn * (d_attn - (d_attn * attn).sum(-1, keepdim=True)) * s  # d score / d (Q Kᵀ)
-        d_query = torch.bmm(d_logits, k).reshape(b, heads, t, d) if ctx.needs_input_grad[0] else None
-        d_encoder = None
-        if ctx.needs_input_grad[1]:
-            if heads * t < dim:  # rank-T form
-                w_k = weight[:, :dim].reshape(-1, heads, d).permute(1, 2, 0)  # Conv1D: y = x W + b, W (D_in, 2D) -> (H, d, D_in)
-                w_v = weight[:, dim : 2 * dim].reshape(-1, heads, d).permute(1, 2, 0)
-                per_head = lambda x: x.reshape(b, heads, t, d).transpose(0, 1).reshape(heads, b * t, d)  # noqa: E731
-                q_k = torch.bmm(per_head(q), w_k).reshape(heads, b, t, -1).transpose(0, 1)  # (B, H, T, D_in): Q_h W_k,hᵀ
-                g_v = torch.bmm(per_head(g), w_v).reshape(heads, b, t, -1).transpose(0, 1)  # dO_h W_v,hᵀ
-                left = torch.cat([d_logits.reshape(b, heads * t, n), attn.reshape(b, heads * t, n)], dim=1)  # (B, 2HT, N)
-                right = torch.cat([q_k.reshape(b, heads * t, -1), g_v.reshape(b, heads * t, -1)], dim=1)  # (B, 2HT, D_in)
-                d_encoder = torch.bmm(left.transpose(1, 2), right)
-            else:  # the ordinary form: dK, dV (B, N, D) then the projection's transpose
-                d_key = torch.bmm(d_logits.transpose(1, 2), q).reshape(b, heads, n, d).transpose(1, 2).reshape(b * n, dim)
-                d_value = torch.bmm(attn.transpose(1, 2), g).reshape(b, heads, n, d).transpose(1, 2).reshape(b * n, dim)
-                d_encoder = torch.mm(torch.cat([d_key, d_value], dim=1), weight[:, : 2 * dim].transpose(0, 1)).reshape(b, n, -1)
-        return d_query, d_encoder, None, None
+        dim = heads * d
+        low_rank = heads * t < dim
+        attn = torch.softmax(torch.matmul(query, key.transpose(-1, -2)) * s, dim=-1)  # (B, H, T, N)
+        w_k = weight[:, :dim].t().reshape(heads, d, -1)  # Conv1D: y = x W + b, W (D_in, 2D): W_k,hᵀ is (d, D_in)
+        w_v = weight[:, dim : 2 * dim].t().reshape(heads, d, -1)
+        g = grad.transpose(1, 2)  # (B, H, T, d)
+        d_query, d_encoder = [], []
+        for i in range(b):
+            d_logits, q_parts, v_parts = [], [], []
+            for h in range(heads):
+                g_h, a_h = g[i, h], attn[i, h]
+                d_attn = torch.mm(g_h, value[i, h].t())  # (T, N)
+                d_log = a_h * (d_attn - (d_attn * a_h).sum(-1, keepdim=True)) * s  # d score / d (Q Kᵀ)
+                d_logits.append(d_log)
+                if ctx.needs_input_grad[0]:
+                    d_query.append(torch.mm(d_log, key[i, h]))
+                if low_rank:  # (T, D_in) factors: Q_h W_k,hᵀ (the same for every word), dO_h W_v,hᵀ
+                    q_parts.append(torch.mm(query[i, h], w_k[h]))
+                    v_parts.append(torch.mm(g_h, w_v[h]))
+                else:  # dK_h, dV_h (N, d)
+                    q_parts.append(torch.mm(d_log.t(), query[i, h]))
+                    v_parts.append(torch.mm(a_h.t(), g_h))
+            if not ctx.needs_input_grad[1]:
+                continue
+            if low_rank:  # dE = [s dS_h]ᵀ [Q_h W_k,hᵀ] + [A_h]ᵀ [dO_h W_v,hᵀ], heads stacked along the T rows
+                part_k = torch.mm(torch.cat(d_logits, 0).t(), torch.cat(q_parts, 0))
+                part_v = torch.mm(attn[i].reshape(heads * t, -1).t(), torch.cat(v_parts, 0))
+                d_encoder.append(part_k + part_v)
+            else:  # dE = [dK dV] [W_k W_v]ᵀ
+                d_encoder.append(torch.mm(torch.cat(q_parts + v_parts, 1), weight[:, : 2 * dim].t()))
+        dq = torch.stack(d_query).reshape(b, heads, t, d) if d_query else None
+        de = torch.stack(d_encoder) if d_encoder else None
+        return dq, de, None, None
