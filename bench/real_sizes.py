@@ -134,10 +134,13 @@ def yolo_row(spec: str, k: int, pgc: bool = True) -> tuple[Row, str]:
 # -- captioner --------------------------------------------------------------------------
 
 
-def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
+def caption_row(method: str, k: int = 12, two_pass: bool = False, modes: bool = False) -> tuple[Row, str]:
     """``explain_caption`` (the task call: processor, generate, the explained pass, maps on the
     photo) beside the processor + ``generate()`` of the same ``k`` tokens, on ``bus.jpg`` resized
-    to 224 x 224 (so the maps' resize to the photo is the model's grid, as in the issue's row)."""
+    to 224 x 224 (so the maps' resize to the photo is the model's grid, as in the issue's row).
+    Beside it (Grad-CAM) the ordinary backward of the previous round (GPT-2's cross-attention through
+    ``dK W_kᵀ + dV W_vᵀ``, the LM head once per word) and, with ``two_pass``, the two-pass path before
+    it; ``modes``: both in each gradient mode (batched, looped) forced."""
     from transformers import (
         GPT2Config,
         VisionEncoderDecoderConfig,
@@ -177,12 +180,41 @@ def caption_row(method: str, k: int = 12) -> tuple[Row, str]:
         inputs = {"pixel_values": pixels, "decoder_input_ids": forced.decoder_ids}
         return run_cam(model, model, None if method == "gae" else exp.layers, method, inputs, [forced.target])
 
+    def ordinary_backward():  # before: cross-attention through dK W_kᵀ + dV W_vᵀ (keys re-projected), the LM head once per word
+        from contextlib import nullcontext
+        from unittest import mock
+
+        with (
+            mock.patch("mmcam.adapters.teacher.low_rank_cross_attention", lambda *_: nullcontext(0)),
+            mock.patch("mmcam.adapters.teacher.head_rows", lambda target, hidden, weight, logits: target({"logits": logits})),
+        ):
+            return explain()
+
+    from mmcam.engine.core import _MEASURED
+
+    def in_mode(fn, mode):  # the gradient mode grad_mode="auto" would otherwise measure once and keep
+        def run():
+            _MEASURED[model] = mode
+            return fn()
+
+        return run
+
     exp = explain()
     assert len(exp.items) == k, exp.items
-    row: Row = {"inference": generate, "mmcam": explain}
+    what = f"{len(exp.items)} words, layers {exp.layers[:1]}, gradient mode {_MEASURED.get(model, 'loop')}"
+    row: Row = {"inference": generate}
+    if modes:
+        for mode in ("batched", "loop"):
+            row[f"mmcam, {mode}"] = in_mode(explain, mode)
+            row[f"before, {mode}"] = in_mode(ordinary_backward, mode)
+        row["mmcam"] = row.pop("mmcam, batched")
+        return row, f"{len(exp.items)} words, layers {exp.layers[:1]}, mmcam column batched"
+    row["mmcam"] = explain
     if method != "gae":  # gae keeps the two passes (its forward is eager, generate()'s is not)
-        row["two passes (before)"] = two_passes
-    return row, f"{len(exp.items)} words, layers {exp.layers[:1]}"
+        row["ordinary backward (before)"] = ordinary_backward
+        if two_pass:
+            row["two passes (before)"] = two_passes
+    return row, what
 
 
 # -- ResNet-50 --------------------------------------------------------------------------
@@ -227,6 +259,8 @@ def rows(only: set[str], ks: list[int], pgc_max: int, photos: tuple[str, ...] = 
     if "caption" in only or "caption-gradcam" in only:
         for method in ("gradcam", "gae") if "caption" in only else ("gradcam",):
             out.append((f"caption:{method}:12", lambda m=method: caption_row(m)))
+    if "caption-modes" in only:
+        out.append(("caption:gradcam:12:modes", lambda: caption_row("gradcam", modes=True)))
     if "resnet" in only:
         for k in ks:
             out.append((f"resnet:{k}", lambda k=k: resnet_row(k)))
@@ -302,7 +336,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="yolo,caption,resnet,detr,rtdetr,vilt,blip",
-        help="rows: yolo, caption (caption-gradcam: Grad-CAM only), resnet, detr, rtdetr, vilt, blip",
+        help="rows: yolo, caption (caption-gradcam: Grad-CAM only; caption-modes: each gradient mode), resnet, detr, rtdetr, vilt, blip",
     )
     parser.add_argument("--photos", default="bus.jpg,zidane.jpg", help="the YOLO rows' ultralytics photos")
     parser.add_argument("--ks", default=None, help="comma-separated K (default 1,10,30; --quick: 10)")

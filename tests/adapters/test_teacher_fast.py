@@ -67,10 +67,12 @@ def test_shared_encoder_caption_equals_the_two_pass_call(captioner, method):
     assert exp.meta["token_ids"] == forced.token_ids and exp.items == forced.words and len(forced.words) >= 3
     assert exp.meta["teacher_forced_argmax_matches"]
     torch.testing.assert_close(exp.scores, reference.scores[0], rtol=0, atol=0)
-    torch.testing.assert_close(exp.maps, prepared.frame.maps_to_photo(reference.maps[0]), rtol=0, atol=0)
+    # the maps (in [0, 1]) to float32 round-off: the view's GPT-2 cross-attention backward
+    # associates the same sums differently (mmcam.adapters.cross_attention, its own exact tests)
+    torch.testing.assert_close(exp.maps, prepared.frame.maps_to_photo(reference.maps[0]), rtol=0, atol=1e-5)
     # a given caption and an attention method keep the two-pass path, unchanged
     given = explain_caption(model, processor, IMAGE, caption=" ".join(forced.words), method=method)
-    torch.testing.assert_close(given.maps, exp.maps, rtol=0, atol=0)
+    torch.testing.assert_close(given.maps, exp.maps, rtol=0, atol=1e-5)
     assert explain_caption(model, processor, IMAGE, method="gae").items == forced.words
 
 
