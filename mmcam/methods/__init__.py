@@ -24,6 +24,7 @@ from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .legrad import LeGrad
 from .perturbation import AblationCAM, ScoreCAM
+from .shifted import GradCAMShift, InputShifts, LayerCAMShift
 
 __all__ = [
     "available",
@@ -54,6 +55,9 @@ __all__ = [
     "DetrRelevance",
     "LeGrad",
     "AttnLRP",
+    "InputShifts",
+    "GradCAMShift",
+    "LayerCAMShift",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -82,6 +86,8 @@ def get(spec: "str | Method") -> Method:
     key = aliases.get(key, key)
     if key.endswith("+eigensmooth"):
         return EigenSmooth(key[: -len("+eigensmooth")])
+    if key.endswith("-shift") and key not in _REGISTRY and key[: -len("-shift")] in _REGISTRY:
+        return InputShifts(key[: -len("-shift")])
     if key not in _REGISTRY:
         raise MethodError(
             f"unknown method {spec!r}; pass one of: {', '.join(available())} (close matches: "
@@ -112,5 +118,7 @@ for _cls in (
     DetrRelevance,
     LeGrad,
     AttnLRP,
+    GradCAMShift,
+    LayerCAMShift,
 ):
     register(_cls.name, _cls)

@@ -77,6 +77,14 @@ class _OnLogits:
     def __call__(self, output: Any) -> torch.Tensor:
         return self.target(self.logits(output))
 
+    def pin(self, output: Any, image: int) -> list["_OnLogits"]:
+        """The classes a ``TopClasses`` target picked on image ``image`` of ``output``, as fixed
+        class targets (a moved input of ``gradcam-shift`` explains the same classes)."""
+        if not isinstance(self.target, TopClasses):
+            return [self]
+        logits = self.logits(output).detach()
+        return [_OnLogits(ClassLogit(c), self.logits) for c in logits[image].topk(min(self.target.k, logits.shape[1])).indices.tolist()]
+
     def __repr__(self) -> str:
         return repr(self.target)
 
