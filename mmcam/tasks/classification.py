@@ -189,7 +189,10 @@ def explain_classification(
     resize / crop. ultralytics YOLO classifiers (``YOLO("yolo11n-cls.pt")``) run their
     predictor's own ``classify_transforms`` (resize + centre crop, recorded in the frame) on the
     fused copy ``predict()`` runs; ``probabilities`` are its ``probs``
-    (:mod:`mmcam.adapters.ultralytics_cls`).
+    (:mod:`mmcam.adapters.ultralytics_cls`). ``method="gradcam-shift"`` averages Grad-CAM over
+    the input moved by fractions of the layer's stride (9 passes, the top classes pinned;
+    :mod:`mmcam.methods.shifted`): on the zoo classifier it points at small objects more often
+    (``docs/quality.md``), opt-in.
     """
     return ClassificationTask(
         model,
