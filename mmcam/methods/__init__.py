@@ -85,9 +85,13 @@ def get(spec: "str | Method") -> Method:
     aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam": "gradcam", "score-cam": "scorecam"}
     key = aliases.get(key, key)
     if key.endswith("+eigensmooth"):
-        return EigenSmooth(key[: -len("+eigensmooth")])
-    if key.endswith("-shift") and key not in _REGISTRY and key[: -len("-shift")] in _REGISTRY:
-        return InputShifts(key[: -len("-shift")])
+        inner = get(key[: -len("+eigensmooth")])
+        if isinstance(inner, InputShifts):  # the shifts stay outermost: every pass's map eigen-smoothed
+            return InputShifts(EigenSmooth(inner.inner), inner.phases)
+        return EigenSmooth(inner)
+    base = key[: -len("-shift")]
+    if key.endswith("-shift") and key not in _REGISTRY and (base in _REGISTRY or base.endswith("+eigensmooth")):
+        return InputShifts(get(base))
     if key not in _REGISTRY:
         raise MethodError(
             f"unknown method {spec!r}; pass one of: {', '.join(available())} (close matches: "

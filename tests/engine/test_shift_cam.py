@@ -89,6 +89,9 @@ def test_one_phase_is_the_plain_method_and_names(classifier):
     assert two.layers[-1] == "mean over input shifts [(0, 0), (0, 4), (4, 0), (4, 4)]"
     assert get("gradcam-shift").phases == get("layercam-shift").phases == 3
     assert repr(get("hirescam-shift")) == "InputShifts(HiResCAM(), phases=3)"  # any CAM method by suffix
+    for name in ("gradcam-shift+eigensmooth", "gradcam+eigensmooth-shift"):  # eigen-smoothing inside every pass
+        assert repr(get(name)) == "InputShifts(EigenSmooth(GradCAM()), phases=3)" and get(name).name == "gradcam+eigensmooth-shift"
+    assert CAM(classifier, "layer4", method="gradcam-shift+eigensmooth")(x, 1).layers[-1] == f"mean over input shifts {SHIFTS}"
     with pytest.raises(MethodError, match="phases >= 1"):
         InputShifts("gradcam", phases=0)
     with pytest.raises(MethodError, match="gae-shift"):
