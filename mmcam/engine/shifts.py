@@ -101,18 +101,19 @@ def moved_target(target: Any, dy: int, dx: int, size: tuple[int, int]) -> Any:
 def mean_over_shifts(explain: Callable[[Any, Any], Any], batch: Any, first: Any, phases: int, size: tuple[int, int] | None, method: str) -> Any:
     """A CNN CAM averaged over sub-stride input shifts (``gradcam-shift``, ``layercam-shift``).
 
-    ``first`` is the unshifted pass's :class:`~mmcam.engine.Explanation` of ``batch``
-    (:class:`~mmcam.engine.inputs.Inputs`); ``explain(moved_inputs, targets)`` runs one more
-    pass. With ``s`` input pixels per cell of ``first.raw``'s grid (the hooked layer's stride;
-    several layers: the finest grid), each input moved by ``(dy, dx)`` of :func:`shift_grid`
-    is explained with the first pass's targets (top classes pinned, fixed masks moved with the
-    image: :func:`pinned_targets`, :func:`moved_target`), each map moved back by
-    :func:`unshifted` and the ``phases²`` min-max scaled maps averaged, then min-max scaled::
+        ``first`` is the unshifted pass's :class:`~mmcam.engine.Explanation` of ``batch``
+        (:class:`~mmcam.engine.inputs.Inputs`); ``explain(moved_inputs, targets)`` runs one more
+        pass. With ``s`` input pixels per cell of ``first.raw``'s grid (the hooked layer's stride;
+        several layers: the finest grid), each input moved by ``(dy, dx)`` of :func:`shift_grid`
+        is explained with the first pass's targets (top classes pinned, fixed masks moved with the
+        image: :func:`pinned_targets`, :func:`moved_target`), each map moved back by
+        :func:`unshifted` and the min-max scaled maps (``phases²``, fewer where offsets coincide: a
+    stride-2 grid has only 0 and 1 px) averaged, then min-max scaled::
 
-        M = normalize( 1/n² Σ_{dy, dx} unshift_{dy,dx}( M(shift_{dy,dx}(x)) ) )
+            M = normalize( 1/n² Σ_{dy, dx} unshift_{dy,dx}( M(shift_{dy,dx}(x)) ) )
 
-    A moved pass whose gradients are all zero (:class:`~mmcam.errors.GradientError`) adds a zero
-    map; ``scores``, ``output`` and ``raw`` stay the unshifted pass's."""
+        A moved pass whose gradients are all zero (:class:`~mmcam.errors.GradientError`) adds a zero
+        map; ``scores``, ``output`` and ``raw`` stay the unshifted pass's."""
     if first.maps.shape[1] == 0:
         return first
     spatial = batch.spatial_size
