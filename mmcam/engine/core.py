@@ -27,6 +27,7 @@ from .gradients import batched_grads, looped_grads
 from .guard import model_lock, prepare_inputs, run_model, transient_capture_hooks, warn_zero_maps
 from .hooks import Capture, frozen_parameters, resolve_layers
 from .inputs import Inputs
+from .shifts import mean_over_shifts
 from .targets import TargetSet
 
 __all__ = ["CAM", "Explanation"]
@@ -120,6 +121,9 @@ class CAM:
                     return run(self.model, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
                 return explain_with_attention(self.model, self.method, self.reshape, self.grad_mode, batch, TargetSet(targets, batch.batch_size), size)
             exp = self._explain(batch, TargetSet(targets, batch.batch_size), size)
+            if int(getattr(self.method, "phases", 1)) > 1:  # gradcam-shift, layercam-shift
+                pass_ = lambda moved, pinned: self._explain(moved, TargetSet(pinned, batch.batch_size), size)  # noqa: E731
+                exp = mean_over_shifts(pass_, batch, exp, self.method.phases, size, self.method.name)
         warn_zero_maps(exp.raw, exp.targets, exp.layers)
         return exp
 

@@ -24,6 +24,7 @@ from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .legrad import LeGrad
 from .perturbation import AblationCAM, ScoreCAM
+from .shifted import GradCAMShift, InputShifts, LayerCAMShift
 
 __all__ = [
     "available",
@@ -54,6 +55,9 @@ __all__ = [
     "DetrRelevance",
     "LeGrad",
     "AttnLRP",
+    "InputShifts",
+    "GradCAMShift",
+    "LayerCAMShift",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -81,7 +85,13 @@ def get(spec: "str | Method") -> Method:
     aliases = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++", "grad-cam": "gradcam", "score-cam": "scorecam"}
     key = aliases.get(key, key)
     if key.endswith("+eigensmooth"):
-        return EigenSmooth(key[: -len("+eigensmooth")])
+        inner = get(key[: -len("+eigensmooth")])
+        if isinstance(inner, InputShifts):  # the shifts stay outermost: every pass's map eigen-smoothed
+            return InputShifts(EigenSmooth(inner.inner), inner.phases)
+        return EigenSmooth(inner)
+    base = key[: -len("-shift")]
+    if key.endswith("-shift") and key not in _REGISTRY and (base in _REGISTRY or base.endswith("+eigensmooth")):
+        return InputShifts(get(base))
     if key not in _REGISTRY:
         raise MethodError(
             f"unknown method {spec!r}; pass one of: {', '.join(available())} (close matches: "
@@ -112,5 +122,7 @@ for _cls in (
     DetrRelevance,
     LeGrad,
     AttnLRP,
+    GradCAMShift,
+    LayerCAMShift,
 ):
     register(_cls.name, _cls)

@@ -77,6 +77,14 @@ class _OnLogits:
     def __call__(self, output: Any) -> torch.Tensor:
         return self.target(self.logits(output))
 
+    def pin(self, output: Any, image: int) -> list["_OnLogits"]:
+        """The classes a ``TopClasses`` target picked on image ``image`` of ``output``, as fixed
+        class targets (a moved input of ``gradcam-shift`` explains the same classes)."""
+        if not isinstance(self.target, TopClasses):
+            return [self]
+        logits = self.logits(output).detach()
+        return [_OnLogits(ClassLogit(c), self.logits) for c in logits[image].topk(min(self.target.k, logits.shape[1])).indices.tolist()]
+
     def __repr__(self) -> str:
         return repr(self.target)
 
@@ -181,7 +189,10 @@ def explain_classification(
     resize / crop. ultralytics YOLO classifiers (``YOLO("yolo11n-cls.pt")``) run their
     predictor's own ``classify_transforms`` (resize + centre crop, recorded in the frame) on the
     fused copy ``predict()`` runs; ``probabilities`` are its ``probs``
-    (:mod:`mmcam.adapters.ultralytics_cls`).
+    (:mod:`mmcam.adapters.ultralytics_cls`). ``method="gradcam-shift"`` averages Grad-CAM over
+    the input moved by fractions of the layer's stride (9 passes, the top classes pinned;
+    :mod:`mmcam.methods.shifted`): on the zoo classifier it points at small objects more often
+    (``docs/quality.md``), opt-in.
     """
     return ClassificationTask(
         model,

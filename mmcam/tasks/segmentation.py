@@ -285,7 +285,9 @@ def explain_segmentation(
     ``class_id=None``: every predicted class present (except ``ignore``, the background);
     ``mask`` (H, W bool) restricts the region to the user's pixels (then ``class_id`` is
     required). Maps are Seg-Grad-CAM: the gradient of the class logits summed over the region.
-    Default method ``"gradcam"``. The photo goes through ``processor`` (regions from its
+    Default method ``"gradcam"``; ``"gradcam-shift"`` averages it over the input moved by
+    fractions of the layer's stride, the user's mask moved with it (:mod:`mmcam.methods.shifted`;
+    opt-in, measured in ``docs/quality.md``). The photo goes through ``processor`` (regions from its
     ``post_process_semantic_segmentation(target_sizes=[photo size])``) or, without one, the
     shorter side resized to 520 (if larger) with ImageNet mean / std; maps and regions are on
     the photo.
