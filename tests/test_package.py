@@ -29,6 +29,7 @@ def test_public_names():
             "eigengradcam",
             "gae",
             "gae-detr",
+            "gae-detr-shift",
             "gae-shift",
             "gradcam",
             "gradcam++",

@@ -15,10 +15,14 @@ their mean is a map at ``n`` times the grid's resolution::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["offsets", "shift_grid", "shifted", "unshifted"]
+from .combine import normalize
+
+__all__ = ["offsets", "shift_grid", "shifted", "unshifted", "mean_over_shifts"]
 
 
 def offsets(pixels: int, phases: int) -> list[int]:
@@ -51,3 +55,18 @@ def unshifted(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     flat = maps.reshape(-1, *maps.shape[-3:]) if maps.ndim >= 3 else maps[None]
     moved = F.pad(flat, (0, dx, 0, dy), mode="replicate")[..., dy:, dx:]
     return moved.reshape(maps.shape)
+
+
+def mean_over_shifts(
+    first: torch.Tensor, explain: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, patch: tuple[int, int], phases: int
+) -> torch.Tensor:
+    """``normalize(mean_{dy,dx} unshifted(explain(shifted(image, dy, dx))))`` over
+    :func:`shift_grid` of ``patch`` (pixels per token of ``image``, ``(..., H, W)``):
+    ``first`` holds the min-max scaled maps ``(..., h', w')`` of the unshifted image (the
+    ``(0, 0)`` pass, not run again), ``explain`` gives those of a moved image at the same
+    ``(h', w')``; each map is moved back by the shift scaled to its size, ``round(dy h' / H)``."""
+    (H, W), (h, w) = image.shape[-2:], first.shape[-2:]
+    maps = [first]
+    for dy, dx in shift_grid(patch, phases)[1:]:
+        maps.append(unshifted(explain(shifted(image, dy, dx)), round(dy * h / H), round(dx * w / W)))
+    return normalize(torch.stack(maps).mean(0))

@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-shift', 'gradcam', ...]
+['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-detr-shift', 'gae-shift', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -19,7 +19,7 @@ from .attnlrp import AttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
-from .detr_relevance import DetrRelevance
+from .detr_relevance import DetrRelevance, ShiftedDetrRelevance
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .legrad import LeGrad
@@ -52,6 +52,7 @@ __all__ = [
     "CellShapley",
     "ODAM",
     "DetrRelevance",
+    "ShiftedDetrRelevance",
     "LeGrad",
     "AttnLRP",
 ]
@@ -110,6 +111,7 @@ for _cls in (
     CellShapley,
     ODAM,
     DetrRelevance,
+    ShiftedDetrRelevance,
     LeGrad,
     AttnLRP,
 ):
