@@ -36,6 +36,7 @@ def test_public_names():
             "gradcam-elementwise",
             "hirescam",
             "layercam",
+            "layercam-detr-shift",
             "legrad",
             "odam",
             "sarfa",

@@ -20,6 +20,7 @@ from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
 from .detr_relevance import DetrRelevance, ShiftedDetrRelevance
+from .detr_shift import ShiftedDetrCAM
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .legrad import LeGrad
@@ -53,6 +54,7 @@ __all__ = [
     "ODAM",
     "DetrRelevance",
     "ShiftedDetrRelevance",
+    "ShiftedDetrCAM",
     "LeGrad",
     "AttnLRP",
 ]
@@ -112,6 +114,7 @@ for _cls in (
     ODAM,
     DetrRelevance,
     ShiftedDetrRelevance,
+    ShiftedDetrCAM,
     LeGrad,
     AttnLRP,
 ):

@@ -49,7 +49,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..engine.combine import normalize
 from ..errors import MethodError, TargetError
 from .attention import encoder_decoder_relevance
 from .base import Method
@@ -88,6 +87,12 @@ class ShiftedDetrRelevance(DetrRelevance):
     moved back and the ``phases²`` maps are averaged, then min-max scaled. Scores, output and
     ``raw`` are the unshifted pass's. ``phases=1`` is ``gae-detr``. Cost: ``phases²`` forwards
     and batched backwards.
+
+    ``centre``: where each token sits when its map is resampled to pixels. ``None`` (default):
+    as every CAM, at the middle of its ``p × p`` cell (bilinear, ``(p - 1) / 2``); a number ``c``:
+    token ``(i, j)`` at input pixel ``(c + p i, c + p j)`` (:func:`centred`) — ``c = 0`` is the
+    receptive-field centre of a ResNet backbone whose stride-2 layers are all "same"-padded
+    (output index ``i`` is centred on input index ``2 i`` at every one).
     """
 
     name: ClassVar[str] = "gae-detr-shift"
@@ -99,6 +104,8 @@ class ShiftedDetrRelevance(DetrRelevance):
         self.centre = None if centre is None else float(centre)
 
     def _pass(self, model: Any, reshape: Any, grad_mode: str, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
+        from ..engine.combine import normalize
+
         exp = explain_queries(model, self, reshape, grad_mode, batch, targets, size)
         if self.centre is None or exp.maps.shape[1] == 0 or size is None:
             return exp

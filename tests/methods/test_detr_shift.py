@@ -13,7 +13,7 @@ from modelstate import assert_same_state, snapshot
 import mmcam
 from mmcam.engine.combine import normalize
 from mmcam.errors import MethodError
-from mmcam.methods import ShiftedDetrRelevance, get
+from mmcam.methods import ShiftedDetrCAM, ShiftedDetrRelevance, get
 from mmcam.targets import DetectionBoxScore
 from mmcam.tasks import explain_detections
 
@@ -111,3 +111,35 @@ def test_maps_at_the_photo_size_and_through_cam(detr):
     assert cam.maps.shape[-2:] == tuple(inputs["pixel_values"].shape[-2:]) and cam.raw.shape[-2:] == (3, 5)
     with pytest.raises(MethodError, match="phases >= 1"):
         ShiftedDetrRelevance(phases=0)
+
+
+def test_layercam_shift_equals_a_loop_of_layercam_on_shifted_photos(detr):
+    model, processor = detr
+    before = snapshot(model)
+    exp = explain_detections(model, SQUARE, processor=processor, conf=0.3, method=ShiftedDetrCAM(phases=2))
+    assert_same_state(before, snapshot(model))
+    queries, classes = exp.meta["raw_indices"], exp.meta["class_ids"]
+    shifts = [(0, 0), (0, 8), (8, 0), (8, 8)]
+    assert len(queries) >= 2 and exp.method == "layercam-detr-shift" and exp.layers[-1] == f"mean over input shifts {shifts}"
+    plain = explain_detections(model, SQUARE, processor=processor, method="layercam", candidates=(queries, classes))
+    assert exp.layers[:-1] == plain.layers  # the task's default layer
+    loop = [
+        _back(explain_detections(model, _moved(SQUARE, dy, dx), processor=processor, method="layercam", candidates=(queries, classes)).maps, dy, dx)
+        for dy, dx in shifts
+    ]
+    torch.testing.assert_close(exp.maps, normalize(torch.stack(loop).mean(0)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(exp.scores, plain.scores)
+    one = explain_detections(model, SQUARE, processor=processor, method=ShiftedDetrCAM(phases=1), candidates=(queries, classes))
+    torch.testing.assert_close(one.maps, plain.maps)
+    with pytest.raises(MethodError, match="gae-detr-shift"):
+        ShiftedDetrCAM("gae-detr")
+
+
+def test_centred_token_resampling():
+    """centre = (p - 1) / 2 is plain bilinear upsampling; centre = 0 puts token (i, j) on pixel (p i, p j)."""
+    from mmcam.methods.detr_relevance import centred
+
+    raw = torch.rand(1, 2, 3, 5)
+    plain = torch.nn.functional.interpolate(raw, size=(48, 80), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(centred(raw, (48, 80), (48, 80), 7.5), plain)
+    torch.testing.assert_close(centred(raw, (48, 80), (48, 80), 0.0)[..., ::16, ::16], raw)
