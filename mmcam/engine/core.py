@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import methods as methods_mod
 from .. import reshape as reshape_mod
-from ..errors import GradientError, InputError, LayerError
+from ..errors import GradientError, InputError, LayerError, MethodError
 from ..methods.base import Context
 from .attention import explain_with_attention
 from .combine import EDGES, fuse, normalize, upsample
@@ -123,7 +123,10 @@ class CAM:
             exp = self._explain(batch, TargetSet(targets, batch.batch_size), size)
             if int(getattr(self.method, "phases", 1)) > 1:  # gradcam-shift, layercam-shift
                 pass_ = lambda moved, pinned: self._explain(moved, TargetSet(pinned, batch.batch_size), size)  # noqa: E731
-                exp = mean_over_shifts(pass_, batch, exp, self.method.phases, size, self.method.name)
+                patch = getattr(self.method, "patch", None)
+                if isinstance(patch, str):
+                    raise MethodError(f"method {self.method.name!r} shifts by its model's {patch} tokens; run it through its task (explain_detections)")
+                exp = mean_over_shifts(pass_, batch, exp, self.method.phases, size, self.method.name, patch)
         warn_zero_maps(exp.raw, exp.targets, exp.layers)
         return exp
 

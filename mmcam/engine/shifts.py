@@ -29,7 +29,7 @@ from ..targets import ClassLogit, SegmentationRegion, TopClasses, logits_of
 from .combine import normalize
 from .inputs import Inputs
 
-__all__ = ["offsets", "shift_grid", "shifted", "unshifted", "pinned_targets", "moved_target", "mean_over_shifts"]
+__all__ = ["offsets", "shift_grid", "shifted", "unshifted", "pinned_targets", "moved_target", "mean_over_shifts", "mean_of_moved"]
 
 
 def offsets(pixels: int, phases: int) -> list[int]:
@@ -98,29 +98,31 @@ def moved_target(target: Any, dy: int, dx: int, size: tuple[int, int]) -> Any:
     return SegmentationRegion(target.classes, moved)
 
 
-def mean_over_shifts(explain: Callable[[Any, Any], Any], batch: Any, first: Any, phases: int, size: tuple[int, int] | None, method: str) -> Any:
+def mean_over_shifts(
+    explain: Callable[[Any, Any], Any], batch: Any, first: Any, phases: int, size: tuple[int, int] | None, method: str, patch: tuple[int, int] | None = None
+) -> Any:
     """A CNN CAM averaged over sub-stride input shifts (``gradcam-shift``, ``layercam-shift``).
 
-        ``first`` is the unshifted pass's :class:`~mmcam.engine.Explanation` of ``batch``
-        (:class:`~mmcam.engine.inputs.Inputs`); ``explain(moved_inputs, targets)`` runs one more
-        pass. With ``s`` input pixels per cell of ``first.raw``'s grid (the hooked layer's stride;
-        several layers: the finest grid), each input moved by ``(dy, dx)`` of :func:`shift_grid`
-        is explained with the first pass's targets (top classes pinned, fixed masks moved with the
-        image: :func:`pinned_targets`, :func:`moved_target`), each map moved back by
-        :func:`unshifted` and the min-max scaled maps (``phases²``, fewer where offsets coincide: a
+    ``first`` is the unshifted pass's :class:`~mmcam.engine.Explanation` of ``batch``
+    (:class:`~mmcam.engine.inputs.Inputs`); ``explain(moved_inputs, targets)`` runs one more
+    pass. With ``s`` input pixels per cell of ``first.raw``'s grid (the hooked layer's stride;
+    several layers: the finest grid; or ``patch``, e.g. a DETR's encoder token), each input moved by ``(dy, dx)`` of :func:`shift_grid`
+    is explained with the first pass's targets (top classes pinned, fixed masks moved with the
+    image: :func:`pinned_targets`, :func:`moved_target`), each map moved back by
+    :func:`unshifted` and the min-max scaled maps (``phases²``, fewer where offsets coincide: a
     stride-2 grid has only 0 and 1 px) averaged, then min-max scaled::
 
-            M = normalize( 1/n² Σ_{dy, dx} unshift_{dy,dx}( M(shift_{dy,dx}(x)) ) )
+        M = normalize( 1/n² Σ_{dy, dx} unshift_{dy,dx}( M(shift_{dy,dx}(x)) ) )
 
-        A moved pass whose gradients are all zero (:class:`~mmcam.errors.GradientError`) adds a zero
-        map; ``scores``, ``output`` and ``raw`` stay the unshifted pass's."""
+    A moved pass whose gradients are all zero (:class:`~mmcam.errors.GradientError`) adds a zero
+    map; ``scores``, ``output`` and ``raw`` stay the unshifted pass's."""
     if first.maps.shape[1] == 0:
         return first
     spatial = batch.spatial_size
     if spatial is None or size is None:
         raise MethodError(f"method {method!r} moves the image tensor (B, C, H, W); these inputs have none. Use the method without '-shift'")
     (h, w), (H, W) = first.raw.shape[-2:], spatial
-    grid = shift_grid((max(1, H // h), max(1, W // w)), phases)
+    grid = shift_grid(patch or (max(1, H // h), max(1, W // w)), phases)
     pinned = pinned_targets(first.resolved_targets, first.output)
     maps = [first.maps]
     for dy, dx in grid[1:]:
@@ -133,3 +135,18 @@ def mean_over_shifts(explain: Callable[[Any, Any], Any], batch: Any, first: Any,
             moved_maps = torch.zeros_like(first.maps)
         maps.append(unshifted(moved_maps, round(dy * size[0] / H), round(dx * size[1] / W)))
     return replace(first, maps=normalize(torch.stack(maps).mean(0)), method=method, layers=[*first.layers, f"mean over input shifts {grid}"])
+
+
+def mean_of_moved(
+    first: torch.Tensor, explain: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, patch: tuple[int, int], phases: int
+) -> torch.Tensor:
+    """``normalize(mean_{dy,dx} unshifted(explain(shifted(image, dy, dx))))`` over
+    :func:`shift_grid` of ``patch`` (pixels per token of ``image``, ``(..., H, W)``):
+    ``first`` holds the min-max scaled maps ``(..., h', w')`` of the unshifted image (the
+    ``(0, 0)`` pass, not run again), ``explain`` gives those of a moved image at the same
+    ``(h', w')``; each map is moved back by the shift scaled to its size, ``round(dy h' / H)``."""
+    (H, W), (h, w) = image.shape[-2:], first.shape[-2:]
+    maps = [first]
+    for dy, dx in shift_grid(patch, phases)[1:]:
+        maps.append(unshifted(explain(shifted(image, dy, dx)), round(dy * h / H), round(dx * w / W)))
+    return normalize(torch.stack(maps).mean(0))

@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-shift', 'gradcam', ...]
+['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-detr-shift', 'gae-shift', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -19,7 +19,8 @@ from .attnlrp import AttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
-from .detr_relevance import DetrRelevance
+from .detr_relevance import DetrRelevance, ShiftedDetrRelevance
+from .detr_shift import ShiftedDetrCAM
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
 from .gradient import ODAM, GradCAM, GradCAMElementwise, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from .legrad import LeGrad
@@ -53,6 +54,8 @@ __all__ = [
     "CellShapley",
     "ODAM",
     "DetrRelevance",
+    "ShiftedDetrRelevance",
+    "ShiftedDetrCAM",
     "LeGrad",
     "AttnLRP",
     "InputShifts",
@@ -87,7 +90,9 @@ def get(spec: "str | Method") -> Method:
     if key.endswith("+eigensmooth"):
         inner = get(key[: -len("+eigensmooth")])
         if isinstance(inner, InputShifts):  # the shifts stay outermost: every pass's map eigen-smoothed
-            return InputShifts(EigenSmooth(inner.inner), inner.phases)
+            smoothed = InputShifts(EigenSmooth(inner.inner), inner.phases)
+            smoothed.patch = inner.patch  # a DETR's encoder-token cycle stays
+            return smoothed
         return EigenSmooth(inner)
     base = key[: -len("-shift")]
     if key.endswith("-shift") and key not in _REGISTRY and (base in _REGISTRY or base.endswith("+eigensmooth")):
@@ -120,6 +125,8 @@ for _cls in (
     CellShapley,
     ODAM,
     DetrRelevance,
+    ShiftedDetrRelevance,
+    ShiftedDetrCAM,
     LeGrad,
     AttnLRP,
     GradCAMShift,

@@ -30,11 +30,21 @@ Use: ``explain_detections(detr, photo, method="gae-detr")`` (``"gae"`` on a DETR
 same) for ``DetrForObjectDetection`` and ``ConditionalDetrForObjectDetection`` (whose
 cross-attention is also a full ``Q × N`` softmax). RT-DETR's deformable attention samples a
 few points per query and has no such matrix: refused with the methods that apply.
+
+``method="gae-detr-shift"`` (:class:`ShiftedDetrRelevance`): the same relevance averaged over
+sub-token input shifts (:mod:`mmcam.engine.shifts`). The encoder's token grid (16 px cells on
+the zoo DETR's 64 px input) is the finest the rules can tell apart; the image moved by
+``(dy, dx)``, ``dy, dx ∈ {round(k p / n)}``, ``k < n`` (``p`` input pixels per token, ``n =
+phases``), explained for the *same* queries and classes, each map moved back and the ``n²``
+maps averaged::
+
+    M_k = normalize( 1/n² Σ_{dy,dx} unshift_{dy,dx}( normalize(R^{qi}_{query_k}(shift_{dy,dx}(x))) ) )
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import torch
@@ -43,10 +53,12 @@ from ..errors import MethodError, TargetError
 from .attention import encoder_decoder_relevance
 from .base import Method
 
-__all__ = ["DetrRelevance", "FAMILIES", "query_rows", "query_relevance"]
+__all__ = ["DetrRelevance", "ShiftedDetrRelevance", "FAMILIES", "query_rows", "query_relevance"]
 
 #: the model classes whose outputs carry every attention matrix the rules need
 FAMILIES = ("DetrForObjectDetection", "ConditionalDetrForObjectDetection")
+#: input shifts per axis of ``gae-detr-shift``
+PHASES = 3
 
 
 class DetrRelevance(Method):
@@ -62,6 +74,83 @@ class DetrRelevance(Method):
     def run_attention(self, model: Any, reshape: Any, grad_mode: str, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
         """What ``CAM(detr, method="gae-detr")(inputs, targets)`` returns (see :func:`explain_queries`)."""
         return explain_queries(model, self, reshape, grad_mode, batch, targets, size)
+
+
+class ShiftedDetrRelevance(DetrRelevance):
+    """``gae-detr`` averaged over sub-token input shifts (``method="gae-detr-shift"``).
+
+    Chefer et al.'s per-query relevance (https://arxiv.org/abs/2103.15679, the module docstring)
+    of the image moved by ``(dy, dx)`` for ``dy, dx`` in ``round(k p / phases)``, ``k < phases``,
+    ``p`` the input pixels per encoder token (edges replicated; :func:`mmcam.engine.shifts.shift_grid`).
+    Every pass explains the unshifted pass's boxes — the same query index and class (a task's
+    kept boxes are decided once, on the unshifted output) —, each pass's min-max scaled map is
+    moved back and the ``phases²`` maps are averaged, then min-max scaled. Scores, output and
+    ``raw`` are the unshifted pass's. ``phases=1`` is ``gae-detr``. Cost: ``phases²`` forwards
+    and batched backwards.
+
+    ``centre``: where each token sits when its map is resampled to pixels. ``None`` (default):
+    as every CAM, at the middle of its ``p × p`` cell (bilinear, ``(p - 1) / 2``); a number ``c``:
+    token ``(i, j)`` at input pixel ``(c + p i, c + p j)`` (:func:`centred`) — ``c = 0`` is the
+    receptive-field centre of a ResNet backbone whose stride-2 layers are all "same"-padded
+    (output index ``i`` is centred on input index ``2 i`` at every one).
+    """
+
+    name: ClassVar[str] = "gae-detr-shift"
+
+    def __init__(self, phases: int = PHASES, centre: "float | None" = None):
+        if int(phases) < 1:
+            raise MethodError(f"ShiftedDetrRelevance needs phases >= 1 (shifts per axis; 1 is plain gae-detr), got {phases}")
+        self.phases = int(phases)
+        self.centre = None if centre is None else float(centre)
+
+    def _pass(self, model: Any, reshape: Any, grad_mode: str, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
+        from ..engine.combine import normalize
+
+        exp = explain_queries(model, self, reshape, grad_mode, batch, targets, size)
+        if self.centre is None or exp.maps.shape[1] == 0 or size is None:
+            return exp
+        return replace(exp, maps=normalize(centred(exp.raw, size, batch.spatial_size or size, self.centre)))
+
+    def run_attention(self, model: Any, reshape: Any, grad_mode: str, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
+        """:func:`explain_queries` of the unshifted image, its maps replaced by the mean over the shifts."""
+        from ..engine.inputs import Inputs
+        from ..engine.shifts import mean_of_moved, shift_grid
+
+        exp = self._pass(model, reshape, grad_mode, batch, targets, size)
+        if self.phases <= 1 or exp.maps.shape[1] == 0:
+            return exp
+        if batch.image is None or batch.image.ndim != 4 or size is None:
+            raise MethodError(f"method {self.name!r} shifts the image tensor (B, C, H, W); these inputs have none. Use method 'gae-detr'")
+        (h, w), (H, W) = exp.raw.shape[-2:], batch.spatial_size
+        patch = (max(1, H // h), max(1, W // w))
+
+        def explain(image: torch.Tensor) -> torch.Tensor:
+            value = image if batch.image_key is None else {**batch.value, batch.image_key: image}
+            return self._pass(model, reshape, grad_mode, Inputs(value, batch.image_key), targets, size).maps
+
+        maps = mean_of_moved(exp.maps, explain, batch.image, patch, self.phases)
+        return replace(exp, maps=maps, layers=[*exp.layers, f"mean over input shifts {shift_grid(patch, self.phases)}"])
+
+    def __repr__(self) -> str:
+        return f"ShiftedDetrRelevance(phases={self.phases}, centre={self.centre})"
+
+
+def centred(raw: torch.Tensor, size: tuple[int, int], spatial: tuple[int, int], centre: float) -> torch.Tensor:
+    """``(B, K, h, w)`` token maps resampled bilinearly to ``size`` with token ``(i, j)`` at input
+    pixel ``(centre + s_y i, centre + s_x j)`` (``s = spatial / grid``, input pixels per token;
+    edges replicated) instead of the cell's middle, ``(s - 1) / 2``."""
+    import torch.nn.functional as F
+
+    (h, w), (H, W) = raw.shape[-2:], size
+    axes = []
+    for cells, out, inp in ((h, H, spatial[0]), (w, W, spatial[1])):
+        pixel = (torch.arange(out, dtype=torch.float32, device=raw.device) + 0.5) * inp / out - 0.5  # each map pixel in input pixels
+        token = (pixel - centre) / (inp / cells)
+        axes.append(token / (cells - 1) * 2 - 1 if cells > 1 else torch.zeros_like(token))
+    gy, gx = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack((gx, gy), -1).expand(raw.shape[0] * raw.shape[1], H, W, 2).to(raw.dtype)
+    flat = raw.reshape(-1, 1, h, w)
+    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=True).reshape(*raw.shape[:2], H, W)
 
 
 def query_relevance(

@@ -30,9 +30,13 @@ __all__ = ["InputShifts", "GradCAMShift", "LayerCAMShift"]
 class InputShifts(Method):
     """``method`` averaged over ``phases²`` sub-stride input shifts (``phases=1``: the plain
     method, one pass). ``mmcam.CAM(model, "layer4", method=InputShifts("gradcam", phases=2))``
-    or the names ``"gradcam-shift"`` / ``"layercam-shift"`` (3 phases, 9 passes)."""
+    or the names ``"gradcam-shift"`` / ``"layercam-shift"`` (3 phases, 9 passes). ``patch``:
+    the input pixels ``(ph, pw)`` one shift cycle spans; default ``None``, the hooked layer's
+    stride."""
 
-    def __init__(self, method: "str | Method" = "gradcam", phases: int = 3):
+    patch: "tuple[int, int] | str | None" = None
+
+    def __init__(self, method: "str | Method" = "gradcam", phases: int = 3, patch: "tuple[int, int] | None" = None):
         from . import get
 
         self.inner = get(method)
@@ -41,6 +45,8 @@ class InputShifts(Method):
         if int(phases) < 1:
             raise MethodError(f"InputShifts needs phases >= 1 (shifts per axis; 1 is the plain method), got {phases}")
         self.phases = int(phases)
+        if patch is not None:
+            self.patch = (int(patch[0]), int(patch[1]))
         self.name = f"{self.inner.name}-shift"  # type: ignore[misc]
         self.needs_grads = self.inner.needs_grads  # type: ignore[misc]
 
@@ -51,7 +57,8 @@ class InputShifts(Method):
         return self.inner.contributions(acts, grads, ctx)
 
     def __repr__(self) -> str:
-        return f"InputShifts({self.inner!r}, phases={self.phases})"
+        patch = "" if self.patch is None else f", patch={self.patch!r}"
+        return f"InputShifts({self.inner!r}, phases={self.phases}{patch})"
 
 
 class GradCAMShift(InputShifts):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 from .. import methods
 from ..adapters.base import Family, Kept, Prepared
 from ..engine import CAM
-from ..errors import InputError
+from ..errors import InputError, MethodError
 from ..explain import TaskExplanation
 from ..render.detection import draw_box, draw_polygon
 from ..render.overlay import save_png
@@ -183,6 +184,24 @@ class DetectionTask(Task):
         given = None if labels is None else (dict(labels) if isinstance(labels, dict) else dict(enumerate(labels)))
         self.names = given if given is not None else getattr(self.family, "names", {})
 
+    def _method(self, inputs: Any) -> Any:
+        """The method for this batch: one that shifts by the encoder's tokens
+        (``layercam-detr-shift``) gets their size in input pixels from the DETR's grid."""
+        method = methods.get(self.method)
+        if getattr(method, "patch", None) != "encoder":
+            return method
+        from ..adapters.detr import is_detr, layers_and_grid
+        from ..engine.inputs import Inputs
+
+        if not is_detr(self.family.module):
+            raise MethodError(
+                f"method {method.name!r} shifts by a DETR's encoder tokens; {type(self.family.module).__name__} has none. Use {method.inner.name!r}"
+            )
+        (gh, gw), (H, W) = layers_and_grid(self.family.module, inputs)[1], Inputs(inputs).spatial_size
+        resolved = copy.copy(method)
+        resolved.patch = (max(1, H // gh), max(1, W // gw))
+        return resolved
+
     def run(self, batch: list[Prepared]) -> list[DetectionExplanation]:
         results: list[Any] = [None] * len(batch)
         device = self.device or device_of(self.family.module)
@@ -195,7 +214,7 @@ class DetectionTask(Task):
                 layers, reshape = self.family.layers_and_reshape(inputs, self.layers)
                 if getattr(methods.get(self.method), "attention", False):
                     layers = self.layers  # attention methods read every attention map, not a layer
-                cam = CAM(self.family.module, layers, method=self.method, reshape=reshape, edge=self.family.edge)
+                cam = CAM(self.family.module, layers, method=self._method(inputs), reshape=reshape, edge=self.family.edge)
                 exp = cam(inputs, decision.targets(len(rows)), input_size=frames[0].input)
             for b, i in enumerate(rows):
                 results[i] = self._finish(batch[i], exp, b, decision.kept[b])
