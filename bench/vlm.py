@@ -26,7 +26,8 @@ user makes: generate, then explain); ``logit-lens`` (forward-only); ``explain-al
 explained forward each run the vision tower, ``mmcam.adapters.vlm.shared_tower`` off in that
 process); ``explain+generate-two-prefills`` (the task call as before the shared prefill: one
 tower pass, but ``generate()`` under no-grad and then the teacher-forced forward,
-``mmcam.adapters.vlm.shared_prefill`` off in that process); ``logit-lens+generate`` (forward-only,
+``mmcam.adapters.vlm.shared_prefill`` off in that process); ``explain+generate-all-steps`` (every
+answer scored on the decode steps' logits, ``GRAPH_STEPS`` lifted: the break-even); ``logit-lens+generate`` (forward-only,
 the answer generated). Each row gives the median of the rounds and their spread (min-max); ``--repeat N``
 runs the list of modes N times, interleaved, and prints every run and each mode's median.
 """
@@ -56,6 +57,7 @@ MODES = (
     "explain-all-logits",
     "explain+generate-two-pass",
     "explain+generate-two-prefills",
+    "explain+generate-all-steps",
     "logit-lens+generate",
 )
 SIZES = {
@@ -191,6 +193,7 @@ def run_mode(
         "explain-all-logits": lambda: explain(photo, prompt, answer=answer, **how),
         "explain+generate-two-pass": lambda: explain(photo, prompt, **new, **how),
         "explain+generate-two-prefills": lambda: explain(photo, prompt, **new, **how),
+        "explain+generate-all-steps": lambda: explain(photo, prompt, **new, **how),
         "logit-lens+generate": lambda: explain(photo, prompt, method="logit-lens", **new),
     }
     if mode == "explain-all-logits":  # before: the LM head on every position (this process only)
@@ -205,6 +208,10 @@ def run_mode(
         import mmcam.tasks.generation as generation
 
         generation.plain_greedy = lambda model, kwargs: False
+    if mode == "explain+generate-all-steps":  # every answer on the decode steps' logits, however long
+        import mmcam.tasks.generation as generation
+
+        generation.GRAPH_STEPS = 10**6
     for _ in range(warmup):  # untimed: grad_mode="auto" times both backwards on a model's first multi-word call
         with torch.no_grad() if mode == "generate" else contextlib.nullcontext():
             calls[mode]()
@@ -274,9 +281,9 @@ def main() -> None:
             command += (["--method", args.method] if args.method else []) + ["--task", args.task]
             row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             rows.append({**row, "repeat": repeat})
-            spread = "{:.2f}-{:.2f}".format(*row["spread"]), "{:.2f}-{:.2f}".format(*row["cpu_spread"])
+            spread = "{:.3f}-{:.3f}".format(*row["spread"]), "{:.3f}-{:.3f}".format(*row["cpu_spread"])
             print(
-                f"  repeat {repeat} {mode}: median {row['seconds']:.2f} s ({spread[0]}), CPU {row['cpu_seconds']:.2f} s ({spread[1]}), load {row['load']:.1f}",
+                f"  repeat {repeat} {mode}: median {row['seconds']:.3f} s ({spread[0]}), CPU {row['cpu_seconds']:.3f} s ({spread[1]}), load {row['load']:.1f}",
                 flush=True,
             )
     first = rows[0]
@@ -285,19 +292,19 @@ def main() -> None:
         f"{first['words']} answer words, torch threads {torch.get_num_threads()}"
     )
     print(
-        f"{'mode':<31}{'repeat':>7}{'seconds':>9}{'(spread)':>13}{'x ' + modes[0]:>14}{'CPU s':>9}{'(spread)':>13}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}"
+        f"{'mode':<31}{'repeat':>7}{'seconds':>9}{'(spread)':>15}{'x ' + modes[0]:>14}{'CPU s':>9}{'(spread)':>15}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}"
     )
     for row in rows:
         base = next(r for r in rows if r["repeat"] == row["repeat"] and r["mode"] == modes[0])
         print(
-            f"{row['mode']:<31}{row['repeat']:>7}{row['seconds']:>9.2f}{'{:.2f}-{:.2f}'.format(*row['spread']):>13}{row['seconds'] / base['seconds']:>14.2f}"
-            f"{row['cpu_seconds']:>9.2f}{'{:.2f}-{:.2f}'.format(*row['cpu_spread']):>13}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
+            f"{row['mode']:<31}{row['repeat']:>7}{row['seconds']:>9.3f}{'{:.3f}-{:.3f}'.format(*row['spread']):>15}{row['seconds'] / base['seconds']:>14.2f}"
+            f"{row['cpu_seconds']:>9.3f}{'{:.3f}-{:.3f}'.format(*row['cpu_spread']):>15}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
             f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}"
         )
     if args.repeat > 1:
         for key in ("seconds", "cpu_seconds"):
             median = {m: float(np.median([r[key] for r in rows if r["mode"] == m])) for m in modes}
-            print(f"median {key} over repeats: " + ", ".join(f"{m} {median[m]:.2f} ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
+            print(f"median {key} over repeats: " + ", ".join(f"{m} {median[m]:.3f} ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -10,6 +10,9 @@ model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo
 With a generated answer, the vision tower runs once per call where the family allows it
 (:mod:`mmcam.adapters.vlm.shared_tower`): ``generate()`` and the teacher-forced forward read the
 same image features (``mm_encoder_outputs``), the maps bit for bit those of the two-pass call.
+With plain greedy decoding and an answer of up to ``GRAPH_STEPS`` tokens, the language model runs
+once too (:mod:`mmcam.adapters.vlm.shared_prefill`): ``generate()``'s own loop runs with the graph
+and its steps' logits are the explained scores (maps equal the teacher-forced ones to rounding).
 
 ``method="logit-lens"`` is forward-only: the language model's head already scores every
 position, so a word's map is its tokens' logits at the image tokens' positions (the "logit

@@ -149,3 +149,6 @@ def test_the_decode_steps_run_under_the_models_lock(family):
     finally:
         handle.remove()
     assert owned == [True] * _generated(model, processor, prompt, photo, 2)[1]
+    with torch.no_grad():  # a caller's no-grad block: the call turns autograd on for itself, and back off
+        exp = explain_generation(model, processor, photo, prompt, method="layercam", max_new_tokens=GRAPH_STEPS + 1)
+        assert not torch.is_grad_enabled() and len(exp.items) > 0
