@@ -166,6 +166,7 @@ def run_mode(
     mode: str, size: str, words: int, rounds: int, longest_edge: int = 1024, warmup: int = 0, method: str | None = None, task: str = "generation"
 ) -> dict:
     from mmcam.adapters.vlm import layout_for
+    from mmcam.engine.core import _MEASURED
     from mmcam.io import load_image
     from mmcam.tasks.generation import GenerationTask
 
@@ -244,6 +245,7 @@ def run_mode(
         "image_tokens": int((inputs["input_ids"] == model.config.image_token_id).sum()),
         "sequence": int(inputs["input_ids"].shape[1]),
         "words": len(answer_ids),
+        "grad_mode": _MEASURED.get(model, "-"),  # the engine's gradient strategy, timed on this process's first multi-word call
         "load": os.getloadavg()[0],
     }
 
@@ -292,14 +294,14 @@ def main() -> None:
         f"{first['words']} answer words, torch threads {torch.get_num_threads()}"
     )
     print(
-        f"{'mode':<31}{'repeat':>7}{'seconds':>9}{'(spread)':>15}{'x ' + modes[0]:>14}{'CPU s':>9}{'(spread)':>15}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}"
+        f"{'mode':<31}{'repeat':>7}{'seconds':>9}{'(spread)':>15}{'x ' + modes[0]:>14}{'CPU s':>9}{'(spread)':>15}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}{'grad':>9}"
     )
     for row in rows:
         base = next(r for r in rows if r["repeat"] == row["repeat"] and r["mode"] == modes[0])
         print(
             f"{row['mode']:<31}{row['repeat']:>7}{row['seconds']:>9.3f}{'{:.3f}-{:.3f}'.format(*row['spread']):>15}{row['seconds'] / base['seconds']:>14.2f}"
             f"{row['cpu_seconds']:>9.3f}{'{:.3f}-{:.3f}'.format(*row['cpu_spread']):>15}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
-            f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}"
+            f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}{row.get('grad_mode', '-'):>9}"
         )
     if args.repeat > 1:
         for key in ("seconds", "cpu_seconds"):

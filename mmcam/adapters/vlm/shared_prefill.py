@@ -68,9 +68,9 @@ def plain_greedy(model: nn.Module, generate_kwargs: dict[str, Any]) -> bool:
 
 
 #: answers of up to this many tokens are scored on the decode steps' logits; a longer answer is
-#: teacher-forced on the same features (the steps' graph dropped after this many steps): the break-even
-#: measured in docs/vlm.md ("One prefill per call"), each further step's backward costing about what
-#: the teacher-forced forward it saves does
+#: teacher-forced on the same features (the steps' graph dropped after this many steps). Each step's
+#: backward costs about its forward again while the saving is one prefill: the break-even measured in
+#: docs/vlm.md ("One language-model prefill per call") is 2-3 tokens on zoo:vlm, >= 8 at SmolVLM's shape
 GRAPH_STEPS = 3
 
 
@@ -125,13 +125,11 @@ class SharedPrefill(SharedTower):
     ):
         super().__init__(model, _no_generate, force, target_for)
         self._decode, self._step_target_for = decode, step_target_for
-        self.shared_prefill: bool | None = None
 
     def forward(self, **inputs: Any) -> dict[str, torch.Tensor]:
         model = self._wrapped
         features = image_features(model, inputs)
         self.answer_ids, logits = self._decode(with_features(inputs, features))
-        self.shared_prefill = logits is not None
         if logits is not None:
             self.target = self._step_target_for(self.answer_ids)
             return {"logits": logits}
