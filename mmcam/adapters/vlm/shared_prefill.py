@@ -70,7 +70,7 @@ def plain_greedy(model: nn.Module, generate_kwargs: dict[str, Any]) -> bool:
 #: answers of up to this many tokens are scored on the decode steps' logits; a longer answer is
 #: teacher-forced on the same features (the steps' graph dropped after this many steps). Each step's
 #: backward costs about its forward again while the saving is one prefill: the break-even measured in
-#: docs/vlm.md ("One language-model prefill per call") is 2-3 tokens on zoo:vlm, >= 8 at SmolVLM's shape
+#: docs/vlm.md ("One language-model prefill per call") is 2-3 tokens on zoo:vlm, 5-8 at SmolVLM's shape
 GRAPH_STEPS = 3
 
 
