@@ -3,7 +3,7 @@
     python -m bench.vlm [--size smolvlm|idefics3|zoo|tiny] [--words 8] [--rounds 2] [--threads N] [--longest-edge 1024] [--repeat N] [--method M]
 
 Random-init models (no downloads), each mode in its own process so its peak resident memory
-(``ru_maxrss``) is its own; the time is the best of ``--rounds`` calls after the model is built,
+(``ru_maxrss``) is its own; the time is the median of ``--rounds`` calls after the model is built (and their spread),
 wall-clock and the process's CPU time (``time.process_time``: with ``--threads 1`` the work done,
 much less moved by other processes on a loaded machine than the wall-clock):
 
@@ -24,8 +24,12 @@ user makes: generate, then explain); ``logit-lens`` (forward-only); ``explain-al
 (``explain`` as before this round: the LM head on every position, no ``logits_to_keep``);
 ``explain+generate-two-pass`` (the task call as before the shared tower: ``generate()`` and the
 explained forward each run the vision tower, ``mmcam.adapters.vlm.shared_tower`` off in that
-process); ``logit-lens+generate`` (forward-only, the answer generated). ``--repeat N`` runs the
-list of modes N times, interleaved, and prints every run and each mode's median.
+process); ``explain+generate-two-prefills`` (the task call as before the shared prefill: one
+tower pass, but ``generate()`` under no-grad and then the teacher-forced forward,
+``mmcam.adapters.vlm.shared_prefill`` off in that process); ``explain+generate-all-steps`` (every
+answer scored on the decode steps' logits, ``GRAPH_STEPS`` lifted: the break-even); ``logit-lens+generate`` (forward-only,
+the answer generated). Each row gives the median of the rounds and their spread (min-max); ``--repeat N``
+runs the list of modes N times, interleaved, and prints every run and each mode's median.
 """
 
 from __future__ import annotations
@@ -45,7 +49,17 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-MODES = ("generate", "explain", "explain+generate", "logit-lens", "explain-all-logits", "explain+generate-two-pass", "logit-lens+generate")
+MODES = (
+    "generate",
+    "explain",
+    "explain+generate",
+    "logit-lens",
+    "explain-all-logits",
+    "explain+generate-two-pass",
+    "explain+generate-two-prefills",
+    "explain+generate-all-steps",
+    "logit-lens+generate",
+)
 SIZES = {
     "smolvlm": dict(
         vision=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, image_size=384, patch_size=16),
@@ -126,8 +140,8 @@ def _idefics3(longest_edge: int):
     return model, processor
 
 
-def build(size: str, longest_edge: int = 1024):
-    """``(model, processor, photo, prompt)`` of one ``--size``."""
+def build(size: str, longest_edge: int = 1024, task: str = "generation"):
+    """``(model, processor, photo, prompt)`` of one ``--size`` (``zoo``, ``task="vqa"``: the scene's first question)."""
     photo = (np.random.default_rng(0).random((480, 640, 3)) * 255).astype(np.uint8)
     if size == "zoo":
         import mmcam
@@ -136,7 +150,8 @@ def build(size: str, longest_edge: int = 1024):
         from mmcam.tasks.generation import chat_prompt
 
         model, processor = mmcam.zoo.load("vlm")
-        return model, processor, generate_scene(5).image, chat_prompt(processor, CAPTION_PROMPT)
+        scene = generate_scene(5)
+        return model, processor, scene.image, chat_prompt(processor, scene.qa[0].question if task == "vqa" else CAPTION_PROMPT)
     if size == "idefics3":
         return (*_idefics3(longest_edge), photo, PROMPT)
     return (*_llava(size), photo, PROMPT)
@@ -147,12 +162,15 @@ def _rss_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 1024, warmup: int = 0, method: str | None = None) -> dict:
-    import mmcam
+def run_mode(
+    mode: str, size: str, words: int, rounds: int, longest_edge: int = 1024, warmup: int = 0, method: str | None = None, task: str = "generation"
+) -> dict:
     from mmcam.adapters.vlm import layout_for
+    from mmcam.engine.core import _MEASURED
     from mmcam.io import load_image
+    from mmcam.tasks.generation import GenerationTask
 
-    model, processor, photo, prompt = build(size, longest_edge)
+    model, processor, photo, prompt = build(size, longest_edge, task)
     inputs = layout_for(model).prepare(processor, load_image(photo), prompt).inputs  # what the task feeds generate()
     limit = {} if size == "zoo" else {"max_new_tokens": words, "min_new_tokens": words}
     with torch.no_grad():
@@ -164,14 +182,20 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
         model.generation_config.min_new_tokens = words
     new = {} if size == "zoo" else {"max_new_tokens": words}
     how = {"method": method} if method else {}  # None: the task's default (gae-tower on zoo:vlm, LayerCAM on Idefics3)
+
+    def explain(photo, prompt, answer=None, max_new_tokens=None, **kwargs):  # the task call (--task: gae-tower's passes)
+        return GenerationTask(model, processor, prompt, answer, max_new_tokens=max_new_tokens, task=task, **kwargs)(photo)
+
     calls = {
         "generate": lambda: model.generate(**inputs, **limit),
-        "explain": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, **how),
-        "explain+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new, **how),
-        "logit-lens": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, method="logit-lens"),
-        "explain-all-logits": lambda: mmcam.explain_generation(model, processor, photo, prompt, answer=answer, **how),
-        "explain+generate-two-pass": lambda: mmcam.explain_generation(model, processor, photo, prompt, **new, **how),
-        "logit-lens+generate": lambda: mmcam.explain_generation(model, processor, photo, prompt, method="logit-lens", **new),
+        "explain": lambda: explain(photo, prompt, answer=answer, **how),
+        "explain+generate": lambda: explain(photo, prompt, **new, **how),
+        "logit-lens": lambda: explain(photo, prompt, answer=answer, method="logit-lens"),
+        "explain-all-logits": lambda: explain(photo, prompt, answer=answer, **how),
+        "explain+generate-two-pass": lambda: explain(photo, prompt, **new, **how),
+        "explain+generate-two-prefills": lambda: explain(photo, prompt, **new, **how),
+        "explain+generate-all-steps": lambda: explain(photo, prompt, **new, **how),
+        "logit-lens+generate": lambda: explain(photo, prompt, method="logit-lens", **new),
     }
     if mode == "explain-all-logits":  # before: the LM head on every position (this process only)
         import mmcam.tasks.generation as generation
@@ -181,6 +205,14 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
         import mmcam.tasks.generation as generation
 
         generation.supports_features = lambda model: False
+    if mode == "explain+generate-two-prefills":  # before: generate() under no-grad, then the teacher-forced forward
+        import mmcam.tasks.generation as generation
+
+        generation.plain_greedy = lambda model, kwargs: False
+    if mode == "explain+generate-all-steps":  # every answer on the decode steps' logits, however long
+        import mmcam.tasks.generation as generation
+
+        generation.GRAPH_STEPS = 10**6
     for _ in range(warmup):  # untimed: grad_mode="auto" times both backwards on a model's first multi-word call
         with torch.no_grad() if mode == "generate" else contextlib.nullcontext():
             calls[mode]()
@@ -203,14 +235,17 @@ def run_mode(mode: str, size: str, words: int, rounds: int, longest_edge: int = 
     params = sum(p.numel() for p in model.parameters())
     return {
         "mode": mode,
-        "seconds": min(times),
-        "cpu_seconds": min(cpu),
+        "seconds": float(np.median(times)),
+        "cpu_seconds": float(np.median(cpu)),
+        "spread": [min(times), max(times)],
+        "cpu_spread": [min(cpu), max(cpu)],
         "peak_mb": peak / 1024,
         "over_model_mb": (peak - before) / 1024,
         "params_m": params / 1e6,
         "image_tokens": int((inputs["input_ids"] == model.config.image_token_id).sum()),
         "sequence": int(inputs["input_ids"].shape[1]),
         "words": len(answer_ids),
+        "grad_mode": _MEASURED.get(model, "-"),  # the engine's gradient strategy, timed on this process's first multi-word call
         "load": os.getloadavg()[0],
     }
 
@@ -227,13 +262,16 @@ def main() -> None:
     )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
     parser.add_argument("--method", default=None, help="the explain modes' method (default: the task's)")
+    parser.add_argument(
+        "--task", default="generation", choices=("generation", "caption", "vqa"), help="the GenerationTask's task (zoo: vqa asks the scene's question)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="run the list of modes this many times, interleaved")
     parser.add_argument("--mode", default=None, choices=MODES, help="run one mode in this process (used by the driver)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.size, args.words, args.rounds, args.longest_edge, args.warmup, args.method)))
+        print(json.dumps(run_mode(args.mode, args.size, args.words, args.rounds, args.longest_edge, args.warmup, args.method, args.task)))
         return
     print(f"load average before: {os.getloadavg()}", flush=True)
     rows = []
@@ -242,27 +280,33 @@ def main() -> None:
         for mode in modes:
             command = [sys.executable, "-m", "bench.vlm", "--mode", mode, "--size", args.size, "--words", str(args.words), "--rounds", str(args.rounds)]
             command += ["--longest-edge", str(args.longest_edge), "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
-            command += ["--method", args.method] if args.method else []
+            command += (["--method", args.method] if args.method else []) + ["--task", args.task]
             row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             rows.append({**row, "repeat": repeat})
-            print(f"  repeat {repeat} {mode}: {row['seconds']:.2f} s, CPU {row['cpu_seconds']:.2f} s, load {row['load']:.1f}", flush=True)
+            spread = "{:.3f}-{:.3f}".format(*row["spread"]), "{:.3f}-{:.3f}".format(*row["cpu_spread"])
+            print(
+                f"  repeat {repeat} {mode}: median {row['seconds']:.3f} s ({spread[0]}), CPU {row['cpu_seconds']:.3f} s ({spread[1]}), load {row['load']:.1f}",
+                flush=True,
+            )
     first = rows[0]
     print(
         f"--size {args.size}: {first['params_m']:.0f}M parameters, {first['image_tokens']} image tokens of {first['sequence']}, "
         f"{first['words']} answer words, torch threads {torch.get_num_threads()}"
     )
-    print(f"{'mode':<26}{'repeat':>7}{'seconds':>9}{'x ' + modes[0]:>14}{'CPU s':>9}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}")
+    print(
+        f"{'mode':<31}{'repeat':>7}{'seconds':>9}{'(spread)':>15}{'x ' + modes[0]:>14}{'CPU s':>9}{'(spread)':>15}{'x':>7}{'peak RSS MB':>13}{'RSS over build MB':>19}{'load':>7}{'grad':>9}"
+    )
     for row in rows:
         base = next(r for r in rows if r["repeat"] == row["repeat"] and r["mode"] == modes[0])
         print(
-            f"{row['mode']:<26}{row['repeat']:>7}{row['seconds']:>9.2f}{row['seconds'] / base['seconds']:>14.2f}"
-            f"{row['cpu_seconds']:>9.2f}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
-            f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}"
+            f"{row['mode']:<31}{row['repeat']:>7}{row['seconds']:>9.3f}{'{:.3f}-{:.3f}'.format(*row['spread']):>15}{row['seconds'] / base['seconds']:>14.2f}"
+            f"{row['cpu_seconds']:>9.3f}{'{:.3f}-{:.3f}'.format(*row['cpu_spread']):>15}{row['cpu_seconds'] / base['cpu_seconds']:>7.2f}{row['peak_mb']:>13.0f}"
+            f"{row['over_model_mb']:>19.0f}{row['load']:>7.1f}{row.get('grad_mode', '-'):>9}"
         )
     if args.repeat > 1:
         for key in ("seconds", "cpu_seconds"):
             median = {m: float(np.median([r[key] for r in rows if r["mode"] == m])) for m in modes}
-            print(f"median {key} over repeats: " + ", ".join(f"{m} {median[m]:.2f} ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
+            print(f"median {key} over repeats: " + ", ".join(f"{m} {median[m]:.3f} ({median[m] / median[modes[0]]:.2f}x)" for m in modes))
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -10,6 +10,9 @@ model's image-token layout (:mod:`mmcam.adapters.vlm`) and returned on the photo
 With a generated answer, the vision tower runs once per call where the family allows it
 (:mod:`mmcam.adapters.vlm.shared_tower`): ``generate()`` and the teacher-forced forward read the
 same image features (``mm_encoder_outputs``), the maps bit for bit those of the two-pass call.
+With plain greedy decoding and an answer of up to ``GRAPH_STEPS`` tokens, the language model runs
+once too (:mod:`mmcam.adapters.vlm.shared_prefill`): ``generate()``'s own loop runs with the graph
+and its steps' logits are the explained scores (maps equal the teacher-forced ones to rounding).
 
 ``method="logit-lens"`` is forward-only: the language model's head already scores every
 position, so a word's map is its tokens' logits at the image tokens' positions (the "logit
@@ -35,6 +38,7 @@ from ..adapters.base import Family, Prepared
 from ..adapters.hf_text import merge_subwords
 from ..adapters.teacher import kept_logits
 from ..adapters.vlm import ImageLayout, decoder_inputs, decoder_prefix, generated_answer, layout_for
+from ..adapters.vlm.shared_prefill import GRAPH_STEPS, SharedPrefill, generate_with_graph, plain_greedy
 from ..adapters.vlm.shared_tower import SharedTower, image_features, shares_tower, supports_features, with_features
 from ..engine import CAM
 from ..engine.hooks import resolve_layers
@@ -178,7 +182,10 @@ class GenerationTask(Task):
             layers_ = self.layout.default_layers(self.model) if self.layers is None else self.layers
             reshape = self.layout.reshape(tokens)
             if shared and shares_tower(self.model, self.method, resolve_layers(self.model, layers_)):
-                view = SharedTower(self.model, lambda i: self._answer(i, start), self._forced, lambda a: self._target(a, start))
+                if plain_greedy(self.model, self._generate_kwargs()):  # the greedy decoding is the explained forward (shared_prefill)
+                    view = SharedPrefill(self.model, lambda i: self._decode(i, start), self._forced, *self._targets(start))
+                else:
+                    view = SharedTower(self.model, lambda i: self._answer(i, start), self._forced, lambda a: self._target(a, start))
                 exp = CAM(view, layers_, method=self.method, reshape=reshape)(inputs, [view.lazy_target], input_size=tokens.input_size)
                 answer_ids, target = view.answer_ids, view.target
             else:
@@ -227,10 +234,11 @@ class GenerationTask(Task):
     def _keep(self, answer_ids: list[int]) -> dict[str, int]:
         return kept_logits(self.model, self.method, len(answer_ids), (*OWN_METHODS, GAE))  # the LM head on the answer's rows only
 
-    def _target(self, answer_ids: list[int], start: int) -> CaptionTokens:
-        """Each word's score on the teacher-forced logits (with ``logits_to_keep``, row i predicts token i)."""
+    def _target(self, answer_ids: list[int], start: int, rows: bool = False) -> CaptionTokens:
+        """Each word's score on the teacher-forced logits (with ``logits_to_keep``, or ``rows``:
+        the decode steps' logits, row i predicts token i)."""
         groups = self._words(answer_ids)[1]
-        positions = [(0 if self._keep(answer_ids) else start) + i for i in range(len(answer_ids))]
+        positions = [(0 if rows or self._keep(answer_ids) else start) + i for i in range(len(answer_ids))]
         suppress = list(getattr(self.model.generation_config, "suppress_tokens", None) or [])
         return ContrastiveTokens(positions, answer_ids, groups, suppress) if self.target == "contrastive" else CaptionTokens(positions, answer_ids, groups)
 
@@ -240,19 +248,34 @@ class GenerationTask(Task):
         forced = decoder_inputs(inputs, self.decoder, more) if self.decoder else _teacher_forced(inputs, more, self.layout.answer_token_types)
         return {**forced, **self._keep(answer_ids)}
 
-    def _generate(self, inputs: dict[str, Any], known: int) -> list[int]:
-        config = self.model.generation_config
-        kwargs: dict[str, Any] = {}
+    def _generate_kwargs(self) -> dict[str, Any]:
         if self.max_new_tokens is not None:
-            kwargs["max_new_tokens"] = self.max_new_tokens
-        elif getattr(config, "max_new_tokens", None) is None:
-            kwargs["max_new_tokens"] = DEFAULT_MAX_NEW_TOKENS
+            return {"max_new_tokens": self.max_new_tokens}
+        return {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS} if getattr(self.model.generation_config, "max_new_tokens", None) is None else {}
+
+    def _generate(self, inputs: dict[str, Any], known: int) -> list[int]:
         with torch.no_grad():
-            out = self.model.generate(**inputs, **kwargs)
-        new = out[0, known:].tolist() if self.decoder is None else generated_answer(out[0].tolist(), self.decoder)
+            out = self.model.generate(**inputs, **self._generate_kwargs())
+        return self._cut(out[0, known:].tolist() if self.decoder is None else generated_answer(out[0].tolist(), self.decoder))
+
+    def _cut(self, new: list[int]) -> list[int]:
+        """The new tokens up to the first stop token."""
         stops = _stop_ids(self.model)
         end = next((i for i, t in enumerate(new) if t in stops), len(new))
         return [int(t) for t in new[:end]]
+
+    def _decode(self, inputs: dict[str, Any], start: int) -> tuple[list[int], torch.Tensor | None]:
+        """generate()'s greedy answer and, up to GRAPH_STEPS tokens, its steps' logits ``(1, T, V)``
+        with the graph (shared_prefill); ``None`` for a longer answer (teacher-forced instead)."""
+        out = generate_with_graph(self.model, inputs, GRAPH_STEPS, **self._generate_kwargs())
+        answer_ids = self._cut(out.sequences[0, start + 1 :].tolist())
+        if not answer_ids:
+            raise TargetError("the model generated no words (it stopped at once): nothing to explain; pass answer= to explain a given answer")
+        return answer_ids, torch.stack(out.logits[: len(answer_ids)], 1) if len(answer_ids) <= GRAPH_STEPS else None
+
+    def _targets(self, start: int) -> tuple[Any, Any]:
+        """The teacher-forced forward's target and the decode steps' (row i predicts token i)."""
+        return (lambda a: self._target(a, start)), (lambda a: self._target(a, start, rows=True))
 
     def _given(self) -> list[int]:
         ids = self.tokenizer(self.answer, add_special_tokens=False)["input_ids"]

@@ -2,7 +2,8 @@
 the teacher-forced forward read the same image features. Against the two-pass call (the same task
 with the sharing switched off: generate() on the pixels, then the explained forward on them
 again), on tiny LLaVA, Qwen2-VL and Idefics3: the same tokens (and plain generate()'s), scores and
-maps equal exactly (atol 0), the tower run once instead of twice, the model left as found."""
+maps equal exactly (atol 0), the tower run once instead of twice, the model left as found. (With
+plain greedy decoding the task takes the one-prefill path instead; here it is switched off.)"""
 
 from __future__ import annotations
 
@@ -43,16 +44,18 @@ def _state(model):
 
 
 def _call(model, processor, prompt, tower, shared: bool, **kwargs):
-    """The task call and how many times the vision tower ran in it."""
+    """The task call and how many times the vision tower ran in it; the one-prefill path
+    (shared_prefill, tests/adapters/test_vlm_shared_prefill.py) off: this file pins SharedTower."""
     runs = []
     handle = tower.register_forward_hook(lambda *_: runs.append(1))
-    saved = generation.supports_features
+    saved, greedy = generation.supports_features, generation.plain_greedy
+    generation.plain_greedy = lambda model, kwargs: False
     if not shared:
         generation.supports_features = lambda model: False  # the two-pass call, as before
     try:
         exp = explain_generation(model, processor, PHOTO, prompt, **kwargs)
     finally:
-        generation.supports_features = saved
+        generation.supports_features, generation.plain_greedy = saved, greedy
         handle.remove()
     return exp, len(runs)
 
