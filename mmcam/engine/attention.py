@@ -12,7 +12,7 @@ of the relevance); both are put back exactly after, even when the call fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -32,7 +32,7 @@ from .inputs import Inputs
 from .shifts import shift_grid, shifted, unshifted
 from .targets import TargetSet
 
-__all__ = ["eager_attention", "explain_with_attention"]
+__all__ = ["eager_attention", "explain_with_attention", "over_shifts"]
 
 SUPPORTED = (
     "Hugging Face transformers models that return attention probabilities with "
@@ -205,23 +205,34 @@ def explain_with_attention(
     """What ``CAM(model, method=...)(inputs, targets)`` returns for an attention method
     (``method.attention``); ``reshape`` lays token relevance out on the grid. A method with
     ``phases > 1`` (``gae-shift``) averages its maps over sub-patch shifts of the image
-    (:mod:`mmcam.engine.shifts`): every pass explains the targets of the unshifted pass (a top
-    class is pinned to its index), each map is shifted back, the mean min-max scaled; scores,
-    output and ``raw`` are the unshifted pass's."""
-    exp = _attention_pass(model, method, reshape, grad_mode, batch, targets, size)
+    (:func:`over_shifts`)."""
+    return over_shifts(lambda b, t: _attention_pass(model, method, reshape, grad_mode, b, t, size), method, batch, targets, size)
+
+
+def over_shifts(
+    one_pass: Callable[[Inputs, TargetSet], Explanation], method: Any, batch: Inputs, targets: TargetSet, size: tuple[int, int] | None
+) -> Explanation:
+    """``one_pass(batch, targets)`` (one explanation of a token method), averaged over
+    ``method.phases`` sub-patch shifts per axis of the image (:mod:`mmcam.engine.shifts`) when
+    ``phases > 1``: every pass explains the targets of the unshifted pass (a top class is
+    pinned to its index), each map is shifted back, the mean min-max scaled; scores, output and
+    ``raw`` are the unshifted pass's. Shared by ``gae-shift`` and ``attnlrp-shift``."""
+    exp = one_pass(batch, targets)
     phases = int(getattr(method, "phases", 1))
     if phases <= 1 or exp.maps.shape[1] == 0:
         return exp
     spatial = batch.spatial_size
     if spatial is None or size is None:
-        raise MethodError(f"method {method.name!r} shifts the image tensor (B, C, H, W); these inputs have none. Use method 'gae'")
+        raise MethodError(
+            f"method {method.name!r} shifts the image tensor (B, C, H, W); these inputs have none. Use its one-pass method ({method.name.removesuffix('-shift')!r})"
+        )
     (h, w), (H, W) = exp.raw.shape[-2:], spatial
     shifts = shift_grid((max(1, H // h), max(1, W // w)), phases)
     pinned = _pinned(targets, exp.output)
     maps = [exp.maps]
     for dy, dx in shifts[1:]:
         value = shifted(batch.image, dy, dx) if batch.image_key is None else {**batch.value, batch.image_key: shifted(batch.image, dy, dx)}
-        moved = _attention_pass(model, method, reshape, grad_mode, Inputs(value, batch.image_key), pinned, size)
+        moved = one_pass(Inputs(value, batch.image_key), pinned)
         maps.append(unshifted(moved.maps, round(dy * size[0] / H), round(dx * size[1] / W)))
     return replace(exp, maps=normalize(torch.stack(maps).mean(0)), layers=[*exp.layers, f"mean over input shifts {shifts}"])
 

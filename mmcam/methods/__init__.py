@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..errors import MethodError, close_matches
 from .attention import GenericAttention, ShiftedAttention
-from .attnlrp import AttnLRP
+from .attnlrp import AttnLRP, ShiftedAttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
@@ -54,6 +54,7 @@ __all__ = [
     "DetrRelevance",
     "LeGrad",
     "AttnLRP",
+    "ShiftedAttnLRP",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -112,5 +113,6 @@ for _cls in (
     DetrRelevance,
     LeGrad,
     AttnLRP,
+    ShiftedAttnLRP,
 ):
     register(_cls.name, _cls)
