@@ -23,6 +23,7 @@ def test_public_names():
         [
             "ablationcam",
             "attnlrp",
+            "attnlrp-shift",
             "cam",
             "cell-occlusion",
             "eigencam",

@@ -12,9 +12,8 @@ of the relevance); both are put back exactly after, even when the call fails.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -22,17 +21,16 @@ from torch import nn
 
 from ..errors import ForwardError, GradientError, MethodError, MMCamError, TargetError
 from ..methods.attention import encoder_decoder_relevance, self_relevance
-from ..targets import ClassLogit, TopClasses, logits_of
 from .combine import normalize, upsample
 from .explanation import Explanation, detached
 from .gradients import batched_grads, looped_grads
 from .guard import forward_message, transient_capture_hooks
 from .hooks import frozen_parameters
 from .inputs import Inputs
-from .shifts import shift_grid, shifted, unshifted
+from .shifts import mean_over_shifts
 from .targets import TargetSet
 
-__all__ = ["eager_attention", "explain_with_attention"]
+__all__ = ["eager_attention", "explain_with_attention", "over_shifts"]
 
 SUPPORTED = (
     "Hugging Face transformers models that return attention probabilities with "
@@ -205,41 +203,29 @@ def explain_with_attention(
     """What ``CAM(model, method=...)(inputs, targets)`` returns for an attention method
     (``method.attention``); ``reshape`` lays token relevance out on the grid. A method with
     ``phases > 1`` (``gae-shift``) averages its maps over sub-patch shifts of the image
-    (:mod:`mmcam.engine.shifts`): every pass explains the targets of the unshifted pass (a top
-    class is pinned to its index), each map is shifted back, the mean min-max scaled; scores,
-    output and ``raw`` are the unshifted pass's."""
-    exp = _attention_pass(model, method, reshape, grad_mode, batch, targets, size)
+    (:func:`over_shifts`)."""
+    return over_shifts(lambda b, t: _attention_pass(model, method, reshape, grad_mode, b, t, size), method, batch, targets, size)
+
+
+def over_shifts(
+    one_pass: Callable[[Inputs, TargetSet], Explanation], method: Any, batch: Inputs, targets: TargetSet, size: tuple[int, int] | None
+) -> Explanation:
+    """``one_pass(batch, targets)`` (one explanation of a token method), averaged over
+    ``method.phases`` sub-patch shifts per axis of the image (:mod:`mmcam.engine.shifts`) when
+    ``phases > 1``: every pass explains the targets of the unshifted pass (a top class is
+    pinned to its index), each map is shifted back, the mean min-max scaled; scores, output and
+    ``raw`` are the unshifted pass's (:func:`mmcam.engine.shifts.mean_over_shifts`, which CNN
+    CAMs' ``-shift`` methods use too). Shared by ``gae-shift`` and ``attnlrp-shift``."""
+    exp = one_pass(batch, targets)
     phases = int(getattr(method, "phases", 1))
     if phases <= 1 or exp.maps.shape[1] == 0:
         return exp
     spatial = batch.spatial_size
     if spatial is None or size is None:
-        raise MethodError(f"method {method.name!r} shifts the image tensor (B, C, H, W); these inputs have none. Use method 'gae'")
-    (h, w), (H, W) = exp.raw.shape[-2:], spatial
-    shifts = shift_grid((max(1, H // h), max(1, W // w)), phases)
-    pinned = _pinned(targets, exp.output)
-    maps = [exp.maps]
-    for dy, dx in shifts[1:]:
-        value = shifted(batch.image, dy, dx) if batch.image_key is None else {**batch.value, batch.image_key: shifted(batch.image, dy, dx)}
-        moved = _attention_pass(model, method, reshape, grad_mode, Inputs(value, batch.image_key), pinned, size)
-        maps.append(unshifted(moved.maps, round(dy * size[0] / H), round(dx * size[1] / W)))
-    return replace(exp, maps=normalize(torch.stack(maps).mean(0)), layers=[*exp.layers, f"mean over input shifts {shifts}"])
-
-
-def _pinned(targets: TargetSet, output: Any) -> TargetSet:
-    """``targets`` with every :class:`~mmcam.targets.TopClasses` replaced by the class logits
-    it picked on ``output`` (a shifted input explains the same classes)."""
-    if not any(isinstance(t, TopClasses) for i in range(targets.batch_size) for t in targets.items(i)):
-        return targets
-    logits = logits_of(output).detach()
-    per_image = []
-    for i in range(targets.batch_size):
-        items: list[Any] = []
-        for t in targets.items(i):
-            top = logits[i].topk(min(t.k, logits.shape[1])).indices.tolist() if isinstance(t, TopClasses) else None
-            items.extend([ClassLogit(c) for c in top] if top is not None else [t])
-        per_image.append(items)
-    return TargetSet(per_image, targets.batch_size)
+        raise MethodError(
+            f"method {method.name!r} shifts the image tensor (B, C, H, W); these inputs have none. Use its one-pass method ({method.name.removesuffix('-shift')!r})"
+        )
+    return mean_over_shifts(lambda moved, pinned: one_pass(moved, TargetSet(pinned, batch.batch_size)), batch, exp, phases, size, exp.method)
 
 
 def _attention_pass(

@@ -101,7 +101,9 @@ def moved_target(target: Any, dy: int, dx: int, size: tuple[int, int]) -> Any:
 def mean_over_shifts(
     explain: Callable[[Any, Any], Any], batch: Any, first: Any, phases: int, size: tuple[int, int] | None, method: str, patch: tuple[int, int] | None = None
 ) -> Any:
-    """A CNN CAM averaged over sub-stride input shifts (``gradcam-shift``, ``layercam-shift``).
+    """An explanation averaged over sub-stride / sub-patch input shifts (``gradcam-shift``,
+    ``layercam-shift``, ``layercam-detr-shift``; ``gae-shift``, ``attnlrp-shift`` through
+    :func:`mmcam.engine.attention.over_shifts`).
 
     ``first`` is the unshifted pass's :class:`~mmcam.engine.Explanation` of ``batch``
     (:class:`~mmcam.engine.inputs.Inputs`); ``explain(moved_inputs, targets)`` runs one more

@@ -2,7 +2,7 @@
 
 >>> import mmcam
 >>> mmcam.methods.available()  # doctest: +ELLIPSIS
-['ablationcam', 'attnlrp', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-detr-shift', 'gae-shift', ...]
+['ablationcam', 'attnlrp', 'attnlrp-shift', 'cam', 'cell-occlusion', 'eigencam', 'eigengradcam', 'gae', 'gae-detr', 'gae-detr-shift', ...]
 
 A method is a small class (see :mod:`mmcam.methods.base`); register your own with
 :func:`register`. Pixel-space explainers composed from the engine (Guided Backprop,
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from ..errors import MethodError, close_matches
 from .attention import GenericAttention, ShiftedAttention
-from .attnlrp import AttnLRP
+from .attnlrp import AttnLRP, ShiftedAttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
 from .cells import SARFA, CellOcclusion, CellShapley
@@ -61,6 +61,7 @@ __all__ = [
     "InputShifts",
     "GradCAMShift",
     "LayerCAMShift",
+    "ShiftedAttnLRP",
 ]
 
 _REGISTRY: dict[str, Callable[[], Method]] = {}
@@ -131,5 +132,6 @@ for _cls in (
     AttnLRP,
     GradCAMShift,
     LayerCAMShift,
+    ShiftedAttnLRP,
 ):
     register(_cls.name, _cls)

@@ -40,6 +40,14 @@ value; key | value in cross-attention, beside ``q_attn``): each slice gets its f
 ``explain_caption(captioner, processor, image, method="attnlrp")`` or
 ``mmcam.CAM(vit, method="attnlrp")``.
 
+``method="attnlrp-shift"`` (:class:`ShiftedAttnLRP`) is the same relevance averaged over the
+image moved by sub-patch shifts, exactly as ``gae-shift`` averages ``gae``
+(:func:`mmcam.engine.attention.over_shifts`): ``phases`` shifts per axis (default 3: ``0, p/3,
+2p/3`` of a ``p``-pixel patch), every moved image explained with the unshifted pass's
+targets, each map moved back, the ``phases²`` maps averaged and min-max scaled,
+``M = normalize(1/n² Σ unshift(M_lrp(shift(x))))``. Cost: ``phases²`` forwards + batched
+backwards under the rules. The patent notice below applies to it as to ``attnlrp``.
+
 **Patent notice.** Layer-wise relevance propagation is covered by patents held by
 Fraunhofer-Gesellschaft (the LRP method family; the authors' reference implementation, LXT,
 is released under the Clear BSD License, which states that *no patent rights* are granted
@@ -57,7 +65,7 @@ from torch import nn
 from ..errors import ForwardError, MethodError, MMCamError
 from .base import Method
 
-__all__ = ["AttnLRP", "lrp_rules", "token_relevance"]
+__all__ = ["AttnLRP", "ShiftedAttnLRP", "lrp_rules", "token_relevance"]
 
 _ACTIVATIONS = ("GELU", "GELUActivation", "NewGELUActivation", "QuickGELUActivation", "FastGELUActivation", "ReLU", "Tanh", "SiLU", "SiLUActivation")
 _QK, _V = ("q_proj", "k_proj", "query", "key"), ("v_proj", "value")
@@ -70,12 +78,31 @@ class AttnLRP(Method):
 
     name: ClassVar[str] = "attnlrp"
     attention: ClassVar[bool] = True  # relevance of the encoder's input tokens, not a hooked layer
+    phases: int = 1  # input shifts per axis (ShiftedAttnLRP)
 
     def cam(self, acts, grads, ctx):
-        raise MethodError("'attnlrp' propagates relevance through the whole transformer; run it through explain_classification or mmcam.CAM")
+        raise MethodError(f"{self.name!r} propagates relevance through the whole transformer; run it through explain_classification or mmcam.CAM")
 
     def run_attention(self, model: Any, reshape: Any, grad_mode: str, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
-        return explain_attnlrp(model, self, reshape, batch, targets, size)
+        from ..engine.attention import over_shifts
+
+        return over_shifts(lambda b, t: explain_attnlrp(model, self, reshape, b, t, size), self, batch, targets, size)
+
+
+class ShiftedAttnLRP(AttnLRP):
+    """AttnLRP averaged over sub-patch input shifts (``method="attnlrp-shift"``; see the module
+    docstring, with its patent notice). ``phases``: shifts per axis (``phases²`` passes; 1 is
+    plain ``attnlrp``)."""
+
+    name: ClassVar[str] = "attnlrp-shift"
+
+    def __init__(self, phases: int = 3):
+        if int(phases) < 1:
+            raise MethodError(f"ShiftedAttnLRP needs phases >= 1 (shifts per axis; 1 is plain attnlrp), got {phases}")
+        self.phases = int(phases)
+
+    def __repr__(self) -> str:
+        return f"ShiftedAttnLRP(phases={self.phases})"
 
 
 class _Scale(torch.autograd.Function):

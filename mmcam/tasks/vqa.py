@@ -92,7 +92,9 @@ def explain_vqa(
     relevance of the pooler token averaged over 3 x 3 sub-patch shifts of the image, 9 forwards +
     backwards, :class:`mmcam.methods.attention.ShiftedAttention`: on the zoo it points at the
     answer's object 0.92 of the time, one pass of ``"gae"`` 0.81, Grad-CAM 0.39; ``"attnlrp"``
-    0.84, opt-in as LRP carries a patent notice —
+    0.84; ``"attnlrp-shift"`` (the same 9 shifts) points and picks the interventional top object
+    more often than the default on two 60-scene seeds (docs/methods.md); both opt-in as LRP
+    carries a patent notice —
     :mod:`mmcam.methods.attnlrp`), ``"gradcam"`` for BLIP or when ``layers`` are given. ``layers``
     overrides the default layer of a CAM method (found by structure).
 

@@ -85,3 +85,26 @@ def test_gae_shift_maps_at_the_photo_size_and_one_phase_is_gae(captioner, vilt):
     assert get("gae-shift").phases == 3 and get("gae").phases == 1
     with pytest.raises(MethodError, match="phases >= 1"):
         ShiftedAttention(phases=0)
+
+
+def test_gae_shift_on_a_vit_classifier_keeps_the_top_classes_of_the_unshifted_image():
+    """explain_classification's top classes are pinned: every shifted pass explains the classes the
+    unshifted image picked, not its own top classes."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from mmcam import explain_classification
+    from mmcam.engine.shifts import shift_grid, shifted, unshifted
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=4)
+    model = ViTForImageClassification(config).eval()
+    torch.nn.init.normal_(model.classifier.weight, std=0.5)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))  # some shifts change its top-2 classes
+    before = snapshot(model)
+    exp = explain_classification(model, x, topk=2, method="gae-shift")
+    assert_same_state(before, snapshot(model))
+    classes = list(exp.meta["classes"])
+    loop = [unshifted(explain_classification(model, shifted(x, dy, dx), classes, method="gae").maps, dy, dx) for dy, dx in shift_grid((8, 8), 3)]
+    torch.testing.assert_close(exp.maps, normalize(torch.stack(loop).mean(0)))
+    tops = {tuple(explain_classification(model, shifted(x, dy, dx), topk=2, method="gae").meta["classes"]) for dy, dx in shift_grid((8, 8), 3)}
+    assert len(tops) > 1  # a shifted image's own top classes differ, so the equality above checks the pinning
