@@ -43,6 +43,7 @@ def test_public_names():
             "legrad",
             "odam",
             "sarfa",
+            "sarfa-toggle",
             "scorecam",
             "shapley",
             "xgradcam",

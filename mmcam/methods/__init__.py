@@ -18,7 +18,7 @@ from .attention import GenericAttention, ShiftedAttention
 from .attnlrp import AttnLRP, ShiftedAttnLRP
 from .base import Context, ElementwiseMethod, Method, WeightMethod
 from .cam import ClassActivationMap
-from .cells import SARFA, CellOcclusion, CellShapley
+from .cells import SARFA, CellOcclusion, CellShapley, SARFAToggle
 from .detr_relevance import DetrRelevance, ShiftedDetrRelevance
 from .detr_shift import ShiftedDetrCAM
 from .eigen import EigenCAM, EigenGradCAM, EigenSmooth
@@ -51,6 +51,7 @@ __all__ = [
     "ShiftedAttention",
     "CellOcclusion",
     "SARFA",
+    "SARFAToggle",
     "CellShapley",
     "ODAM",
     "DetrRelevance",
@@ -123,6 +124,7 @@ for _cls in (
     ShiftedAttention,
     CellOcclusion,
     SARFA,
+    SARFAToggle,
     CellShapley,
     ODAM,
     DetrRelevance,

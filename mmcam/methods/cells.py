@@ -5,7 +5,11 @@ An observation ``(B, C, H, W)`` is a grid of cells of ``cell`` × ``cell`` input
 **empty cell's encoding** into it (``empty``: a ``(C,)`` vector, default all zeros — the
 gridworld's one-hot planes of an empty cell), an input the model saw in training, not a blur
 or a grey patch. Cells that already hold the empty encoding cannot change anything when
-removed: every method gives them 0 and spends no forward on them.
+removed: every method gives them 0 and spends no forward on them — so the map's zeros are
+the observation's empty cells under any network (the cascading randomization's Spearman over
+all cells keeps that shared support; ``bench/rl_sanity.py``). ``sarfa-toggle``
+(:class:`SARFAToggle`) also perturbs the empty cells, by *filling* each with an occupant's
+encoding (``fill``), so they are scored too.
 
 Each method runs its perturbed observations through the model in chunks of
 ``ctx.batch_size`` rows under ``torch.no_grad`` and returns its cell map on the hooked
@@ -25,7 +29,10 @@ from ..errors import MethodError
 from ..targets.rl import GreedyActionValue, action_values
 from .base import Context, Method
 
-__all__ = ["SARFA", "CellOcclusion", "CellShapley", "occupied_cells", "remove_cells"]
+__all__ = ["SARFA", "SARFAToggle", "CellOcclusion", "CellShapley", "is_cell_grid", "occupied_cells", "remove_cells", "MAX_GRID_CELLS"]
+
+#: The most cells :func:`is_cell_grid` calls a (small) cell grid: one forward per occupied cell stays cheap.
+MAX_GRID_CELLS = 1024
 
 
 def occupied_cells(obs: torch.Tensor, empty: torch.Tensor, cell: int) -> torch.Tensor:
@@ -34,11 +41,44 @@ def occupied_cells(obs: torch.Tensor, empty: torch.Tensor, cell: int) -> torch.T
     return F.max_pool2d(diff[None, None], cell)[0, 0] > 0
 
 
+def is_cell_grid(obs: torch.Tensor, max_cells: int = MAX_GRID_CELLS) -> bool:
+    """Whether one observation ``(C, H, W)`` is in the cell-grid encoding the cell methods
+    assume with their defaults (``cell=1``, ``empty`` all zeros): every value is 0 or 1
+    (one-hot or binary planes, frame stacks allowed), at least one cell is empty (all planes
+    0, so writing the empty encoding is an input the observation itself holds), at least one
+    is occupied, and ``H · W <= max_cells``. A float pixel frame (values in between) is not."""
+    if obs.ndim != 3 or obs.shape[-2] * obs.shape[-1] > max_cells:
+        return False
+    if not bool(((obs == 0) | (obs == 1)).all()):
+        return False
+    occupied = occupied_cells(obs, obs.new_zeros(obs.shape[0]), 1)
+    return bool(occupied.any()) and not bool(occupied.all())
+
+
 def remove_cells(obs: torch.Tensor, removed: torch.Tensor, empty: torch.Tensor, cell: int) -> torch.Tensor:
     """``(N, C, H, W)``: copies of ``obs`` ``(C, H, W)`` with the cells set in ``removed``
     ``(N, Hc, Wc)`` replaced by the empty encoding."""
     up = removed.repeat_interleave(cell, 1).repeat_interleave(cell, 2)
     return torch.where(up[:, None], empty[None, :, None, None].to(obs.dtype), obs[None])
+
+
+def toggle_cells(obs: torch.Tensor, changed: torch.Tensor, occupied: torch.Tensor, empty: torch.Tensor, fill: torch.Tensor, cell: int) -> torch.Tensor:
+    """``(N, C, H, W)``: copies of ``obs`` with each cell set in ``changed`` ``(N, Hc, Wc)``
+    toggled: an ``occupied`` cell emptied, an empty one filled with the encoding ``fill`` ``(C,)``."""
+    out = remove_cells(obs, changed & occupied, empty, cell)
+    up = (changed & ~occupied).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
+    return torch.where(up[:, None], fill[None, :, None, None].to(obs.dtype), out)
+
+
+def common_occupant(obs: torch.Tensor, empty: torch.Tensor) -> torch.Tensor | None:
+    """The encoding ``(C,)`` held by the most input positions of ``obs`` ``(C, H, W)`` other
+    than ``empty`` (the gridworld's wall; ties: the first in sorted order); ``None`` if all are empty."""
+    codes = obs.flatten(1).T  # (H·W, C)
+    codes = codes[(codes != empty).any(1)]
+    if not len(codes):
+        return None
+    values, counts = codes.unique(dim=0, return_counts=True)
+    return values[int(counts.argmax())]
 
 
 class _CellMethod(Method):
@@ -165,6 +205,37 @@ class SARFA(_CellMethod):
         if len(actions) != ctx.scores.shape[1]:
             raise MethodError("sarfa needs one action per explained item; pass one ActionValue per action")
         return actions
+
+
+class SARFAToggle(SARFA):
+    """SARFA (:class:`SARFA`, same score ``S(c)``) with every cell a feature: an occupied
+    cell is emptied as in ``sarfa``, an **empty** cell is *filled* with ``fill`` (default
+    ``"common"``: the encoding most of the observation's occupied positions hold — the
+    gridworld's wall), an input of the kind the observation itself holds. So the map also says
+    which open cells the action relies on (closing the corridor it moves into), and empty cells
+    get values that depend on the network. One forward per cell. Not in Puri et al.'s paper
+    (they remove pieces); an extension written here, opt-in.
+    """
+
+    name = "sarfa-toggle"
+
+    def __init__(self, cell: int = 1, empty: torch.Tensor | list[float] | None = None, fill: "torch.Tensor | list[float] | str" = "common"):
+        super().__init__(cell, empty)
+        if isinstance(fill, str) and fill != "common":
+            raise MethodError(f"fill must be 'common' or one value per observation channel, got {fill!r}")
+        self.fill = fill if isinstance(fill, str) else torch.as_tensor(fill, dtype=torch.float32)
+
+    def cell_map(self, b, obs, empty, ctx):
+        mask = occupied_cells(obs, empty, self.cell)
+        fill = common_occupant(obs, empty) if isinstance(self.fill, str) else self.fill.to(obs.device, obs.dtype)
+        if fill is None:
+            return super().cell_map(b, obs, empty, ctx)
+        if fill.shape != empty.shape or bool((fill == empty).all()):
+            raise MethodError(f"fill must be one value per observation channel ({empty.numel()}) and differ from the empty encoding, got {fill.tolist()}")
+        single = _singles(torch.ones_like(mask))
+        q = _run(ctx, b, torch.cat([obs[None], toggle_cells(obs, single, mask, empty, fill, self.cell)]), raw=True)
+        actions = self._actions(ctx, b, q[0])
+        return sarfa_scores(q[0], q[1:], actions).T.reshape(len(actions), *mask.shape).to(obs.dtype)
 
 
 def sarfa_scores(q: torch.Tensor, q_perturbed: torch.Tensor, actions: list[int]) -> torch.Tensor:

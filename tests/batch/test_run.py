@@ -126,7 +126,7 @@ def test_action_engine_batch_equals_explain_action_and_runs_over_npy_folder(tmp_
     engine = build_task("action", model, method="gradcam")
     batched = engine.explain([engine.prepare(s.obs) for s in states])
     for state, got in zip(states, batched):
-        want = explain_action(model, state.obs)
+        want = explain_action(model, state.obs, method="gradcam")
         assert got.items == want.items and got.meta["action"] == want.meta["action"] and got.meta["q_values"] == want.meta["q_values"]
         torch.testing.assert_close(got.maps, want.maps, atol=1e-4, rtol=0)
     for i, state in enumerate(states):
