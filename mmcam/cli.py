@@ -237,7 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_zoo_task(model, args.task)
     out = Path(args.out)
     _ensure_writable(out)
-    methods = [m for group in (args.method or ["gradcam"]) for m in group.split(",") if m]
+    methods = [m for group in (args.method or []) for m in group.split(",") if m]  # none: the task's default
     attributions = [a for group in (args.attribution or []) for a in group.split(",") if a]
     from .batch import Distributed, all_reduce_evaluation
 
@@ -285,7 +285,7 @@ def _layer_arg(groups: "list[str] | None") -> "list[str] | None":
 
 def _evaluate_command(args: argparse.Namespace, model: str, methods: list[str], attributions: list[str]) -> str:
     """The command that reproduces this table, every setting spelled out."""
-    parts = ["mmcam evaluate", f"--task {args.task}", f"--model {model}", f"--method {','.join(methods)}"]
+    parts = ["mmcam evaluate", f"--task {args.task}", f"--model {model}"] + ([f"--method {','.join(methods)}"] if methods else [])
     parts += ["--trust-pickle"] if args.trust_pickle else []
     parts += [f"--layer {','.join(_layer_arg(args.layer))}"] if args.layer else []
     parts += [f"--dataset {args.dataset}"] if args.dataset else []

@@ -97,7 +97,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--model", help="as for `mmcam explain`; default: the task's zoo model")
     _trust_argument(p)
-    p.add_argument("--method", action="append", help="CAM method(s), comma-separated or repeated (default gradcam)")
+    p.add_argument(
+        "--method", action="append", help="CAM method(s), comma-separated or repeated (default: the task's own for the model, as mmcam explain picks it)"
+    )
     p.add_argument("--dataset", help="a COCO annotation .json (default: scenes generated from --seed)")
     p.add_argument("--image-dir", help="COCO: the images folder (default: images/ beside annotations/)")
     p.add_argument("--images", type=int, default=200, help="images (or grid states) to evaluate")

@@ -16,6 +16,7 @@ from ..metrics import faithfulness as faith
 from ..metrics.baselines import BASELINES, IMAGE_BASELINES
 from ..metrics.sanity import cascading_randomization, spearman
 from .cases import TASKS, Case, prepare
+from .defaults import default_method
 from .generative import generative_caption, generative_vqa
 from .interventions import SHIFT, grid_effects, map_values, scene_effects
 from .scoring import Row, case_seed, faithfulness_values, guided_gradcam, localization_values, sanity_entry
@@ -75,7 +76,7 @@ def evaluate(
     model: Any = None,
     processor: Any = None,
     *,
-    methods: Sequence[str] = ("gradcam",),
+    methods: Sequence[str] | None = None,
     layers: Any = None,
     dataset: "str | Path | None" = None,
     image_dir: "str | Path | None" = None,
@@ -97,6 +98,7 @@ def evaluate(
     shift: bool = False,
 ) -> Evaluation:
     """Evaluate ``methods`` on ``task`` (see the module docstring); deterministic from ``seed``.
+    ``methods=None``: the task's own default for the model (:func:`.defaults.default_method`).
 
     ``model``: ``None`` (the task's zoo model), a spec as for ``mmcam explain`` (``zoo:NAME``, a
     local HF directory, a YOLO .pt; ``trust_pickle`` as for :func:`mmcam.loading.load_model`)
@@ -132,7 +134,7 @@ def evaluate(
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     from ..tasks.generation import OWN_METHODS
 
-    for m in methods:
+    for m in methods or ():
         if m not in OWN_METHODS:  # generative VLMs' own maps (logit-lens, tam, gae-tower)
             methods_mod.get(m)  # unknown names fail here, before any work
     if attributions:
@@ -220,6 +222,7 @@ def _evaluate(
             prepared = _prepare(task, model, processor, sample, layers)
             cases.extend(prepared)
             index.extend([position] * len(prepared))
+    methods = list(methods) if methods else [default_method(task, model, processor, samples, layers)]
     if not cases:
         raise InputError(f"none of the {len(samples)} samples gave an item with ground truth for {task!r}; check the model and dataset")
 
