@@ -20,7 +20,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     _trust_argument(p)
     p.add_argument(
         "--method",
-        help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect and YOLO segment models; gae-shift for VisionEncoderDecoder captions and ViLT answers; gae-tower for LLaVA-style VLMs; sarfa for cell-grid action observations)",
+        help="a CAM method (see `mmcam list`); default: the task's own (gradcam; layercam for detect and YOLO segment models; gae-shift for VisionEncoderDecoder captions and ViLT answers; gae-tower for LLaVA, layercam for other VLMs; sarfa for cell-grid action observations)",
     )
     p.add_argument("--layer", action="append", help="layer name (repeat to fuse several)")
     p.add_argument("--topk", type=_positive, default=1, help="classify: explain the k top classes")

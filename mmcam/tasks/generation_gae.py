@@ -71,7 +71,7 @@ def shift_phases(task: str) -> int:
 
 def default_method(layout: ImageLayout, layers: Any, fallback: str) -> str:
     """The generative VLMs' default method: ``gae-tower`` for a LLaVA layout (one image on the
-    token grid, the tower's tokens one to one; on ``zoo:vlm`` it points 0.951 / 0.890 at answer /
+    token grid, the tower's tokens one to one; on ``zoo:vlm`` it points 0.951 / 0.913 at answer /
     caption words against LayerCAM's 0.685 / 0.675, docs/vlm.md) when no ``layers`` are given;
     else ``fallback`` (LayerCAM), as ``gae-tower`` needs that layout and reads no layer."""
     return GAE_TOWER if type(layout) is LlavaLayout and layers is None else fallback
