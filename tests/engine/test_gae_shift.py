@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from modelstate import assert_same_state, snapshot
+from shifting import back as _back
+from shifting import moved as _moved
 from vl_models import tiny_ved, tiny_vilt
 
 from mmcam.engine.combine import normalize
@@ -29,20 +31,6 @@ def captioner():
 @pytest.fixture(scope="module")
 def vilt():
     return tiny_vilt(["red", "green", "blue", "yes", "no"])
-
-
-def _moved(photo: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The photo moved dy rows down and dx columns right, its first row / column repeated."""
-    h, w = photo.shape[:2]
-    rows, cols = np.clip(np.arange(h) - dy, 0, None), np.clip(np.arange(w) - dx, 0, None)
-    return np.ascontiguousarray(photo[rows][:, cols])
-
-
-def _back(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Maps of a moved photo moved back, their last row / column repeated."""
-    h, w = maps.shape[-2:]
-    rows, cols = torch.clamp(torch.arange(h) + dy, max=h - 1), torch.clamp(torch.arange(w) + dx, max=w - 1)
-    return maps[..., rows, :][..., cols]
 
 
 def test_gae_shift_equals_a_loop_of_gae_on_shifted_photos(captioner, vilt):

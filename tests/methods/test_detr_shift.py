@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from modelstate import assert_same_state, snapshot
+from shifting import back as _back
+from shifting import moved as _moved
 
 import mmcam
 from mmcam.engine.combine import normalize
@@ -46,20 +48,6 @@ def detr():
         model.class_labels_classifier.weight.mul_(8)
         model.class_labels_classifier.bias.zero_()
     return model, transformers.DetrImageProcessor(size={"height": 64, "width": 64})
-
-
-def _moved(photo: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The photo moved dy rows down and dx columns right, its first row / column repeated."""
-    h, w = photo.shape[:2]
-    rows, cols = np.clip(np.arange(h) - dy, 0, None), np.clip(np.arange(w) - dx, 0, None)
-    return np.ascontiguousarray(photo[rows][:, cols])
-
-
-def _back(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Maps of a moved photo moved back, their last row / column repeated."""
-    h, w = maps.shape[-2:]
-    rows, cols = torch.clamp(torch.arange(h) + dy, max=h - 1), torch.clamp(torch.arange(w) + dx, max=w - 1)
-    return maps[..., rows, :][..., cols]
 
 
 def test_equals_a_loop_of_gae_detr_on_shifted_photos(detr):
