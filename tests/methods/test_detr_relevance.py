@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from detr_models import TINY, tiny_detr, tiny_resnet
 from modelstate import assert_same_state, snapshot
 
 import mmcam
@@ -18,34 +19,11 @@ from mmcam.tasks import explain_detections
 transformers = pytest.importorskip("transformers")
 
 IMAGE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
-TINY = dict(
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=2,
-    decoder_attention_heads=2,
-    encoder_ffn_dim=64,
-    decoder_ffn_dim=64,
-    num_queries=8,
-    num_labels=3,
-)
-
-
-def _resnet(config_class=None, out_features=("stage3",)):
-    return (config_class or transformers.ResNetConfig)(
-        num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], layer_type="basic", out_features=list(out_features)
-    )
 
 
 @pytest.fixture(scope="module")
 def detr():
-    torch.manual_seed(0)
-    config = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=_resnet(), **TINY)
-    model = transformers.DetrForObjectDetection(config).eval()
-    with torch.no_grad():  # random init scores every class alike: spread them so a few queries are kept
-        model.class_labels_classifier.weight.mul_(8)
-        model.class_labels_classifier.bias.zero_()
-    return model, transformers.DetrImageProcessor(size={"height": 64, "width": 64})
+    return tiny_detr()
 
 
 def test_rules_on_hand_worked_matrices():
@@ -133,7 +111,7 @@ def model_reshape(model, inputs):
 def test_refused_where_there_is_no_query_cross_attention(detr):
     torch.manual_seed(0)
     config = transformers.RTDetrConfig(
-        backbone_config=_resnet(transformers.RTDetrResNetConfig, ("stage2", "stage3", "stage4")),
+        backbone_config=tiny_resnet(transformers.RTDetrResNetConfig, ("stage2", "stage3", "stage4")),
         use_pretrained_backbone=False,
         encoder_hidden_dim=32,
         encoder_in_channels=[32, 64, 128],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from detr_models import tiny_detr
 from modelstate import assert_same_state, snapshot
 from shifting import back as _back
 from shifting import moved as _moved
@@ -23,31 +24,11 @@ transformers = pytest.importorskip("transformers")
 
 SQUARE = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)  # the processor's size: moving it moves pixel_values
 WIDE = (np.random.default_rng(3).random((48, 80, 3)) * 255).astype(np.uint8)
-TINY = dict(
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=2,
-    decoder_attention_heads=2,
-    encoder_ffn_dim=64,
-    decoder_ffn_dim=64,
-    num_queries=8,
-    num_labels=3,
-)
 
 
 @pytest.fixture(scope="module")
 def detr():
-    torch.manual_seed(0)
-    backbone = transformers.ResNetConfig(
-        num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], layer_type="basic", out_features=["stage3"]
-    )
-    config = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone, **TINY)
-    model = transformers.DetrForObjectDetection(config).eval()
-    with torch.no_grad():  # random init scores every class alike: spread them so a few queries are kept
-        model.class_labels_classifier.weight.mul_(8)
-        model.class_labels_classifier.bias.zero_()
-    return model, transformers.DetrImageProcessor(size={"height": 64, "width": 64})
+    return tiny_detr()
 
 
 def test_equals_a_loop_of_gae_detr_on_shifted_photos(detr):
