@@ -29,7 +29,7 @@ from ..targets import ClassLogit, SegmentationRegion, TopClasses, logits_of
 from .combine import normalize
 from .inputs import Inputs
 
-__all__ = ["offsets", "shift_grid", "shifted", "unshifted", "pinned_targets", "moved_target", "mean_over_shifts", "mean_of_moved"]
+__all__ = ["offsets", "shift_grid", "shifted", "unshifted", "pinned_targets", "moved_target", "mean_over_shifts"]
 
 
 def offsets(pixels: int, phases: int) -> list[int]:
@@ -137,18 +137,3 @@ def mean_over_shifts(
             moved_maps = torch.zeros_like(first.maps)
         maps.append(unshifted(moved_maps, round(dy * size[0] / H), round(dx * size[1] / W)))
     return replace(first, maps=normalize(torch.stack(maps).mean(0)), method=method, layers=[*first.layers, f"mean over input shifts {grid}"])
-
-
-def mean_of_moved(
-    first: torch.Tensor, explain: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, patch: tuple[int, int], phases: int
-) -> torch.Tensor:
-    """``normalize(mean_{dy,dx} unshifted(explain(shifted(image, dy, dx))))`` over
-    :func:`shift_grid` of ``patch`` (pixels per token of ``image``, ``(..., H, W)``):
-    ``first`` holds the min-max scaled maps ``(..., h', w')`` of the unshifted image (the
-    ``(0, 0)`` pass, not run again), ``explain`` gives those of a moved image at the same
-    ``(h', w')``; each map is moved back by the shift scaled to its size, ``round(dy h' / H)``."""
-    (H, W), (h, w) = image.shape[-2:], first.shape[-2:]
-    maps = [first]
-    for dy, dx in shift_grid(patch, phases)[1:]:
-        maps.append(unshifted(explain(shifted(image, dy, dx)), round(dy * h / H), round(dx * w / W)))
-    return normalize(torch.stack(maps).mean(0))

@@ -112,24 +112,11 @@ class ShiftedDetrRelevance(DetrRelevance):
         return replace(exp, maps=normalize(centred(exp.raw, size, batch.spatial_size or size, self.centre)))
 
     def run_attention(self, model: Any, reshape: Any, grad_mode: str, batch: Any, targets: Any, size: "tuple[int, int] | None") -> Any:
-        """:func:`explain_queries` of the unshifted image, its maps replaced by the mean over the shifts."""
-        from ..engine.inputs import Inputs
-        from ..engine.shifts import mean_of_moved, shift_grid
+        """:func:`explain_queries` of the unshifted image, its maps replaced by the mean over the
+        shifts (:func:`mmcam.engine.attention.over_shifts`, the loop of every ``-shift`` method)."""
+        from ..engine.attention import over_shifts
 
-        exp = self._pass(model, reshape, grad_mode, batch, targets, size)
-        if self.phases <= 1 or exp.maps.shape[1] == 0:
-            return exp
-        if batch.image is None or batch.image.ndim != 4 or size is None:
-            raise MethodError(f"method {self.name!r} shifts the image tensor (B, C, H, W); these inputs have none. Use method 'gae-detr'")
-        (h, w), (H, W) = exp.raw.shape[-2:], batch.spatial_size
-        patch = (max(1, H // h), max(1, W // w))
-
-        def explain(image: torch.Tensor) -> torch.Tensor:
-            value = image if batch.image_key is None else {**batch.value, batch.image_key: image}
-            return self._pass(model, reshape, grad_mode, Inputs(value, batch.image_key), targets, size).maps
-
-        maps = mean_of_moved(exp.maps, explain, batch.image, patch, self.phases)
-        return replace(exp, maps=maps, layers=[*exp.layers, f"mean over input shifts {shift_grid(patch, self.phases)}"])
+        return over_shifts(lambda b, t: self._pass(model, reshape, grad_mode, b, t, size), self, batch, targets, size)
 
     def __repr__(self) -> str:
         return f"ShiftedDetrRelevance(phases={self.phases}, centre={self.centre})"
